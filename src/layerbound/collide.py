@@ -1,0 +1,269 @@
+"""Collision search: paper 001's Algorithm 1, batched over pairs, and the closed forms of SPEC 5.
+
+For a feature map g = A f (f the network up to a tap, A an m x n_j Gaussian projection, or the
+identity) and a pair (x, x') from different classes, the collision distance is
+
+    d(x, x') = inf over g(x~) = g(x~') of max(||x~ - x||, ||x~' - x'||).
+
+Any collision gives an upper bound on d; the midpoint x~ = x~' = (x + x')/2 is always one, so
+d <= ||x - x'|| / 2. `search` runs Algorithm 1 (linearize the collision constraint at the current
+iterate, take a convex combination with the original pair, project onto the linearization), keeps
+the best collision whose residual ||g(x~') - g(x~)|| is small relative to the pair's feature gap
+||g(x') - g(x)||, verifies every returned collision with an independent forward pass, and falls
+back to the midpoint. The closed forms (input, projected input, affine layer) are the fast paths
+and the references the search is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Features = Callable[[torch.Tensor], torch.Tensor]
+
+# Tolerances relative to the pair's scales (feature gap for residuals, midpoint objective for the
+# objective change); float32 forward passes are only accurate to ~1e-7 of the feature magnitude.
+DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-8}
+DEFAULT_VERIFY_TOL = {torch.float32: 1e-3, torch.float64: 1e-6}
+
+
+@dataclass
+class Collisions:
+    """Per-pair results of `search`; every tensor is on the CPU, one entry per pair."""
+
+    distance: torch.Tensor     # float64, max(||x~ - x||, ||x~' - x'||) of the best verified collision
+    objective: torch.Tensor    # float64, ||x~ - x||^2 + ||x~' - x'||^2 of that collision
+    residual: torch.Tensor     # float64, ||g(x~') - g(x~)||, recomputed by an independent forward pass
+    feature_gap: torch.Tensor  # float64, ||g(x') - g(x)||: residuals are judged relative to it
+    iterations: torch.Tensor   # int64, projection steps taken
+    converged: torch.Tensor    # bool, stopped by the tolerance test rather than the iteration cap
+    x_tilde: torch.Tensor | None = None        # the colliding points (return_points=True)
+    x_tilde_prime: torch.Tensor | None = None
+
+
+def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *,
+           alpha: float = 1.0, gamma: float = 0.7, max_iter: int = 40, tol: float | None = None,
+           verify_tol: float | None = None, batch_size: int | None = None,
+           dtype: torch.dtype | None = None, return_points: bool = False) -> Collisions:
+    """Collision distances d_{A o f}(x_k, x'_k) for a batch of pairs, by Algorithm 1.
+
+    f maps a batch (B, *shape) to flattened features (B, n_j); an nn.Module must be in eval mode
+    (BatchNorm must use its running statistics, so the pairs of a batch stay independent). A is
+    the m x n_j projection, or None for the identity. The computation runs on x's device, in
+    `dtype` (default: x's floating dtype); f must accept that dtype. `tol` is the convergence
+    threshold of Algorithm 1 (residual relative to the feature gap, objective change relative to
+    the midpoint objective); `verify_tol` the relative residual under which a collision counts.
+    Pairs are processed `batch_size` at a time (default: all).
+    """
+    if _in_training_mode(f):
+        raise ValueError("the feature extractor has BatchNorm or Dropout layers in training mode; call "
+                         ".eval() first (batch statistics would mix the pairs of a batch)")
+    if x.shape != x_prime.shape:
+        raise ValueError(f"x and x_prime must have the same shape, not {tuple(x.shape)} and {tuple(x_prime.shape)}")
+    dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
+    tol = DEFAULT_TOL.get(dtype, 1e-4) if tol is None else tol
+    verify_tol = DEFAULT_VERIFY_TOL.get(dtype, 1e-3) if verify_tol is None else verify_tol
+    if not (0 < gamma < 1 and 0 < alpha <= 1 and max_iter >= 0):
+        raise ValueError("need 0 < alpha <= 1, 0 < gamma < 1 and max_iter >= 0")
+    x, x_prime = x.to(dtype), x_prime.to(dtype)
+    if A is None:
+        g = f
+    else:
+        A_t = A.to(device=x.device, dtype=dtype).T
+
+        def g(u: torch.Tensor) -> torch.Tensor:
+            return f(u) @ A_t
+
+    batch_size = batch_size or max(len(x), 1)
+    parts = [algorithm1(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
+                        max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points)
+             for s in range(0, len(x), batch_size)]
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return Collisions(empty, empty, empty, empty, torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool))
+    fields = {}
+    for name in Collisions.__dataclass_fields__:
+        values = [getattr(p, name) for p in parts]
+        fields[name] = None if values[0] is None else torch.cat(values)
+    return Collisions(**fields)
+
+
+def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float,
+               max_iter: int, tol: float, verify_tol: float, return_points: bool = False) -> Collisions:
+    """Algorithm 1 of paper 001 on one batch of pairs (x_k, x'_k), with the paper's names.
+
+    Iterate i holds (x_tilde, x_tilde_prime); H_i is the collision constraint linearized there,
+    r + J'(u' - x~') - J(u - x~) = 0 with r = g(x~') - g(x~), J = Dg(x~), J' = Dg(x~'). The next
+    iterate is the projection of p = (1 - alpha)(x~, x~') + alpha (x, x') onto H_i:
+    p - M^T (M M^T)^{-1} (M p - b) with M = [-J, J'], an m x m solve per pair. alpha is 1 at the
+    first step, then decays by gamma. A pair stops when its residual and objective change are
+    under tolerance (converged) or at max_iter; stopped pairs leave the batch.
+    """
+    B = x.shape[0]
+    norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
+    with torch.no_grad():
+        g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
+    feature_gap = norms(g_x_prime - g_x)
+    scale = feature_gap.clamp_min(torch.finfo(x.dtype).tiny)
+    midpoint = (x + x_prime) / 2
+    objective_0 = norms(x - x_prime) ** 2 / 2     # the midpoint's objective, the objective scale
+
+    # Best verified collision per pair, starting from the midpoint (always a collision).
+    best_tilde, best_tilde_prime = midpoint.clone(), midpoint.clone()
+    best_distance = norms(x - x_prime) / 2
+    best_objective = objective_0.clone()
+    iterations = torch.zeros(B, dtype=torch.int64, device=x.device)
+    converged = torch.zeros(B, dtype=torch.bool, device=x.device)
+
+    # The active batch: pairs still iterating, with their current iterate.
+    active = torch.arange(B, device=x.device)
+    x_a, x_prime_a = x, x_prime
+    x_tilde, x_tilde_prime = midpoint, midpoint
+    objective_prev = objective_0
+    for i in range(max_iter + 1):
+        if i < max_iter:  # value and Jacobian rows at the iterate: one forward, m batched VJPs
+            values, rows = jacobian_rows(g, torch.cat([x_tilde, x_tilde_prime]))
+            J, J_prime = rows.chunk(2)
+        else:             # after the last step only the value is needed, for the stopping test
+            with torch.no_grad():
+                values = g(torch.cat([x_tilde, x_tilde_prime]))
+        g_tilde, g_tilde_prime = values.chunk(2)
+        r = g_tilde_prime - g_tilde
+        if i > 0:
+            # Step 5: record the iterate, keep it if it is a better verified collision, stop pairs.
+            residual = r.norm(dim=1)
+            objective = norms(x_tilde - x_a) ** 2 + norms(x_tilde_prime - x_prime_a) ** 2
+            distance = torch.maximum(norms(x_tilde - x_a), norms(x_tilde_prime - x_prime_a))
+            finite = torch.isfinite(residual) & torch.isfinite(objective)
+            better = finite & (residual <= verify_tol * scale[active]) & (distance < best_distance[active])
+            won = active[better]
+            best_tilde[won], best_tilde_prime[won] = x_tilde[better], x_tilde_prime[better]
+            best_distance[won], best_objective[won] = distance[better], objective[better]
+            iterations[active] = i
+            done = finite & (residual < tol * scale[active]) & ((objective_prev - objective).abs() < tol * objective_0[active])
+            converged[active[done]] = True
+            keep = finite & ~done
+            if i == max_iter or not keep.any():
+                break
+            if not keep.all():
+                active, x_a, x_prime_a = active[keep], x_a[keep], x_prime_a[keep]
+                x_tilde, x_tilde_prime, r = x_tilde[keep], x_tilde_prime[keep], r[keep]
+                J, J_prime = J[keep], J_prime[keep]
+                objective = objective[keep]
+            objective_prev = objective
+        # Step 4: convex combination with the original pair, then projection onto H_i.
+        a = alpha * gamma ** i
+        p = (1 - a) * x_tilde + a * x_a
+        p_prime = (1 - a) * x_tilde_prime + a * x_prime_a
+        c = r + _apply(J_prime, p_prime - x_tilde_prime) - _apply(J, p - x_tilde)   # M p - b
+        y = _solve_psd(J @ J.transpose(1, 2) + J_prime @ J_prime.transpose(1, 2), c)
+        x_tilde = p + (J.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
+        x_tilde_prime = p_prime - (J_prime.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
+
+    # Verify every returned collision independently; a pair that fails falls back to the midpoint.
+    with torch.no_grad():
+        check_tilde, check_tilde_prime = g(torch.cat([best_tilde, best_tilde_prime])).chunk(2)
+    residual = (check_tilde_prime - check_tilde).norm(dim=1)
+    failed = ~(residual <= verify_tol * scale)
+    if failed.any():
+        best_tilde[failed], best_tilde_prime[failed] = midpoint[failed], midpoint[failed]
+        best_distance[failed], best_objective[failed] = norms(x - x_prime)[failed] / 2, objective_0[failed]
+        residual[failed] = 0.0   # x~ = x~': g(x~') - g(x~) is exactly zero
+    cpu = lambda t: t.detach().to("cpu", torch.float64)  # noqa: E731
+    return Collisions(
+        distance=cpu(best_distance), objective=cpu(best_objective), residual=cpu(residual),
+        feature_gap=cpu(feature_gap), iterations=iterations.cpu(), converged=converged.cpu(),
+        x_tilde=best_tilde.detach().cpu() if return_points else None,
+        x_tilde_prime=best_tilde_prime.detach().cpu() if return_points else None,
+    )
+
+
+def _in_training_mode(f: Features) -> bool:
+    """Whether f is a module with a batch-dependent or random layer in training mode."""
+    if not isinstance(f, torch.nn.Module):
+        return False
+    stateful = (torch.nn.modules.batchnorm._NormBase, torch.nn.modules.dropout._DropoutNd)
+    return any(mod.training for mod in f.modules() if isinstance(mod, stateful))
+
+
+def jacobian_rows(g: Features, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """g(u) (N, m) and the Jacobian of g at every point of u as (N, m, n0).
+
+    One forward pass and m vector-Jacobian products with the unit cotangents, vmapped so the m
+    backward passes run as one batched backward (torch.func). Points of the batch are independent.
+    """
+    value, vjp_fn = torch.func.vjp(g, u)
+    m = value.shape[1]
+    basis = torch.eye(m, dtype=value.dtype, device=value.device).unsqueeze(1).expand(m, *value.shape)
+    (rows,) = torch.func.vmap(vjp_fn)(basis)          # (m, N, *shape)
+    return value.detach(), rows.detach().transpose(0, 1).reshape(u.shape[0], m, -1)
+
+
+def _apply(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Batched J v for J (B, m, n0) and v (B, *shape)."""
+    return (J @ v.reshape(v.shape[0], -1, 1)).squeeze(2)
+
+
+def _solve_psd(G: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Solve G y = c for a batch of m x m positive semi-definite G (the M M^T of each pair).
+
+    Cholesky where it succeeds; where G is singular (dead ReLUs give zero Jacobian rows at both
+    points) a pseudo-inverse from the eigendecomposition, which yields the minimum-norm projection.
+    """
+    L, info = torch.linalg.cholesky_ex(G)
+    y = torch.cholesky_solve(c.unsqueeze(2), L).squeeze(2)
+    bad = (info != 0) | ~torch.isfinite(y).all(dim=1)
+    if bad.any():
+        w, Q = torch.linalg.eigh(G[bad])
+        cutoff = w.amax(dim=1, keepdim=True).clamp_min(0) * G.shape[1] * torch.finfo(G.dtype).eps
+        w_inv = torch.where(w > cutoff, 1 / w, torch.zeros_like(w))
+        y[bad] = (Q @ (w_inv.unsqueeze(2) * (Q.transpose(1, 2) @ c[bad].unsqueeze(2)))).squeeze(2)
+    return y
+
+
+# --- closed forms (SPEC 5): fast paths and references ----------------------------------------
+
+def input_distance(x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
+    """Input space: d = ||x - x'|| / 2 (float64, on the CPU)."""
+    return (x - x_prime).flatten(1).double().norm(dim=1).cpu() / 2
+
+
+def projected_input_distance(A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
+    """Input with a random projection: d = ||P (x - x')|| / 2, P the projector onto A's row space."""
+    if A is None:
+        return input_distance(x, x_prime)
+    return affine_distance(A, x, x_prime)
+
+
+def affine_distance(L: torch.Tensor, x: torch.Tensor, x_prime: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
+    """Affine feature map u -> L u + k: d = ||V^T (x - x')|| / 2, V the right singular vectors of L
+    with nonzero singular values (paper 002, Section 3.1). L is (A)H, of shape (m or n_j, n0)."""
+    V_t = row_space(L, rcond)
+    delta = (x - x_prime).flatten(1).double().cpu()
+    return (delta @ V_t.T).norm(dim=1) / 2
+
+
+def row_space(L: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
+    """V^T: an orthonormal basis (rows) of L's row space, the right singular vectors with nonzero
+    singular values (relative cutoff rcond, default max(shape) * float64 eps), float64 on the CPU."""
+    L = L.detach().double().cpu()
+    _, s, Vh = torch.linalg.svd(L, full_matrices=False)
+    rcond = max(L.shape) * torch.finfo(torch.float64).eps if rcond is None else rcond
+    return Vh[s > rcond * s.max()]
+
+
+def linear_part(g: Features, shape: tuple[int, ...], dtype: torch.dtype = torch.float64,
+                device: torch.device | str = "cpu", rows_per_pass: int = 256) -> torch.Tensor:
+    """The matrix L of an affine map g(u) = L u + k on inputs of `shape`, row block by row block."""
+    u = torch.zeros((1, *shape), dtype=dtype, device=device)
+    value, vjp_fn = torch.func.vjp(g, u)
+    n = value.shape[1]
+    blocks = []
+    for start in range(0, n, rows_per_pass):
+        stop = min(start + rows_per_pass, n)
+        basis = torch.eye(n, dtype=dtype, device=device)[start:stop].unsqueeze(1)
+        (rows,) = torch.func.vmap(vjp_fn)(basis)
+        blocks.append(rows.reshape(stop - start, -1).cpu())
+    return torch.cat(blocks)
