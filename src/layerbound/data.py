@@ -65,7 +65,11 @@ def load(name: str, split: str, data_dir: str | Path = "data", download: bool = 
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test), each sorted, with every class split in the same proportion."""
+    """Indices (train, test) with every class split in the same proportion, in a seeded random order.
+
+    The order is shuffled (not sorted) because some sources list the digits class by class; a
+    prefix of either split (e.g. the first 1000 test images) is then a fair sample.
+    """
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(labels):
@@ -74,7 +78,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
         n_test = int(round(test_fraction * len(idx)))
         test.append(idx[:n_test])
         train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:

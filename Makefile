@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine (see README): `make workflow` and `make test`.
+# Both create the project's virtual environment in .venv first (once; again when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: install workflow test test-fast dry-run lint clean-results
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Train, search collisions, compute losses and draw figures for config.yaml.
+workflow: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+
+dry-run: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake -n
+
+lint: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+## The whole test suite, the slow end-to-end workflow test included.
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+## Everything but the end-to-end workflow run.
+test-fast: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -m "not slow"
+
+clean-results:
+	rm -rf results/* .snakemake
+	touch results/.gitkeep

@@ -1,0 +1,106 @@
+"""The `layerbound` command: one subcommand per workflow step, so each runs outside Snakemake too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from . import config as configuration
+    from .train import train_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.job_json:
+        job = json.loads(args.job_json)
+    else:
+        if not args.model:
+            raise configuration.ConfigError("--model is required with --configfile")
+        job = configuration.training_job(configuration.load(args.configfile), args.model)
+    seed, spec, evaluation = configuration.job_from_dict(job)
+    metrics = train_model(spec, evaluation, seed, args.out, data_dir=args.data_dir, download=args.download,
+                          device=args.device, progress=not args.no_progress)
+    print(f"{spec.name}: clean test accuracy {metrics['clean_test_accuracy']:.4f}, "
+          f"PGD-{metrics['robust_eval']['norm']} eps={metrics['robust_eval']['eps']} robust accuracy "
+          f"{metrics['robust_test_accuracy']:.4f}, {metrics['wall_time_s']:.0f} s")
+
+
+def _cmd_fetch_data(args: argparse.Namespace) -> None:
+    from . import data
+
+    for name in args.datasets:
+        data.fetch(name, args.data_dir)
+        print(f"{name}: ready under {args.data_dir}")
+
+
+def _cmd_taps(args: argparse.Namespace) -> None:
+    from . import data, models
+
+    meta = data.info(args.dataset)
+    net = models.build(args.arch, meta.input_shape, meta.num_classes, args.padding)
+    for tap, width in net.tap_widths().items():
+        print(f"{tap}\t{width}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one configured model; writes checkpoint and metrics sidecar")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--configfile", help="experiment config (YAML); with --model")
+    source.add_argument("--job-json", help="the resolved training job as JSON (what the workflow passes)")
+    p.add_argument("--model", help="model name (a key of `models:` in the config)")
+    p.add_argument("--out", required=True, help="checkpoint path (.pt); the .json sidecar goes beside it")
+    p.add_argument("--data-dir", default="data", help="where torchvision datasets live")
+    p.add_argument("--download", action="store_true", help="allow downloading a missing dataset")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("fetch-data", help="download torchvision datasets into a data folder (needs internet)")
+    p.add_argument("datasets", nargs="+")
+    p.add_argument("--data-dir", default="data")
+    p.set_defaults(func=_cmd_fetch_data)
+
+    p = sub.add_parser("taps", help="list an architecture's layer taps and their widths n_j")
+    p.add_argument("arch")
+    p.add_argument("--dataset", default="mnist5k")
+    p.add_argument("--padding", default="same", choices=["same", "valid"])
+    p.set_defaults(func=_cmd_taps)
+
+    try:
+        from . import cli_collide
+    except ImportError:  # collision stage not installed in this checkout
+        pass
+    else:
+        cli_collide.add_subcommands(sub)
+    return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointMismatch
+    from .config import ConfigError
+    from .data import DatasetUnavailable
+
+    return (ConfigError, DatasetUnavailable, CheckpointMismatch, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    expected = _expected_errors()
+    try:
+        args.func(args)
+    except expected as err:
+        # Expected failures (bad config, missing data, mismatched checkpoint) get one clear line.
+        print(f"layerbound {args.command}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+# Helpers shared by the rules: paths derived from the config, input functions, wildcard limits.
+import json
+import re
+import shlex
+
+from layerbound import config as lb_config
+
+# Fails at start-up, naming the model, if a model's training block is inconsistent.
+MODEL_SPECS = lb_config.model_specs(config)
+# Rules call the package's CLI through `python -m`, with the checkout's src/ first on the path, so
+# the same command works in the project venv and in the rules' conda environment (envs/).
+LAYERBOUND = f"PYTHONPATH={shlex.quote(workflow.basedir + '/src')}${{PYTHONPATH:+:$PYTHONPATH}} python -m layerbound"
+DOWNLOAD_FLAG = "--download" if config["download"] else ""
+DATASETS = sorted({spec.dataset for spec in MODEL_SPECS.values()})
+
+
+def _one_of(values):
+    return "|".join(re.escape(v) for v in sorted(values))
+
+
+wildcard_constraints:
+    dataset=_one_of(DATASETS),
+    model=_one_of(MODEL_SPECS),
+
+
+def checkpoint_path(model):
+    return f"results/models/{MODEL_SPECS[model].dataset}/{model}.pt"
+
+
+def all_checkpoints():
+    return [checkpoint_path(name) for name in MODEL_SPECS]
+
+
+def training_job_json(wildcards):
+    if MODEL_SPECS[wildcards.model].dataset != wildcards.dataset:
+        raise ValueError(
+            f"model {wildcards.model!r} is trained on {MODEL_SPECS[wildcards.model].dataset!r}, "
+            f"not {wildcards.dataset!r}"
+        )
+    return json.dumps(lb_config.training_job(config, wildcards.model), sort_keys=True)
+
+
+def all_targets():
+    return all_checkpoints()
