@@ -2,6 +2,7 @@
 import json
 import re
 import shlex
+from pathlib import Path
 
 from layerbound import config as lb_config
 
@@ -9,7 +10,8 @@ from layerbound import config as lb_config
 MODEL_SPECS = lb_config.model_specs(config)
 # Rules call the package's CLI through `python -m`, with the checkout's src/ first on the path, so
 # the same command works in the project venv and in the rules' conda environment (envs/).
-LAYERBOUND = f"PYTHONPATH={shlex.quote(workflow.basedir + '/src')}${{PYTHONPATH:+:$PYTHONPATH}} python -m layerbound"
+PACKAGE_SRC = shlex.quote(str(Path(workflow.basedir) / "src"))
+LAYERBOUND = f"PYTHONPATH={PACKAGE_SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m layerbound"
 DOWNLOAD_FLAG = "--download" if config["download"] else ""
 DATASETS = sorted({spec.dataset for spec in MODEL_SPECS.values()})
 
