@@ -1,0 +1,425 @@
+"""Conflict graphs and the optimal losses they imply (SPEC section 6).
+
+The conflict graph at budget eps is bipartite: class-A examples on one side, class-B examples on
+the other, and an edge (u, v) when the collision distance d(u, v) <= eps.  Any classifier must
+then give the pair correct-class probabilities q_u + q_v <= 1, so
+
+* the optimal cross-entropy is  min -(1/N) sum_v log q_v  over {0 <= q <= 1, q_u + q_v <= 1},
+  solved exactly by the max-flow recursion of Bhagoji et al. (2021, Algorithm 1);
+* the optimal 0-1 loss is (maximum matching size) / N (Konig: the vertex-packing LP is integral on
+  bipartite graphs).
+
+Why the recursion is exact: a block with a class-A and b class-B vertices that satisfies the
+"fractional Hall" condition b |X| <= a |N(X)| for every X among its A vertices is optimal at the
+uniform point q_A = a/(a+b), q_B = b/(a+b) (the complete bipartite K_{a,b} value).  The max-flow
+below has value a*b exactly when that condition holds.  Otherwise the minimal min-cut source side
+X (with its neighbourhood N(X)) is the set maximising b|X| - a|N(X)|; it is strictly denser in A
+than the block, so its A vertices end with larger q than the rest and its B vertices with smaller
+q.  The only edges cut by the split run from the rest's A vertices to N(X), and those stay
+satisfied, which is why both parts can be solved independently.
+
+Speed: the problem decomposes over connected components, so every block is split into
+components first, and complete bipartite components are closed without a flow.  scipy's flow and
+graph routines cost ~0.5 ms of Python overhead per call, far more than the flows themselves on
+graphs of a few hundred vertices, so the recursion runs breadth-first and settles all open blocks
+of all graphs at hand (one union of disjoint graphs) with a single max flow per round.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import svd
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import (
+    breadth_first_order,
+    connected_components,
+    maximum_bipartite_matching,
+    maximum_flow,
+)
+from scipy.spatial.distance import cdist
+
+__all__ = [
+    "conflict_graph",
+    "optimal_ce_q",
+    "ce_objective",
+    "optimal_ce_loss",
+    "max_matching_size",
+    "optimal_01_loss",
+    "ce_loss_sweep",
+    "zero_one_loss_sweep",
+    "loss_sweep",
+    "pairwise_input_distances",
+    "pairwise_input_rp_distances",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Graphs
+# --------------------------------------------------------------------------------------------
+
+
+def conflict_graph(distances, eps: float) -> np.ndarray:
+    """Boolean nA x nB biadjacency matrix: edge when distance <= eps (NaN never is an edge)."""
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"distances must be an nA x nB matrix, got shape {d.shape}")
+    return d <= eps
+
+
+def _csr(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, data=1.0) -> csr_matrix:
+    """CSR matrix from entries already sorted by row (no duplicates).
+
+    Building it from the row counts skips the sort and duplicate summing of a COO conversion,
+    which dominates on the unions of many graphs solved below.  int32 indices and, for the
+    traversal routines, float64 data are what scipy's csgraph uses internally: other types
+    cost a conversion on every call (several times the traversal itself on small graphs).
+    """
+    indptr = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    if np.ndim(data) == 0:
+        data = np.full(cols.size, data)
+    return csr_matrix((data, cols.astype(np.int32), indptr), shape=(n_rows, n_cols))
+
+
+def _weak_components(n_a: int, n_b: int, u: np.ndarray, v: np.ndarray):
+    """Component label of every A and B vertex of the bipartite graph with sorted edges (u, v)."""
+    graph = _csr(n_a + n_b, n_a + n_b, u, n_a + v)
+    n_comp, labels = connected_components(graph, directed=True, connection="weak")
+    return n_comp, labels[:n_a], labels[n_a:]
+
+
+# --------------------------------------------------------------------------------------------
+# Optimal cross-entropy: the max-flow recursion
+# --------------------------------------------------------------------------------------------
+
+
+def _min_cut_sides(n_a, n_b, u, v, comp_a, comp_b, size_a, size_b):
+    """One max flow for many disjoint blocks at once.
+
+    Every block c (vertices with comp label c) gets its own source capacities cs_c = nB/g on
+    its A vertices and sink capacities ct_c = nA/g on its B vertices (g = gcd(nA, nB): only the
+    ratio matters, smaller numbers are cheaper).  Blocks share no vertex and no edge, so a
+    maximum flow of the union restricted to a block is a maximum flow of that block, and the
+    residual nodes reachable from the shared source inside a block are that block's minimal
+    min-cut source side (the sink is never reachable, so no path leaves a block).
+
+    Returns (full, reach_a, reach_b): per block whether the flow is full (value nA*nB / g), and
+    per vertex whether it lies on the source side (None when every block is full).
+    """
+    g = np.gcd(size_a, size_b)
+    cap_src, cap_sink = size_b // g, size_a // g
+    n = n_a + n_b + 2
+    src, sink = 0, n - 1
+    a_nodes, b_nodes = 1 + np.arange(n_a), 1 + n_a + np.arange(n_b)
+    # Rows in node order: source, A vertices (edges sorted by u), B vertices, sink (empty).
+    # "Infinite" middle capacity: one more than the source capacity of its tail vertex can
+    # never saturate, so minimum cuts only ever cut source or sink edges.
+    net = _csr(
+        n,
+        n,
+        np.concatenate([np.full(n_a, src), a_nodes[u], b_nodes]),
+        np.concatenate([a_nodes, b_nodes[v], np.full(n_b, sink)]),
+        np.concatenate([cap_src[comp_a], cap_src[comp_a[u]] + 1, cap_sink[comp_b]]).astype(
+            np.int32
+        ),
+    )
+    flow = maximum_flow(net, src, sink, method="dinic").flow
+    # The flow matrix holds every network arc and its reverse (flow < 0), rows sorted.
+    rows = np.repeat(np.arange(n), np.diff(flow.indptr))
+    cols, vals = flow.indices, flow.data
+
+    src_flow = np.zeros(n_a, dtype=np.int64)
+    out_of_src = slice(flow.indptr[src], flow.indptr[src + 1])
+    src_flow[cols[out_of_src] - 1] = vals[out_of_src]
+    sent = np.bincount(comp_a, weights=src_flow, minlength=size_a.size)
+    full = sent == size_a * cap_src
+    if full.all():  # typical last round: every block is final, no cut to find
+        return full, None, None
+
+    # Residual arcs: source -> A with spare capacity, every A -> B edge (never saturated), and
+    # B -> A back along edges that carry flow (stored as negative flow on B -> A).  Arcs into
+    # the source or touching the sink cannot change what is reachable, so they are left out.
+    is_a_row = (rows >= 1) & (rows <= n_a)
+    is_b_row = (rows > n_a) & (rows < sink)
+    arc = is_a_row & (cols > n_a)
+    arc |= is_b_row & (cols <= n_a) & (vals < 0)
+    arc[out_of_src] = src_flow[cols[out_of_src] - 1] < cap_src[comp_a[cols[out_of_src] - 1]]
+    residual = _csr(n, n, rows[arc], cols[arc])
+    reached = np.zeros(n, dtype=bool)
+    reached[breadth_first_order(residual, src, directed=True, return_predecessors=False)] = True
+    return full, reached[a_nodes], reached[b_nodes]
+
+
+def _compact(ids: np.ndarray, n: int):
+    """Distinct values of ids (sorted) and each entry's position among them, in O(n)."""
+    present = np.zeros(n, dtype=bool)
+    present[ids] = True
+    kept = np.flatnonzero(present)
+    position = np.cumsum(present) - 1
+    return kept, position[ids]
+
+
+def _solve_union(n_a: int, n_b: int, u: np.ndarray, v: np.ndarray):
+    """Optimal q of a bipartite graph given by edge lists sorted by (u, v), typically the
+    disjoint union of many conflict graphs.
+
+    The recursion of Bhagoji et al. is run breadth-first: each round splits every open block
+    into connected components, closes the complete bipartite ones, and settles all the others
+    with a single max flow (see :func:`_min_cut_sides`).  A round costs a handful of scipy calls
+    whatever the number of blocks, so the number of calls grows with the recursion depth only.
+    Vertices that end up without edges are never closed and keep q = 1.
+    """
+    q_a, q_b = np.ones(n_a), np.ones(n_b)
+    u, v = np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
+    # Every round splits each open block into two non-empty parts, so there are fewer rounds
+    # than vertices; the bound turns a broken split into an error instead of an endless loop.
+    for _ in range(n_a + n_b + 1):
+        if not u.size:
+            return q_a, q_b
+        # Compact the open vertices (those with an edge); the maps are monotone, so the edges
+        # stay sorted by (u, v).
+        a_ids, u_loc = _compact(u, n_a)
+        b_ids, v_loc = _compact(v, n_b)
+        na, nb = a_ids.size, b_ids.size
+        n_comp, comp_a, comp_b = _weak_components(na, nb, u_loc, v_loc)
+        size_a = np.bincount(comp_a, minlength=n_comp)
+        size_b = np.bincount(comp_b, minlength=n_comp)
+        n_edges = np.bincount(comp_a[u_loc], minlength=n_comp)
+
+        # A complete bipartite block trivially carries the full flow.
+        closed = n_edges == size_a * size_b
+        if not closed.all():
+            full, reach_a, reach_b = _min_cut_sides(
+                na, nb, u_loc, v_loc, comp_a, comp_b, size_a, size_b
+            )
+            closed |= full
+        total = size_a + size_b
+        done_a, done_b = closed[comp_a], closed[comp_b]
+        q_a[a_ids[done_a]] = (size_a / total)[comp_a[done_a]]
+        q_b[b_ids[done_b]] = (size_b / total)[comp_b[done_b]]
+
+        # Open blocks split into the source side X + N(X) and the rest.  Only edges from the
+        # rest's A vertices into N(X) cross the cut; dropping them separates the two parts.
+        keep = ~closed[comp_a[u_loc]]
+        if keep.any():  # then a flow ran and found cuts
+            keep &= reach_a[u_loc] == reach_b[v_loc]
+        u, v = a_ids[u_loc[keep]], b_ids[v_loc[keep]]
+    raise RuntimeError("max-flow recursion did not terminate; the min-cut split is broken")
+
+
+def optimal_ce_q(adjacency) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal correct-class probabilities (q_a, q_b) for a boolean nA x nB biadjacency matrix."""
+    adj = np.asarray(adjacency, dtype=bool)
+    if adj.ndim != 2:
+        raise ValueError(f"adjacency must be an nA x nB matrix, got shape {adj.shape}")
+    u, v = np.nonzero(adj)
+    return _solve_union(adj.shape[0], adj.shape[1], u, v)
+
+
+def ce_objective(q_a, q_b) -> float:
+    """Cross-entropy -(1/N) sum_v log q_v of a probability assignment."""
+    q = np.concatenate([np.ravel(q_a), np.ravel(q_b)]).astype(np.float64)
+    return float(-np.log(q).sum() / q.size) if q.size else 0.0
+
+
+def optimal_ce_loss(distances, eps: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """Optimal cross-entropy loss of the conflict graph at budget eps.
+
+    Returns
+    -------
+    loss : float
+        -(1/N) sum_v log q_v with N = nA + nB.
+    q_a, q_b : ndarray
+        Optimal correct-class probabilities of the class-A and class-B examples.
+    """
+    q_a, q_b = optimal_ce_q(conflict_graph(distances, eps))
+    return ce_objective(q_a, q_b), q_a, q_b
+
+
+# --------------------------------------------------------------------------------------------
+# Optimal 0-1 loss: maximum matching
+# --------------------------------------------------------------------------------------------
+
+
+def max_matching_size(adjacency) -> int:
+    """Size of a maximum matching of a boolean nA x nB biadjacency matrix (Hopcroft-Karp)."""
+    adj = np.asarray(adjacency, dtype=bool)
+    if not adj.any():
+        return 0
+    match = maximum_bipartite_matching(csr_matrix(adj), perm_type="column")
+    return int(np.count_nonzero(match >= 0))
+
+
+def optimal_01_loss(distances, eps: float) -> float:
+    """Optimal 0-1 loss of the conflict graph at budget eps: maximum matching size / N."""
+    adj = conflict_graph(distances, eps)
+    n = adj.shape[0] + adj.shape[1]
+    return max_matching_size(adj) / n if n else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps over an eps grid
+# --------------------------------------------------------------------------------------------
+
+
+def _as_grid(eps_grid) -> np.ndarray:
+    grid = np.atleast_1d(np.asarray(eps_grid, dtype=np.float64))
+    if grid.ndim != 1 or np.isnan(grid).any():
+        raise ValueError("eps_grid must be a 1-D array of numbers")
+    return grid
+
+
+# Edges per union solved at once: bounds the memory of a batch (a few arrays of this length).
+_BATCH_EDGES = 4_000_000
+
+
+def _union_losses(n_a: int, n_b: int, graphs: list, ce: bool, zero_one: bool):
+    """Losses of many nA x nB graphs, each given by the sorted flat indices (row * nB + col) of
+    its edges, solved as one disjoint union: graph k's vertices are shifted by k nA and k nB."""
+    k = len(graphs)
+    owner = np.repeat(np.arange(k), [g.size for g in graphs])
+    rows, cols = np.divmod(np.concatenate(graphs), n_b)
+    u, v = rows + owner * n_a, cols + owner * n_b  # sorted by (u, v): graphs are in order
+    n = n_a + n_b
+    out_ce = out_zo = np.zeros(k)
+    if ce:
+        q_a, q_b = _solve_union(k * n_a, k * n_b, u, v)
+        out_ce = -(np.log(q_a).reshape(k, n_a).sum(1) + np.log(q_b).reshape(k, n_b).sum(1)) / n
+    if zero_one and u.size:
+        # Matchings decompose over components too, so one matching serves the whole union.
+        union = _csr(k * n_a, k * n_b, u, v)
+        matched = np.flatnonzero(maximum_bipartite_matching(union, perm_type="column") >= 0)
+        out_zo = np.bincount(matched // n_a, minlength=k) / n
+    return out_ce, out_zo
+
+
+def _solve_jobs(n_a, n_b, ranks, jobs, ce, zero_one) -> dict:
+    """Losses of the graphs (p, count) = edges of rank < count in matrix p, in bounded unions."""
+    results, start = {}, 0
+    while start < len(jobs):
+        stop, size = start + 1, jobs[start][1]
+        while stop < len(jobs) and size + jobs[stop][1] <= _BATCH_EDGES:
+            size += jobs[stop][1]
+            stop += 1
+        chunk = jobs[start:stop]
+        graphs = [np.flatnonzero(ranks[p] < count) for p, count in chunk]
+        l_ce, l_zo = _union_losses(n_a, n_b, graphs, ce, zero_one)
+        results.update({job: (l_ce[j], l_zo[j]) for j, job in enumerate(chunk)})
+        start = stop
+    return results
+
+
+def loss_sweep(distances, eps_grid, *, ce: bool = True, zero_one: bool = True) -> dict:
+    """Optimal losses at every eps of a grid, for one or many distance matrices.
+
+    Edges only grow with eps, which the sweep uses three ways: the distances are ranked once and
+    the graph at eps is "rank < edge count"; budgets that add no edge share one solve; and since
+    both losses are non-decreasing in eps, a run of budgets whose two ends have equal losses
+    (typically the plateau at the ceiling) is filled without solving the inside.  The graphs
+    still to solve, of all matrices, are solved together as disjoint unions, bisecting the
+    budget range, so the number of scipy calls hardly depends on the number of budgets.
+
+    Parameters
+    ----------
+    distances : array (nA, nB) or (P, nA, nB)
+        Collision distances; edge when distance <= eps (NaN never is an edge).
+    eps_grid : 1-D array
+        Budgets, in any order.
+
+    Returns
+    -------
+    dict with ``eps``, ``edges`` (int) and, as requested, ``ce`` and ``zero_one``; arrays have
+    shape (len(eps_grid),) for one matrix and (P, len(eps_grid)) for a stack.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim not in (2, 3):
+        raise ValueError(f"distances must be nA x nB or P x nA x nB, got shape {d.shape}")
+    stack = d if d.ndim == 3 else d[None]
+    grid = _as_grid(eps_grid)
+    n_p, n_a, n_b = stack.shape
+
+    edges = np.zeros((n_p, grid.size), dtype=np.int64)
+    ranks = np.empty((n_p, n_a * n_b), dtype=np.int64)
+    levels = []  # per matrix: the distinct edge counts, increasing
+    for p in range(n_p):
+        flat = stack[p].ravel()
+        order = np.argsort(flat, kind="stable")  # NaN sorts last and never becomes an edge
+        ranks[p, order] = np.arange(flat.size)
+        edges[p] = np.searchsorted(flat[order], grid, side="right")
+        levels.append(np.unique(edges[p]))
+
+    # Bisection over each matrix's distinct counts: solve both ends, then the middle of every
+    # interval whose ends differ; an interval with equal ends is constant (monotonicity).
+    known: dict = {}
+    intervals = [(p, 0, lv.size - 1) for p, lv in enumerate(levels)]
+    todo = {(p, int(levels[p][end])) for p, lo, hi in intervals for end in (lo, hi)}
+    while todo:
+        known.update(_solve_jobs(n_a, n_b, ranks, sorted(todo), ce, zero_one))
+        todo, split = set(), []
+        for p, i, j in intervals:
+            if j - i < 2:
+                continue
+            lo, hi = known[(p, int(levels[p][i]))], known[(p, int(levels[p][j]))]
+            if lo == hi:
+                known.update({(p, int(c)): lo for c in levels[p][i + 1 : j]})
+                continue
+            mid = (i + j) // 2
+            todo.add((p, int(levels[p][mid])))
+            split += [(p, i, mid), (p, mid, j)]
+        intervals = split
+
+    values = np.array([[known[(p, int(c))] for c in edges[p]] for p in range(n_p)])
+    squeeze = (lambda x: x[0]) if d.ndim == 2 else (lambda x: x)
+    out = {"eps": grid, "edges": squeeze(edges)}
+    if ce:
+        out["ce"] = squeeze(values[..., 0])
+    if zero_one:
+        out["zero_one"] = squeeze(values[..., 1])
+    return out
+
+
+def ce_loss_sweep(distances, eps_grid) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal cross-entropy at every eps of the grid; returns (losses, edge_counts)."""
+    res = loss_sweep(distances, eps_grid, ce=True, zero_one=False)
+    return res["ce"], res["edges"]
+
+
+def zero_one_loss_sweep(distances, eps_grid) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal 0-1 loss at every eps of the grid; returns (losses, edge_counts)."""
+    res = loss_sweep(distances, eps_grid, ce=False, zero_one=True)
+    return res["zero_one"], res["edges"]
+
+
+# --------------------------------------------------------------------------------------------
+# Input-space baselines (closed-form collision distances, SPEC section 5)
+# --------------------------------------------------------------------------------------------
+
+
+def _flat64(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(x.shape[0], -1)
+
+
+def pairwise_input_distances(xa, xb) -> np.ndarray:
+    """Input-space collision distances ||u - v|| / 2 (the midpoint collides), shape (nA, nB)."""
+    return cdist(_flat64(xa), _flat64(xb)) / 2.0
+
+
+def pairwise_input_rp_distances(xa, xb, projection) -> np.ndarray:
+    """Collision distances ||P (u - v)|| / 2 for the map x -> A x, shape (nA, nB).
+
+    P is the orthogonal projector onto the row space of A (m x n0): moving along the null space
+    of A costs budget without changing A x.  The row space basis comes from an SVD so that a
+    rank-deficient A is handled too; ||P w|| = ||Q^T w|| for an orthonormal basis Q.
+    """
+    a = np.asarray(projection, dtype=np.float64)
+    xa, xb = _flat64(xa), _flat64(xb)
+    if a.ndim != 2 or a.shape[1] != xa.shape[1] or xb.shape[1] != xa.shape[1]:
+        raise ValueError(
+            f"projection must be m x n0 with n0 = {xa.shape[1]}, got {a.shape}; "
+            f"examples have {xa.shape[1]} and {xb.shape[1]} features"
+        )
+    _, s, vt = svd(a, full_matrices=False)
+    tol = s.max(initial=0.0) * max(a.shape) * np.finfo(np.float64).eps
+    basis = vt[s > tol].T  # n0 x rank
+    return cdist(xa @ basis, xb @ basis) / 2.0

@@ -1,0 +1,105 @@
+"""Loss tables: eps grids, aggregation over projections, the summary table and CSV helpers."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerbound.graph import optimal_01_loss, optimal_ce_loss
+from layerbound.losses import (
+    KEY_COLUMNS,
+    TABLE_COLUMNS,
+    eps_grid,
+    loss_table,
+    read_table,
+    summarize,
+    write_table,
+)
+
+
+def _distances(seed, n_p=4, s=12):
+    rng = np.random.default_rng(seed)
+    return rng.random((n_p, s, s)) * 2.0
+
+
+def test_eps_grid_from_range_is_inclusive():
+    grid = eps_grid({"start": 0.0, "stop": 2.0, "num": 5})
+    np.testing.assert_allclose(grid, [0.0, 0.5, 1.0, 1.5, 2.0])
+    assert grid.dtype == np.float64
+
+
+def test_eps_grid_from_list_is_sorted_and_unique():
+    np.testing.assert_array_equal(eps_grid([1, 0.25, 3, 1]), [0.25, 1.0, 3.0])
+    np.testing.assert_array_equal(eps_grid(0.5), [0.5])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"start": 0, "stop": 1}, {"start": 0, "stop": 1, "num": 0}, [], [-1.0, 1.0], [float("nan")]],
+)
+def test_eps_grid_rejects_bad_specs(spec):
+    with pytest.raises(ValueError):
+        eps_grid(spec)
+
+
+def test_loss_table_aggregates_projections():
+    d = _distances(1)
+    grid = np.linspace(0, 1.0, 9)
+    table = loss_table(d, grid)
+    assert list(table.columns) == TABLE_COLUMNS
+    assert len(table) == grid.size
+    np.testing.assert_allclose(table["eps"], grid)
+    assert (table["projections"] == d.shape[0]).all()
+    for k, eps in enumerate(grid):
+        ce = np.array([optimal_ce_loss(dp, eps)[0] for dp in d])
+        zo = np.array([optimal_01_loss(dp, eps) for dp in d])
+        edges = np.array([np.count_nonzero(dp <= eps) for dp in d])
+        row = table.iloc[k]
+        assert row["ce_mean"] == pytest.approx(ce.mean(), abs=1e-12)
+        assert row["ce_std"] == pytest.approx(ce.std(ddof=1), abs=1e-12)
+        assert row["ce_min"] == pytest.approx(ce.min(), abs=1e-12)
+        assert row["ce_max"] == pytest.approx(ce.max(), abs=1e-12)
+        assert row["zero_one_mean"] == pytest.approx(zo.mean(), abs=1e-12)
+        assert row["zero_one_std"] == pytest.approx(zo.std(ddof=1), abs=1e-12)
+        assert row["zero_one_min"] == pytest.approx(zo.min(), abs=1e-12)
+        assert row["zero_one_max"] == pytest.approx(zo.max(), abs=1e-12)
+        assert row["edges_mean"] == pytest.approx(edges.mean())
+    assert np.all(np.diff(table["ce_mean"]) >= -1e-12)
+    assert table["ce_max"].iloc[-1] <= math.log(2) + 1e-12
+
+
+def test_loss_table_single_projection_has_zero_spread():
+    table = loss_table(_distances(2, n_p=1), [0.0, 0.5, 2.0])
+    assert (table["ce_std"] == 0).all() and (table["zero_one_std"] == 0).all()
+    assert table["ce_mean"].iloc[-1] == pytest.approx(math.log(2))  # complete K_{12,12}
+
+
+def test_loss_table_rejects_a_single_matrix():
+    with pytest.raises(ValueError):
+        loss_table(np.zeros((3, 3)), [0.1])
+
+
+def test_summarize_stacks_tables_with_keys_in_order(tmp_path):
+    grid = [0.0, 0.5, 1.0]
+    tables = {
+        ("mnist5k", "small", "conv2", 10): loss_table(_distances(3), grid),
+        ("mnist5k", "small", "conv1", 10): loss_table(_distances(4), grid),
+        ("mnist5k", "small", "input", 5): loss_table(_distances(5), grid),
+    }
+    summary = summarize(tables)
+    assert list(summary.columns) == KEY_COLUMNS + TABLE_COLUMNS
+    assert len(summary) == 9
+    assert list(summary["layer"]) == ["conv2"] * 3 + ["conv1"] * 3 + ["input"] * 3
+    assert list(summary["m"]) == [10] * 6 + [5] * 3
+    pd.testing.assert_frame_equal(
+        summary.iloc[3:6][TABLE_COLUMNS].reset_index(drop=True),
+        tables[("mnist5k", "small", "conv1", 10)],
+    )
+    path = tmp_path / "out" / "summary.csv"
+    write_table(summary, path)
+    back = read_table(path)
+    pd.testing.assert_frame_equal(back, summary, check_dtype=False)
+    assert summarize({}).columns.tolist() == KEY_COLUMNS + TABLE_COLUMNS
+    with pytest.raises(ValueError):
+        summarize({("mnist5k", "small"): tables[("mnist5k", "small", "conv1", 10)]})
