@@ -1,0 +1,178 @@
+"""Algorithm 1 (layerbound.collide.search) against the closed forms of SPEC 5 and on ReLU networks."""
+
+import math
+
+import pytest
+import torch
+
+from layerbound import collide, models, projection
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small tensors: OpenMP threads only add synchronization, and on a busy machine their
+    # barriers dominate (measured 10x slower with 2 threads under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def affine_extractor(n0: int, n_j: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """f(x) = H x + k on flattened inputs, float64, with its matrix H."""
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(n0, n_j).double()
+    f = torch.nn.Sequential(torch.nn.Flatten(), layer).eval()
+    return f, layer.weight.detach()
+
+
+def pairs_of(shape: tuple[int, ...], count: int, seed: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(count, *shape, generator=g, dtype=dtype), torch.rand(count, *shape, generator=g, dtype=dtype)
+
+
+@pytest.mark.parametrize("projected", [False, True])
+def test_affine_extractor_matches_closed_form(projected):
+    # Conv-shaped inputs (2x5x5 = 50 dims), an affine layer to n_j = 12, projected to m = 5 or not.
+    f, H = affine_extractor(50, 12, seed=1)
+    x, x_prime = pairs_of((2, 5, 5), 9, seed=2)
+    A = projection.draw(0, "affine", "fc", 5, 0, 12, dtype=torch.float64) if projected else None
+    result = collide.search(f, A, x, x_prime, dtype=torch.float64, return_points=True)
+    expected = collide.affine_distance(H if A is None else A @ H, x, x_prime)
+    assert torch.allclose(result.distance, expected, rtol=1e-6, atol=0)
+    assert result.converged.all()
+    # The closed form is a real reduction below the midpoint bound, so the match is not trivial.
+    assert (expected < 0.95 * collide.input_distance(x, x_prime)).all()
+    # Symmetric optimum: both perturbations have norm d, so the objective is 2 d^2.
+    assert torch.allclose(result.objective, 2 * expected ** 2, rtol=1e-6)
+
+
+def test_affine_rank_deficient_without_projection():
+    # n_j > n0: M M^T = 2 H H^T is singular; the pseudo-inverse path must still find the optimum.
+    f, H = affine_extractor(6, 10, seed=3)
+    x, x_prime = pairs_of((6,), 5, seed=4)
+    result = collide.search(f, None, x, x_prime, dtype=torch.float64)
+    expected = collide.affine_distance(H, x, x_prime)
+    assert torch.allclose(result.distance, expected, rtol=1e-6)
+
+
+def test_input_projection_mean_square_distance():
+    # E[d^2] = m ||x - x'||^2 / (4 n0) over Gaussian projections of the input.
+    n0, m, draws = 100, 10, 2000
+    x, x_prime = pairs_of((n0,), 1, seed=5)
+    d2 = torch.stack([collide.projected_input_distance(projection.draw(0, "input", "input_rp", m, p, n0, torch.float64),
+                                                       x, x_prime)[0] ** 2 for p in range(draws)])
+    expected = m * ((x - x_prime) ** 2).sum() / (4 * n0)
+    standard_error = d2.std() / math.sqrt(draws)
+    assert abs(d2.mean() - expected) < 4 * standard_error
+    assert standard_error < 0.02 * expected   # the test has power: a 10% error would fail
+    # m >= n0 is no projection: the input distance.
+    assert torch.allclose(collide.projected_input_distance(None, x, x_prime), collide.input_distance(x, x_prime))
+
+
+def test_search_on_projected_input_matches_closed_form():
+    n0, m = 40, 6
+    x, x_prime = pairs_of((n0,), 8, seed=6)
+    A = projection.draw(0, "input", "input_rp", m, 0, n0, torch.float64)
+    result = collide.search(lambda u: u.flatten(1), A, x, x_prime, dtype=torch.float64)
+    assert torch.allclose(result.distance, collide.projected_input_distance(A, x, x_prime), rtol=1e-6)
+
+
+def test_proposition_1_concentration():
+    # f = A L x with L diagonal: half the coordinates with singular value 1, half with 0.2, so
+    # r4 = ||L||_F^4 / ||L||_4^4 ~ 0.54 n and m = 16 << sqrt(r4) ~ 100. Prediction:
+    # d ~ sqrt(m) ||L (x - x')|| / (2 ||L||_F), different for a difference on the strong or weak half.
+    n, m, draws = 20000, 16, 40
+    s = torch.ones(n, dtype=torch.float64)
+    s[n // 2:] = 0.2
+    assert math.sqrt((s ** 2).sum() ** 2 / (s ** 4).sum()) > 6 * m
+    delta = torch.zeros(2, n, dtype=torch.float64)
+    delta[0, : n // 2] = torch.randn(n // 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    delta[1, n // 2:] = delta[0, : n // 2]
+    x = torch.rand(2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    x_prime = x + delta
+    predicted = math.sqrt(m) * (s * delta).norm(dim=1) / (2 * s.norm())
+    d = torch.stack([collide.search(lambda u: u * s, projection.draw(0, "prop1", "L", m, p, n, torch.float64),
+                                    x, x_prime, dtype=torch.float64).distance for p in range(draws)])
+    ratio = d / predicted                           # (draws, 2)
+    assert torch.allclose(ratio.mean(dim=0), torch.ones(2, dtype=torch.float64), atol=0.08)
+    assert (ratio.std(dim=0) < 1.5 / math.sqrt(2 * m)).all()   # chi_m / sqrt(m) has std ~ 1/sqrt(2m)
+    assert predicted[0] > 4 * predicted[1]          # the two cases really differ
+
+
+@pytest.fixture(scope="module")
+def relu_nets():
+    torch.manual_seed(0)
+    fcnn = models.build("fcnn_smaller", (1, 10, 10), 10).eval()
+    small = models.build("small", (1, 12, 12), 10).eval()
+    cnn4 = models.build("cnn4", (1, 16, 16), 10)
+    with torch.no_grad():  # non-trivial BatchNorm running statistics, then eval mode
+        for bn in (mod for mod in cnn4.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    return {"fcnn_smaller": fcnn, "small": small, "cnn4": cnn4.eval()}
+
+
+@pytest.mark.parametrize("arch,tap,m", [("fcnn_smaller", "fc1", 5), ("fcnn_smaller", "logits", 10),
+                                        ("small", "conv2", 6), ("small", "fc3", 4), ("cnn4", "conv2", 8)])
+def test_relu_network_collisions_are_verified_and_bounded(relu_nets, arch, tap, m):
+    net = relu_nets[arch]
+    f = net.extractor(tap).eval()
+    n_j = net.tap_widths()[tap]
+    A = projection.draw(0, arch, tap, m, 0, n_j)
+    x, x_prime = pairs_of(net.input_shape, 12, seed=9, dtype=torch.float32)
+    result = collide.search(f, A, x, x_prime, return_points=True)
+    bound = collide.input_distance(x, x_prime)
+    assert (result.distance <= bound * (1 + 1e-6)).all()
+    # Every reported collision is verified: recompute A f at the returned points ourselves.
+    g = (lambda u: f(u) @ A.T) if A is not None else f
+    with torch.no_grad():
+        gap = (g(x_prime) - g(x)).norm(dim=1).double()
+        residual = (g(result.x_tilde_prime) - g(result.x_tilde)).norm(dim=1).double()
+    assert (residual <= collide.DEFAULT_VERIFY_TOL[torch.float32] * gap + 1e-7).all()
+    # The engine's own check agrees up to float32 noise (residuals are differences of features).
+    assert ((residual - result.residual).abs() <= 1e-5 * gap + 1e-7).all()
+    norms = lambda t: t.flatten(1).double().norm(dim=1)
+    reported = torch.maximum(norms(result.x_tilde - x), norms(result.x_tilde_prime - x_prime))
+    assert torch.allclose(result.distance, reported, rtol=1e-5)
+    # The search does real work: it beats the midpoint on most pairs.
+    assert (result.distance < 0.95 * bound).float().mean() > 0.5
+
+
+def test_deterministic_and_batch_independent_of_chunking(relu_nets):
+    net = relu_nets["small"]
+    f = net.extractor("conv2").eval()
+    A = projection.draw(0, "small", "conv2", 6, 0, net.tap_widths()["conv2"])
+    x, x_prime = pairs_of(net.input_shape, 6, seed=10, dtype=torch.float32)
+    a = collide.search(f, A, x, x_prime)
+    b = collide.search(f, A, x, x_prime)
+    assert torch.equal(a.distance, b.distance) and torch.equal(a.iterations, b.iterations)
+    # The same pairs in batches of 2 agree closely (float32 kernels may differ with batch size).
+    c = collide.search(f, A, x, x_prime, batch_size=2)
+    assert torch.allclose(a.distance, c.distance, rtol=1e-3)
+
+
+def test_fallback_to_midpoint_when_nothing_verifies(relu_nets):
+    # With a verification tolerance no float32 collision can meet, every pair falls back to the
+    # midpoint: distance exactly ||x - x'||/2 and residual exactly 0.
+    net = relu_nets["fcnn_smaller"]
+    f = net.extractor("fc2").eval()
+    A = projection.draw(0, "fcnn_smaller", "fc2", 5, 0, net.tap_widths()["fc2"])
+    x, x_prime = pairs_of(net.input_shape, 5, seed=11, dtype=torch.float32)
+    result = collide.search(f, A, x, x_prime, verify_tol=0.0, return_points=True)
+    assert torch.allclose(result.distance, collide.input_distance(x, x_prime), rtol=1e-6)
+    assert (result.residual == 0).all()
+    assert torch.equal(result.x_tilde, result.x_tilde_prime)
+
+
+def test_training_mode_batchnorm_is_refused(relu_nets):
+    net = models.build("cnn4", (1, 16, 16), 10).train()
+    x, x_prime = pairs_of(net.input_shape, 2, seed=12, dtype=torch.float32)
+    with pytest.raises(ValueError, match="eval"):
+        collide.search(net.extractor("conv1"), None, x, x_prime)
+
+
+def test_linear_part_recovers_the_matrix():
+    f, H = affine_extractor(20, 7, seed=13)
+    L = collide.linear_part(f, (20,), rows_per_pass=3)
+    assert torch.allclose(L, H, atol=1e-12)

@@ -1,0 +1,234 @@
+"""Shards and merge: deterministic, recomputable alone, atomic, and merge refuses bad input by name."""
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from layerbound import checkpoint, cli_collide, collide, models, pairs, projection, shards
+
+ROOT = Path(__file__).resolve().parents[1]
+S, P, CHUNK = 4, 2, 6          # 16 pairs in chunks of 6, 6, 4; two projections
+OPTIONS = shards.CollisionOptions.from_dict({"chunk_size": CHUNK, "batch_size": 4, "keep_points": 2,
+                                             "search": {"max_iter": 15}})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small tensors: OpenMP threads only add synchronization, and on a busy machine their
+    # barriers dominate (measured 10x slower with 2 threads under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_pairset(shape=(1, 12, 12), seed=0) -> pairs.PairSet:
+    g = torch.Generator().manual_seed(seed)
+    return pairs.PairSet(pairs.name((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0,
+                         torch.rand(S, *shape, generator=g), torch.rand(S, *shape, generator=g),
+                         torch.full((S,), 3), torch.full((S,), 7), torch.arange(S), torch.arange(S) + 100)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A results folder with a pair set and a small CNN checkpoint (random weights)."""
+    root = tmp_path_factory.mktemp("results")
+    ps = toy_pairset()
+    pairs_file = shards.pairs_path(root, "mnist5k", ps.name)
+    pairs.save(pairs_file, ps)
+    torch.manual_seed(0)
+    ckpt = root / "models" / "mnist5k" / "tiny.pt"
+    checkpoint.save(ckpt, models.build("small", (1, 12, 12), 10), {"note": "test"})
+    return root, ps, pairs_file, ckpt
+
+
+def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int = P) -> list[Path]:
+    _, ps, pairs_file, ckpt = setup
+    n_j = ps.x_a[0].numel() if model == shards.INPUT_MODEL else models.build("small", (1, 12, 12), 10).tap_widths()[layer]
+    count = shards.projections_for(model, layer, m, n_j, projections)
+    paths = []
+    for p in range(count):
+        for c in range(shards.num_chunks(ps.num_pairs, CHUNK)):
+            s = shards.Shard("mnist5k", ps.name, "jacobian", model, layer, m, p, c)
+            paths.append(shards.run(s, shards.shard_path(root, s), pairs_file=pairs_file, options=OPTIONS,
+                                    experiment_seed=0, projections=projections,
+                                    checkpoint_file=None if model == shards.INPUT_MODEL else ckpt,
+                                    arch="small", device="cpu", log=lambda _: None))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def full_run(setup, tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    return run_all(root, setup, "tiny", "conv2", 5)
+
+
+def contents(path: Path) -> tuple[dict, dict]:
+    with h5py.File(path) as h5:
+        arrays = {}
+        h5.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return arrays, dict(h5.attrs)
+
+
+def assert_same(a: Path, b: Path) -> None:
+    (arr_a, att_a), (arr_b, att_b) = contents(a), contents(b)
+    assert att_a == att_b
+    assert arr_a.keys() == arr_b.keys()
+    for k in arr_a:
+        assert np.array_equal(arr_a[k], arr_b[k]), k
+
+
+def test_full_run_layout_columns_and_bounds(full_run, setup):
+    root, ps, _, ckpt = setup
+    assert len(full_run) == P * 3 and all(p.exists() for p in full_run)
+    columns, attrs = shards.read(full_run[0])
+    assert list(columns["pair"]) == list(range(CHUNK))
+    assert attrs["n_j"] == 32 * 6 * 6 and attrs["projected"] == 1 and attrs["projections"] == P
+    assert attrs["projection_seed"] == projection.seed(0, "tiny", "conv2", 5, 0)
+    assert attrs["checkpoint_sha256"] == checkpoint.file_digest(ckpt)
+    assert attrs["config_digest"] == OPTIONS.digest() and attrs["dtype"] == "float32"
+    assert attrs["torch_version"] == str(torch.__version__) and attrs["solver"] == "jacobian"
+    x, x_prime = ps.gather(columns["pair"])
+    assert (columns["distance"] <= collide.input_distance(x, x_prime).numpy() * (1 + 1e-6)).all()
+    assert (columns["residual"] <= 1e-3 * columns["feature_gap"] + 1e-7).all()
+    assert columns["points/x_tilde"].shape == (2, 1, 12, 12)
+    assert not list(full_run[0].parent.glob(".*"))      # no temporary files left behind
+
+
+def test_same_seed_gives_identical_shards(full_run, setup, tmp_path):
+    again = run_all(tmp_path, setup, "tiny", "conv2", 5)
+    for a, b in zip(full_run, again):
+        assert_same(a, b)
+
+
+def test_shard_recomputed_alone_by_the_cli_equals_the_full_run(full_run, setup, tmp_path):
+    root, ps, pairs_file, ckpt = setup
+    alone = tmp_path / "alone.h5"
+    cli_collide.main(["collide-shard", "--pairs", str(pairs_file), "--checkpoint", str(ckpt), "--arch", "small",
+                      "--model", "tiny", "--layer", "conv2", "--m", "5", "--projection", "1", "--chunk", "2",
+                      "--seed", "0", "--projections", str(P), "--options-json", OPTIONS.to_json(),
+                      "--device", "cpu", "--out", str(alone)])
+    target = [p for p in full_run if p.parts[-2:] == ("p1", "c2.h5")][0]
+    assert_same(alone, target)
+
+
+def test_merge_assembles_projections_by_grid(full_run, setup, tmp_path):
+    _, ps, _, _ = setup
+    out = shards.merge(full_run, tmp_path / "m5.h5")
+    arrays, attrs = shards.read_merged(out)
+    assert arrays["distances"].shape == (P, S, S) and arrays["distances"].dtype == np.float64
+    assert arrays["residuals"].shape == (P, S, S) and arrays["converged"].dtype == bool
+    columns, shard_attrs = shards.read(full_run[4])      # projection 1, chunk 1: pairs 6..11
+    p = shard_attrs["projection"]
+    for row, k in enumerate(columns["pair"]):
+        assert arrays["distances"][p, k // S, k % S] == columns["distance"][row]
+    assert arrays["points/x_tilde"].shape == (P, 2, 1, 12, 12)
+    assert attrs["model"] == "tiny" and attrs["format"] == shards.MERGED_FORMAT
+    assert list(arrays["projection_seeds"]) == [projection.seed(0, "tiny", "conv2", 5, p) for p in range(P)]
+
+
+def edited_copy(src: Path, dst: Path, edit) -> Path:
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as h5:
+        edit(h5)
+    return dst
+
+
+def test_merge_refuses_missing_pairs_naming_the_shard(full_run, tmp_path):
+    with pytest.raises(shards.ShardError, match=r"p1/c1\.h5"):
+        shards.merge([p for p in full_run if p.parts[-2:] != ("p1", "c1.h5")], tmp_path / "out.h5")
+    # A truncated shard (fewer rows than its chunk) is caught as missing pairs too.
+    def truncate(h5):
+        for c in shards.COLUMNS:
+            data = h5[c][()][:-1]
+            del h5[c]
+            h5[c] = data
+    short = edited_copy(full_run[0], tmp_path / "c0.h5", truncate)
+    with pytest.raises(shards.ShardError, match="missing 1 of its 16 pairs"):
+        shards.merge([short] + full_run[1:], tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_merge_refuses_duplicated_pairs_naming_the_file(full_run, tmp_path):
+    dup = edited_copy(full_run[1], tmp_path / "dup.h5", lambda h5: None)
+    with pytest.raises(shards.ShardError, match=r"dup\.h5"):
+        shards.merge(full_run + [dup], tmp_path / "out.h5")
+
+
+def test_merge_refuses_nan_naming_the_file(full_run, tmp_path):
+    def poison(h5):
+        d = h5["distance"][()]
+        d[2] = np.nan
+        h5["distance"][...] = d
+    bad = edited_copy(full_run[3], tmp_path / "nan.h5", poison)
+    with pytest.raises(shards.ShardError, match=r"nan\.h5.*non-finite distance"):
+        shards.merge(full_run[:3] + [bad] + full_run[4:], tmp_path / "out.h5")
+
+
+@pytest.mark.parametrize("key,value", [("config_digest", "0" * 64), ("checkpoint_sha256", "f" * 64),
+                                       ("torch_version", "0.0"), ("experiment_seed", 1)])
+def test_merge_refuses_disagreeing_attributes_naming_the_file(full_run, tmp_path, key, value):
+    bad = edited_copy(full_run[2], tmp_path / "other.h5", lambda h5: h5.attrs.__setitem__(key, value))
+    with pytest.raises(shards.ShardError, match=rf"other\.h5.*{key}"):
+        shards.merge(full_run[:2] + [bad] + full_run[3:], tmp_path / "out.h5")
+
+
+def test_merge_refuses_a_wrong_projection_seed(full_run, tmp_path):
+    bad = edited_copy(full_run[0], tmp_path / "seed.h5", lambda h5: h5.attrs.__setitem__("projection_seed", 7))
+    with pytest.raises(shards.ShardError, match=r"seed\.h5.*projection seed"):
+        shards.merge([bad] + full_run[1:], tmp_path / "out.h5")
+
+
+def test_input_baselines_are_the_closed_forms(setup, tmp_path):
+    root, ps, _, _ = setup
+    plain = run_all(tmp_path, setup, "input", "input", 5)
+    assert len(plain) == 3                                   # never projected: one projection
+    rp = run_all(tmp_path, setup, "input", "input_rp", 5)
+    assert len(rp) == 3 * P
+    k = np.arange(ps.num_pairs)
+    x, x_prime = ps.gather(k)
+    d_plain = shards.read_merged(shards.merge(plain, tmp_path / "plain.h5"))[0]["distances"]
+    assert np.allclose(d_plain[0].ravel(), collide.input_distance(x, x_prime).numpy())
+    arrays, attrs = shards.read_merged(shards.merge(rp, tmp_path / "rp.h5"))
+    assert attrs["projected"] == 1 and attrs["n_j"] == 144
+    for p in range(P):
+        A = projection.draw(0, "input", "input_rp", 5, p, 144, dtype=torch.float64)
+        assert np.allclose(arrays["distances"][p].ravel(), collide.projected_input_distance(A, x, x_prime).numpy())
+    assert (arrays["residuals"] <= 1e-5 * arrays["feature_gaps"]).all()    # the closed-form points collide
+
+
+def test_affine_tap_uses_the_closed_form_and_algorithm_1_agrees(setup, tmp_path):
+    root, ps, pairs_file, ckpt = setup
+    paths = run_all(tmp_path, setup, "tiny", "conv1_pre", 5, projections=1)
+    columns, attrs = shards.read(paths[0])
+    assert attrs["solver"] == "closed_form_affine"
+    net = checkpoint.load(ckpt).double()
+    A = projection.draw(0, "tiny", "conv1_pre", 5, 0, attrs["n_j"], dtype=torch.float64)
+    x, x_prime = ps.gather(columns["pair"])
+    found = collide.search(net.extractor("conv1_pre").eval(), A, x.double(), x_prime.double(), dtype=torch.float64)
+    assert np.allclose(columns["distance"], found.distance.numpy(), rtol=1e-5)
+
+
+def test_plan_of_the_default_config():
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    units = shards.plan(config)
+    _, collision = shards.settings(config)
+    net_units = [u for u in units if u.model != shards.INPUT_MODEL]
+    model_names = list(config["models"]) if collision["models"] == "all" else collision["models"]
+    assert {u.model for u in net_units} == set(model_names)
+    medium = [u for u in net_units if u.model == model_names[0]]
+    assert [u.layer for u in medium][:7] == ["conv1", "conv2", "conv3", "conv4", "fc5", "fc6", "logits"][:len(medium)]
+    for u in units:
+        expected = 1 if (u.layer == "input" or u.m >= u.n_j) else collision["projections"]
+        assert u.projections == expected
+        assert len(u.shards()) == u.projections * u.chunks
+    assert {u.layer for u in units if u.model == shards.INPUT_MODEL} == {"input", "input_rp"}
+    # Every shard path is distinct.
+    paths = [p for u in units for p in u.shard_paths()]
+    assert len(paths) == len(set(paths))
