@@ -103,6 +103,10 @@ def test_exact_matches_cvxpy_reference_on_random_graphs():
         assert abs(loss - ref_loss) <= 1e-6, (i, adj.shape, int(adj.sum()), loss, ref_loss)
         # The objective is strictly convex, so the optimal q is unique too.
         assert np.abs(np.r_[q_a, q_b] - np.r_[ref_a, ref_b]).max() <= 1e-5, i
+        # The sweep reads the 0-1 loss off the same decomposition; Hopcroft-Karp checks it.
+        res = loss_sweep(np.where(adj, 0.0, 1.0), [0.5])
+        assert res["ce"][0] == pytest.approx(loss, abs=1e-12)
+        assert res["zero_one"][0] == max_matching_size(adj) / sum(adj.shape), i
 
 
 def test_reference_agrees_with_hand_solution():
@@ -163,6 +167,14 @@ def test_isolated_vertices_get_one_and_components_are_independent():
     q_a, q_b = optimal_ce_q(adj)
     np.testing.assert_allclose(q_a, [1 / 2, 2 / 3, 2 / 3, 1, 1])
     np.testing.assert_allclose(q_b, [1 / 2, 1 / 3, 1, 1, 1, 1])
+
+
+def test_an_empty_class_has_zero_loss():
+    for shape in [(0, 4), (3, 0), (0, 0)]:
+        d = np.zeros(shape)
+        assert optimal_ce_loss(d, 1.0)[0] == 0.0 and optimal_01_loss(d, 1.0) == 0.0
+        res = loss_sweep(d, [0.0, 1.0])
+        assert np.all(res["ce"] == 0) and np.all(res["zero_one"] == 0)
 
 
 def test_nan_distance_is_no_edge():

@@ -7,7 +7,8 @@ then give the pair correct-class probabilities q_u + q_v <= 1, so
 * the optimal cross-entropy is  min -(1/N) sum_v log q_v  over {0 <= q <= 1, q_u + q_v <= 1},
   solved exactly by the max-flow recursion of Bhagoji et al. (2021, Algorithm 1);
 * the optimal 0-1 loss is (maximum matching size) / N (Konig: the vertex-packing LP is integral on
-  bipartite graphs).
+  bipartite graphs); sweeps read it off the cross-entropy decomposition (see
+  :func:`_matching_size_from_q`), single calls use Hopcroft-Karp.
 
 Why the recursion is exact: a block with a class-A and b class-B vertices that satisfies the
 "fractional Hall" condition b |X| <= a |N(X)| for every X among its A vertices is optimal at the
@@ -19,10 +20,11 @@ q.  The only edges cut by the split run from the rest's A vertices to N(X), and 
 satisfied, which is why both parts can be solved independently.
 
 Speed: the problem decomposes over connected components, so every block is split into
-components first, and complete bipartite components are closed without a flow.  scipy's flow and
-graph routines cost ~0.5 ms of Python overhead per call, far more than the flows themselves on
-graphs of a few hundred vertices, so the recursion runs breadth-first and settles all open blocks
-of all graphs at hand (one union of disjoint graphs) with a single max flow per round.
+components first, and complete bipartite components are closed without a flow.  A call to
+scipy's max flow costs a few hundred microseconds of Python-level overhead (it rebuilds sparse
+matrices), as much as the flow itself on graphs of a few hundred vertices, so the recursion runs
+breadth-first and settles all open blocks of all graphs at hand (one union of disjoint graphs)
+with a single max flow per round.
 """
 
 from __future__ import annotations
@@ -280,17 +282,32 @@ def _union_losses(n_a: int, n_b: int, graphs: list, ce: bool, zero_one: bool):
     owner = np.repeat(np.arange(k), [g.size for g in graphs])
     rows, cols = np.divmod(np.concatenate(graphs), n_b)
     u, v = rows + owner * n_a, cols + owner * n_b  # sorted by (u, v): graphs are in order
-    n = n_a + n_b
+    n = max(n_a + n_b, 1)  # an empty class leaves no edges: loss 0, not 0/0
     out_ce = out_zo = np.zeros(k)
     if ce:
         q_a, q_b = _solve_union(k * n_a, k * n_b, u, v)
         out_ce = -(np.log(q_a).reshape(k, n_a).sum(1) + np.log(q_b).reshape(k, n_b).sum(1)) / n
-    if zero_one and u.size:
+        if zero_one:
+            out_zo = _matching_size_from_q(q_a.reshape(k, n_a)) / n
+    elif zero_one and u.size:
         # Matchings decompose over components too, so one matching serves the whole union.
         union = _csr(k * n_a, k * n_b, u, v)
         matched = np.flatnonzero(maximum_bipartite_matching(union, perm_type="column") >= 0)
         out_zo = np.bincount(matched // n_a, minlength=k) / n
     return out_ce, out_zo
+
+
+def _matching_size_from_q(q_a: np.ndarray) -> np.ndarray:
+    """Maximum matching size of each graph (row) from its optimal cross-entropy q of class A.
+
+    The final blocks of the recursion give the matching for free: the lambda = 1 cut of the
+    decomposition is the blocks with more A than B vertices, so by Konig's deficiency formula a
+    maximum matching has sum over blocks of min(a, b) edges, and a block's min(a, b) spread over
+    its A vertices is min(1, b/a) = min(1, (1 - q)/q) each (0 for isolated vertices, q = 1).
+    On the S x S graphs of a sweep this replaces a Hopcroft-Karp run that costs more than the
+    cross-entropy itself; the sum is of rationals, so rounding recovers the exact integer.
+    """
+    return np.rint(np.minimum(1.0, (1.0 - q_a) / q_a).sum(axis=-1))
 
 
 def _solve_jobs(n_a, n_b, ranks, jobs, ce, zero_one) -> dict:
@@ -339,7 +356,7 @@ def loss_sweep(distances, eps_grid, *, ce: bool = True, zero_one: bool = True) -
     n_p, n_a, n_b = stack.shape
 
     edges = np.zeros((n_p, grid.size), dtype=np.int64)
-    ranks = np.empty((n_p, n_a * n_b), dtype=np.int64)
+    ranks = np.empty((n_p, n_a * n_b), dtype=np.int32 if n_a * n_b < 2**31 else np.int64)
     levels = []  # per matrix: the distinct edge counts, increasing
     for p in range(n_p):
         flat = stack[p].ravel()
