@@ -57,7 +57,7 @@ def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int 
         for c in range(shards.num_chunks(ps.num_pairs, CHUNK)):
             s = shards.Shard("mnist5k", ps.name, "jacobian", model, layer, m, p, c)
             paths.append(shards.run(s, shards.shard_path(root, s), pairs_file=pairs_file, options=OPTIONS,
-                                    experiment_seed=0, projections=projections,
+                                    experiment_seed=0,
                                     checkpoint_file=None if model == shards.INPUT_MODEL else ckpt,
                                     arch="small", device="cpu", log=lambda _: None))
     return paths
@@ -89,7 +89,7 @@ def test_full_run_layout_columns_and_bounds(full_run, setup):
     assert len(full_run) == P * 3 and all(p.exists() for p in full_run)
     columns, attrs = shards.read(full_run[0])
     assert list(columns["pair"]) == list(range(CHUNK))
-    assert attrs["n_j"] == 32 * 6 * 6 and attrs["projected"] == 1 and attrs["projections"] == P
+    assert attrs["n_j"] == 32 * 6 * 6 and attrs["projected"] == 1 and "projections" not in attrs
     assert attrs["projection_seed"] == projection.seed(0, "tiny", "conv2", 5, 0)
     assert attrs["checkpoint_sha256"] == checkpoint.file_digest(ckpt)
     assert attrs["config_digest"] == OPTIONS.digest() and attrs["dtype"] == "float32"
@@ -112,7 +112,7 @@ def test_shard_recomputed_alone_by_the_cli_equals_the_full_run(full_run, setup, 
     alone = tmp_path / "alone.h5"
     cli_collide.main(["collide-shard", "--pairs", str(pairs_file), "--checkpoint", str(ckpt), "--arch", "small",
                       "--model", "tiny", "--layer", "conv2", "--m", "5", "--projection", "1", "--chunk", "2",
-                      "--seed", "0", "--projections", str(P), "--options-json", OPTIONS.to_json(),
+                      "--seed", "0", "--options-json", OPTIONS.to_json(),
                       "--device", "cpu", "--out", str(alone)])
     target = [p for p in full_run if p.parts[-2:] == ("p1", "c2.h5")][0]
     assert_same(alone, target)
@@ -120,7 +120,7 @@ def test_shard_recomputed_alone_by_the_cli_equals_the_full_run(full_run, setup, 
 
 def test_merge_assembles_projections_by_grid(full_run, setup, tmp_path):
     _, ps, _, _ = setup
-    out = shards.merge(full_run, tmp_path / "m5.h5")
+    out = shards.merge(full_run, tmp_path / "m5.h5", projections=P)
     arrays, attrs = shards.read_merged(out)
     assert arrays["distances"].shape == (P, S, S) and arrays["distances"].dtype == np.float64
     assert arrays["residuals"].shape == (P, S, S) and arrays["converged"].dtype == bool
@@ -129,7 +129,10 @@ def test_merge_assembles_projections_by_grid(full_run, setup, tmp_path):
     for row, k in enumerate(columns["pair"]):
         assert arrays["distances"][p, k // S, k % S] == columns["distance"][row]
     assert arrays["points/x_tilde"].shape == (P, 2, 1, 12, 12)
-    assert attrs["model"] == "tiny" and attrs["format"] == shards.MERGED_FORMAT
+    assert attrs["model"] == "tiny" and attrs["format"] == shards.MERGED_FORMAT and attrs["projections"] == P
+    # A third projection expected but not computed: refused, naming the shard it needs.
+    with pytest.raises(shards.ShardError, match=r"p2/c0\.h5"):
+        shards.merge(full_run, tmp_path / "m5b.h5", projections=3)
     assert list(arrays["projection_seeds"]) == [projection.seed(0, "tiny", "conv2", 5, p) for p in range(P)]
 
 
@@ -232,3 +235,33 @@ def test_plan_of_the_default_config():
     # Every shard path is distinct.
     paths = [p for u in units for p in u.shard_paths()]
     assert len(paths) == len(set(paths))
+
+
+def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
+    # The collide rules with a tiny config: every shard of the plan and one merge per unit.
+    import subprocess
+    import sys
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["models"] = {"tiny": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "benign"}}}
+    config["pairs"] = {"classes": [3, 7], "per_class": 3}
+    config["collision"].update({"m": [5, 10], "projections": 2, "chunk_size": 4})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        f'configfile: "{tmp_path}/config.yaml"\n'
+        f'include: "{ROOT}/workflow/rules/common.smk"\n'
+        f'include: "{ROOT}/workflow/rules/train.smk"\n'
+        f'include: "{ROOT}/workflow/rules/collide.smk"\n'
+        "rule all:\n    input: collide_targets()\n    default_target: True\n")
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path),
+                          "-n", "-c1", "--quiet", "rules"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    units = shards.plan(config)
+    # fcnn_smaller taps fc1 (75), fc2 (50), logits (10: projected at m = 5 only) at m = 5, 10; input
+    # (never projected), input_rp; 9 pairs in 3 chunks.
+    assert len(units) == 3 * 2 + 2 * 2
+    assert counts["collide_merge"] == len(units)
+    assert counts["collide_shard"] == sum(len(u.shards()) for u in units) == 3 * (2 + 2 + 2 + 2 + 2 + 1 + 1 + 1 + 2 + 2)
+    assert counts["pairs_sample"] == 1 and counts["train_model"] == 1
