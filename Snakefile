@@ -12,6 +12,8 @@ validate(config, schema="workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/collide.smk"
+include: "workflow/rules/losses.smk"
 
 
 rule all:

@@ -13,6 +13,7 @@ from layerbound.losses import (
     eps_grid,
     loss_table,
     read_table,
+    stack,
     summarize,
     write_table,
 )
@@ -83,9 +84,9 @@ def test_loss_table_rejects_a_single_matrix():
 def test_summarize_stacks_tables_with_keys_in_order(tmp_path):
     grid = [0.0, 0.5, 1.0]
     tables = {
-        ("mnist5k", "small", "conv2", 10): loss_table(_distances(3), grid),
-        ("mnist5k", "small", "conv1", 10): loss_table(_distances(4), grid),
-        ("mnist5k", "small", "input", 5): loss_table(_distances(5), grid),
+        ("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv2", 10): loss_table(_distances(3), grid),
+        ("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv1", 10): loss_table(_distances(4), grid),
+        ("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "input", 5): loss_table(_distances(5), grid),
     }
     summary = summarize(tables)
     assert list(summary.columns) == KEY_COLUMNS + TABLE_COLUMNS
@@ -94,12 +95,15 @@ def test_summarize_stacks_tables_with_keys_in_order(tmp_path):
     assert list(summary["m"]) == [10] * 6 + [5] * 3
     pd.testing.assert_frame_equal(
         summary.iloc[3:6][TABLE_COLUMNS].reset_index(drop=True),
-        tables[("mnist5k", "small", "conv1", 10)],
+        tables[("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv1", 10)],
     )
+    # Tables written one by one with their keys stack into the same summary.
+    keyed = [summarize({key: table}) for key, table in tables.items()]
+    pd.testing.assert_frame_equal(stack(keyed), summary)
     path = tmp_path / "out" / "summary.csv"
     write_table(summary, path)
     back = read_table(path)
     pd.testing.assert_frame_equal(back, summary, check_dtype=False)
     assert summarize({}).columns.tolist() == KEY_COLUMNS + TABLE_COLUMNS
     with pytest.raises(ValueError):
-        summarize({("mnist5k", "small"): tables[("mnist5k", "small", "conv1", 10)]})
+        summarize({("mnist5k", "small"): tables[("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv1", 10)]})

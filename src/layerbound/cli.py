@@ -37,6 +37,27 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
         print(f"{name}: ready under {args.data_dir}")
 
 
+def _cmd_losses(args: argparse.Namespace) -> None:
+    from . import losses, shards
+
+    arrays, attrs = shards.read_merged(args.distances)
+    eps = losses.eps_grid(json.loads(args.eps_json))
+    table = losses.loss_table(arrays["distances"], eps)
+    key = tuple(attrs[k] for k in losses.KEY_COLUMNS)
+    losses.write_table(losses.summarize({key: table}), args.out)
+    top = table.iloc[-1]
+    print(f"{'/'.join(map(str, key))}: {len(eps)} budgets, {arrays['distances'].shape[0]} projections; at eps={top.eps:g} "
+          f"cross-entropy {top.ce_mean:.4f} +- {top.ce_std:.4f}, 0-1 {top.zero_one_mean:.4f}")
+
+
+def _cmd_summarize(args: argparse.Namespace) -> None:
+    from . import losses
+
+    summary = losses.stack([losses.read_table(p) for p in args.tables])
+    losses.write_table(summary, args.out)
+    print(f"{len(args.tables)} loss tables, {len(summary)} rows -> {args.out}")
+
+
 def _cmd_taps(args: argparse.Namespace) -> None:
     from . import data, models
 
@@ -67,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("datasets", nargs="+")
     p.add_argument("--data-dir", default="data")
     p.set_defaults(func=_cmd_fetch_data)
+
+    p = sub.add_parser("losses", help="optimal cross-entropy and 0-1 losses over an eps grid for one merged distance file")
+    p.add_argument("--distances", required=True, help="merged distance file (.h5)")
+    p.add_argument("--eps-json", required=True, help='eps grid: a JSON list, or {"start": 0, "stop": 4, "num": 41}')
+    p.add_argument("--out", required=True, help="loss table (.csv)")
+    p.set_defaults(func=_cmd_losses)
+
+    p = sub.add_parser("summarize", help="stack loss tables into one summary table")
+    p.add_argument("--out", required=True)
+    p.add_argument("tables", nargs="+")
+    p.set_defaults(func=_cmd_summarize)
 
     p = sub.add_parser("taps", help="list an architecture's layer taps and their widths n_j")
     p.add_argument("arch")

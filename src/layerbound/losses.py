@@ -7,7 +7,7 @@ projection's conflict graph are averaged over projections, with their spread.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import pandas as pd
 from .graph import loss_sweep
 
 __all__ = ["TABLE_COLUMNS", "KEY_COLUMNS", "eps_grid", "loss_table", "summarize", "write_table",
-           "read_table"]
+           "read_table", "stack"]
 
 TABLE_COLUMNS = [
     "eps",
@@ -31,7 +31,9 @@ TABLE_COLUMNS = [
     "edges_mean",
     "projections",
 ]
-KEY_COLUMNS = ["dataset", "model", "layer", "m"]
+# What identifies a merged distance file (and so a loss table): the pair set and the collision
+# method are part of it so two methods, or two pair sets, never mix in one summary.
+KEY_COLUMNS = ["dataset", "pairset", "method", "model", "layer", "m"]
 
 
 def eps_grid(spec) -> np.ndarray:
@@ -95,15 +97,15 @@ def loss_table(distances, eps_grid) -> pd.DataFrame:
 
 
 def summarize(tables: Mapping) -> pd.DataFrame:
-    """Stack loss tables keyed by (dataset, model, layer, m) into one summary table.
+    """Stack loss tables keyed by (dataset, pairset, method, model, layer, m) into one summary table.
 
-    One row per dataset, model, layer, m, eps, in the order of ``tables`` (layers keep their
+    One row per key and eps, in the order of ``tables`` (layers keep their
     network order rather than an alphabetical one).
     """
     parts = []
     for key, table in tables.items():
         if len(key) != len(KEY_COLUMNS):
-            raise ValueError(f"summary keys are (dataset, model, layer, m), got {key!r}")
+            raise ValueError(f"summary keys are ({', '.join(KEY_COLUMNS)}), got {key!r}")
         part = table.loc[:, TABLE_COLUMNS].copy()
         for name, value in reversed(list(zip(KEY_COLUMNS, key))):
             part.insert(0, name, value)
@@ -111,6 +113,16 @@ def summarize(tables: Mapping) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(columns=KEY_COLUMNS + TABLE_COLUMNS)
     return pd.concat(parts, ignore_index=True)
+
+
+def stack(keyed_tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate tables that already carry their key columns (as :func:`summarize` writes them)."""
+    if not keyed_tables:
+        return pd.DataFrame(columns=KEY_COLUMNS + TABLE_COLUMNS)
+    for table in keyed_tables:
+        if list(table.columns) != KEY_COLUMNS + TABLE_COLUMNS:
+            raise ValueError(f"a keyed loss table has columns {KEY_COLUMNS + TABLE_COLUMNS}, got {list(table.columns)}")
+    return pd.concat(list(keyed_tables), ignore_index=True)
 
 
 def write_table(table: pd.DataFrame, path) -> None:

@@ -5,6 +5,7 @@ import shlex
 from pathlib import Path
 
 from layerbound import config as lb_config
+from layerbound import losses as lb_losses
 
 # Fails at start-up, naming the model, if a model's training block is inconsistent.
 MODEL_SPECS = lb_config.model_specs(config)
@@ -43,4 +44,5 @@ def training_job_json(wildcards):
 
 
 def all_targets():
-    return all_checkpoints()
+    # Stage files define their target lists; rule all asks for the last product of each stage.
+    return all_checkpoints() + ["results/summary.csv"]
