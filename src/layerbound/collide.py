@@ -46,7 +46,7 @@ class Collisions:
 
 def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *,
            alpha: float = 1.0, gamma: float = 0.7, max_iter: int = 40, tol: float | None = None,
-           verify_tol: float | None = None, batch_size: int | None = None,
+           verify_tol: float | None = None, batch_size: int | None = None, rows_per_pass: int | None = None,
            dtype: torch.dtype | None = None, return_points: bool = False) -> Collisions:
     """Collision distances d_{A o f}(x_k, x'_k) for a batch of pairs, by Algorithm 1.
 
@@ -56,7 +56,9 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     `dtype` (default: x's floating dtype); f must accept that dtype. `tol` is the convergence
     threshold of Algorithm 1 (residual relative to the feature gap, objective change relative to
     the midpoint objective); `verify_tol` the relative residual under which a collision counts.
-    Pairs are processed `batch_size` at a time (default: all).
+    Pairs are processed `batch_size` at a time (default: all). `rows_per_pass` is how many of the
+    m Jacobian rows one batched backward pass computes (default: all m on accelerators, 1 on the
+    CPU, where the smaller working set measured ~1.5x faster for the Medium CNN at 64 pairs).
     """
     if _in_training_mode(f):
         raise ValueError("the feature extractor has BatchNorm or Dropout layers in training mode; call "
@@ -78,8 +80,11 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
             return f(u) @ A_t
 
     batch_size = batch_size or max(len(x), 1)
+    if rows_per_pass is None:
+        rows_per_pass = 1 if x.device.type == "cpu" else None
     parts = [algorithm1(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
-                        max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points)
+                        max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
+                        rows_per_pass=rows_per_pass)
              for s in range(0, len(x), batch_size)]
     if not parts:
         empty = torch.zeros(0, dtype=torch.float64)
@@ -92,7 +97,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
 
 
 def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float,
-               max_iter: int, tol: float, verify_tol: float, return_points: bool = False) -> Collisions:
+               max_iter: int, tol: float, verify_tol: float, return_points: bool = False,
+               rows_per_pass: int | None = None) -> Collisions:
     """Algorithm 1 of paper 001 on one batch of pairs (x_k, x'_k), with the paper's names.
 
     Iterate i holds (x_tilde, x_tilde_prime); H_i is the collision constraint linearized there,
@@ -125,7 +131,7 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
     objective_prev = objective_0
     for i in range(max_iter + 1):
         if i < max_iter:  # value and Jacobian rows at the iterate: one forward, m batched VJPs
-            values, rows = jacobian_rows(g, torch.cat([x_tilde, x_tilde_prime]))
+            values, rows = jacobian_rows(g, torch.cat([x_tilde, x_tilde_prime]), rows_per_pass)
             J, J_prime = rows.chunk(2)
         else:             # after the last step only the value is needed, for the stopping test
             with torch.no_grad():
@@ -190,16 +196,17 @@ def _in_training_mode(f: Features) -> bool:
     return any(mod.training for mod in f.modules() if isinstance(mod, stateful))
 
 
-def jacobian_rows(g: Features, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def jacobian_rows(g: Features, u: torch.Tensor, rows_per_pass: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """g(u) (N, m) and the Jacobian of g at every point of u as (N, m, n0).
 
-    One forward pass and m vector-Jacobian products with the unit cotangents, vmapped so the m
-    backward passes run as one batched backward (torch.func). Points of the batch are independent.
+    One forward pass and m vector-Jacobian products with the unit cotangents, vmapped (torch.func)
+    so each backward pass covers the whole batch of points and `rows_per_pass` rows (default all
+    m at once). Points of the batch are independent.
     """
     value, vjp_fn = torch.func.vjp(g, u)
     m = value.shape[1]
     basis = torch.eye(m, dtype=value.dtype, device=value.device).unsqueeze(1).expand(m, *value.shape)
-    (rows,) = torch.func.vmap(vjp_fn)(basis)          # (m, N, *shape)
+    (rows,) = torch.func.vmap(vjp_fn, chunk_size=rows_per_pass)(basis)          # (m, N, *shape)
     return value.detach(), rows.detach().transpose(0, 1).reshape(u.shape[0], m, -1)
 
 

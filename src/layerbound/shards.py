@@ -11,15 +11,16 @@ for one projection p. Columns (one row per pair): pair (flat index k = i * S + j
 distance, objective, residual, feature_gap, iterations, converged; optionally points/pair,
 points/x_tilde, points/x_tilde_prime (the colliding examples of the first `keep_points` pairs of
 the grid). Attributes: the unit (dataset, pairset, method, model, layer, m, n_j, projected,
-projections, projection, projection_seed, chunk, chunk_size, num_pairs, per_class, solver), the
-provenance (experiment_seed, config_digest of the collision options, options_json,
-checkpoint_sha256, pairs_sha256, torch_version, layerbound_version, dtype, device).
+projection, projection_seed, chunk, chunk_size, num_pairs, per_class, solver), the provenance
+(experiment_seed, config_digest of the collision options, options_json, checkpoint_sha256,
+pairs_sha256, torch_version, layerbound_version, dtype, device). A shard does not record how many
+projections the configuration asks for, so adding one leaves the existing shards valid.
 
 The merged file holds distances, residuals, objectives, feature_gaps (projections, S, S) float64,
 iterations (int32) and converged (bool) of the same shape, projection_seeds (projections,), the
 points of the shards (points/pair, points/x_tilde and points/x_tilde_prime of shape
-(projections, K, C, H, W)), and the shards' common attributes plus the list of devices and the
-sha256 of every shard. Merging refuses missing pairs, duplicated pairs, non-finite values and
+(projections, K, C, H, W)), and the shards' common attributes plus projections, the list of
+devices and solvers, and the path and sha256 of every shard. Merging refuses missing pairs, duplicated pairs, non-finite values and
 shards whose attributes disagree, naming the file.
 
 Model `input` is the input-space baseline, with two layers: `input` (no projection, d = ||x - x'||/2;
@@ -54,7 +55,7 @@ COLUMNS = ("pair", "i", "j", "distance", "objective", "residual", "feature_gap",
 FLOAT_COLUMNS = ("distance", "objective", "residual", "feature_gap")
 # Attributes every shard of one merged file must share (the rest: projection, projection_seed,
 # chunk, device, solver).
-AGREE = ("format", "dataset", "pairset", "method", "model", "layer", "m", "n_j", "projected", "projections",
+AGREE = ("format", "dataset", "pairset", "method", "model", "layer", "m", "n_j", "projected",
          "chunk_size", "num_pairs", "per_class", "experiment_seed", "config_digest", "options_json",
          "checkpoint_sha256", "pairs_sha256", "torch_version", "layerbound_version", "dtype")
 
@@ -74,6 +75,7 @@ class SearchOptions:
     max_iter: int = 40
     tol: float | None = None
     verify_tol: float | None = None
+    rows_per_pass: int | None = None    # Jacobian rows per backward pass (None: 1 on CPU, all m on GPU)
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,7 @@ def _closed_form(g: collide.Features, L: torch.Tensor | None, x: torch.Tensor, x
 
 
 def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, experiment_seed: int,
-            projections: int, checkpoint_file: str | Path | None = None, arch: str | None = None,
+            checkpoint_file: str | Path | None = None, arch: str | None = None,
             device: str | torch.device = "auto", log: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The columns and attributes of shard `s` (nothing written)."""
     from . import checkpoint, device as devices
@@ -266,10 +268,9 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         f = feature_map(net, s.layer, dev)
 
     projected = is_projected(s.model, s.layer, s.m, n_j)
-    count = projections_for(s.model, s.layer, s.m, n_j, projections)
-    if not 0 <= s.projection < count:
-        raise ValueError(f"{s.model}/{s.layer} at m={s.m} (n_j={n_j}) has projections 0..{count - 1}, "
-                         f"not {s.projection}" + ("" if projected else " (it is not projected)"))
+    if s.projection < 0 or (not projected and s.projection != 0):
+        raise ValueError(f"{s.model}/{s.layer} at m={s.m} (n_j={n_j}) has no projection {s.projection}"
+                         + ("" if projected else ": it is not projected, its only projection is 0"))
     seed = projection.seed(experiment_seed, s.model, s.layer, s.m, s.projection)
     A = projection.matrix(seed, s.m, n_j, dtype=dtype, device=dev) if projected else None
     g: collide.Features = f if A is None else (lambda u: f(u) @ A.T)
@@ -302,7 +303,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
     attrs = {
         "format": SHARD_FORMAT, "dataset": s.dataset, "pairset": s.pairset, "method": s.method, "model": s.model,
         "layer": s.layer, "m": int(s.m), "n_j": int(n_j), "projected": int(projected),
-        "projections": int(count), "projection": int(s.projection), "projection_seed": int(seed),
+        "projection": int(s.projection), "projection_seed": int(seed),
         "chunk": int(s.chunk), "chunk_size": int(options.chunk_size), "num_pairs": int(pairs.num_pairs),
         "per_class": int(pairs.per_class), "solver": solver, "experiment_seed": int(experiment_seed),
         "config_digest": options.digest(), "options_json": options.to_json(),
@@ -372,8 +373,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def merge(shard_files: Iterable[str | Path], out: str | Path) -> Path:
+def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int | None = None) -> Path:
     """Merge the shards of one (dataset, pairset, method, model, layer, m) into one file.
+
+    `projections` is the number of projections expected (default: one more than the largest
+    index among the shards); every projection must then have all its pairs. The shards do not
+    record it, so adding a projection to the configuration leaves the existing shards valid.
 
     Refuses (ShardError naming the file) shards that disagree on any attribute of AGREE, carry a
     projection seed other than the derived one, hold pairs outside their chunk, non-finite values,
@@ -383,7 +388,10 @@ def merge(shard_files: Iterable[str | Path], out: str | Path) -> Path:
     if not shards:
         raise ShardError("no shards to merge")
     ref_path, _, ref = shards[0]
-    P, N, S, chunk_size = ref["projections"], ref["num_pairs"], ref["per_class"], ref["chunk_size"]
+    N, S, chunk_size = ref["num_pairs"], ref["per_class"], ref["chunk_size"]
+    P = int(projections) if projections else 1 + max(a["projection"] for _, _, a in shards)
+    if not ref["projected"] and P != 1:
+        raise ShardError(f"{ref['model']}/{ref['layer']} at m={ref['m']} is not projected: it has one projection, not {P}")
     for path, columns, attrs in shards:
         for key in AGREE:
             if attrs.get(key) != ref.get(key):
@@ -453,6 +461,7 @@ def merge(shard_files: Iterable[str | Path], out: str | Path) -> Path:
         out_columns["points/x_tilde_prime"] = np.stack([np.stack([points[p][k][1] for k in point_pairs]) for p in range(P)])
     attrs = {key: ref[key] for key in AGREE}
     attrs.update({
+        "projections": P,
         "format": MERGED_FORMAT,
         "devices": json.dumps(sorted({a["device"] for _, _, a in shards})),
         "solvers": json.dumps(sorted({a["solver"] for _, _, a in shards})),
