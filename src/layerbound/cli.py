@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         cli_collide.add_subcommands(sub)
+    from . import cli_figures
+
+    cli_figures.add_subcommands(sub)
     return parser
 
 
