@@ -5,6 +5,7 @@ min_version("9.0")
 
 
 configfile: "config.yaml"
+report: "workflow/report/workflow.rst"
 
 
 validate(config, schema="workflow/schemas/config.schema.yaml")
@@ -14,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/collide.smk"
 include: "workflow/rules/losses.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

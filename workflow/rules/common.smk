@@ -45,4 +45,4 @@ def training_job_json(wildcards):
 
 def all_targets():
     # Stage files define their target lists; rule all asks for the last product of each stage.
-    return all_checkpoints() + ["results/summary.csv"]
+    return all_checkpoints() + ["results/summary.csv"] + figures_targets()
