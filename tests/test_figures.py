@@ -1,0 +1,294 @@
+"""Figures and the report summary: what is drawn is what the tables and stored points say."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from matplotlib.colors import to_rgba
+
+from layerbound import figures, losses, pairs, shards
+from layerbound.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TAPS = ["fc1", "fc2", "logits"]            # fcnn_smaller, in network order
+WIDTHS = {"fc1": 75, "fc2": 50, "logits": 10}
+KEY = ("mnist5k", "c3v7-S4-seed0", "jacobian")
+EPS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def _metrics(model="net_pgd", method="pgd", eps=1.5):
+    return {"model": model, "dataset": "mnist5k", "arch": "fcnn_smaller", "padding": "same",
+            "train": {"method": method, "eps": eps if method != "benign" else 0.0, "norm": "l2"},
+            "clean_test_accuracy": 0.9, "robust_test_accuracy": 0.5 if method != "benign" else 0.05,
+            "robust_eval": {"norm": "l2", "eps": eps}}
+
+
+def _tables(models=("net_pgd",), ms=(5,), seed=0, S=4, P=3) -> pd.DataFrame:
+    """Keyed loss tables of `models` (layers in scrambled order) and the input baselines, from random distances."""
+    rng = np.random.default_rng(seed)
+    keyed = {}
+    for mi, model in enumerate(models):
+        for li, layer in enumerate(["logits", "fc1", "fc2"]):
+            for m in ms:
+                d = rng.uniform(0.2, 2.4, (P, S, S)) * (1 + 0.2 * li + 0.1 * mi)
+                keyed[(*KEY, model, layer, m)] = losses.loss_table(d, EPS)
+    for m in ms:
+        keyed[(*KEY, "input", "input", m)] = losses.loss_table(rng.uniform(0.5, 2.5, (1, S, S)), EPS)
+        keyed[(*KEY, "input", "input_rp", m)] = losses.loss_table(rng.uniform(0.1, 1.0, (P, S, S)), EPS)
+    return losses.summarize(keyed)
+
+
+def _curve(tables, model, layer, m=5):
+    sel = (tables.model == model) & (tables.layer == layer) & (tables.m == m)
+    return tables.loc[sel].sort_values("eps")
+
+
+def _labelled_lines(ax):
+    return {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+
+# --- ordering ----------------------------------------------------------------------------------
+
+def test_network_order_follows_taps_with_pre_activation_taps_before_their_tap():
+    layers = ["logits", "extra", "fc2", "fc1_pre", "fc1"]
+    assert figures.network_order(layers, TAPS) == ["fc1_pre", "fc1", "fc2", "logits", "extra"]
+
+
+def test_layer_colors_are_a_sequential_ramp_from_dark():
+    colors = figures.layer_colors(4)
+    luminance = [0.299 * r + 0.587 * g + 0.114 * b for r, g, b, _ in colors]
+    assert luminance == sorted(luminance) and len(set(luminance)) == 4
+
+
+# --- Figures 8-15 -------------------------------------------------------------------------------
+
+def test_loss_curves_plot_the_table_in_network_order_with_baselines():
+    tables = _tables()
+    order = figures.network_order(tables.loc[tables.model == "net_pgd", "layer"], TAPS)
+    fig = figures.loss_curves_figure(tables, order, _metrics(), 5, WIDTHS, KEY[1])
+    ce_ax, zo_ax = fig.axes[:2]
+    for ax, column in ((ce_ax, "ce"), (zo_ax, "zero_one")):
+        lines = _labelled_lines(ax)
+        labels = [label for label in lines if not label.startswith("training")]
+        assert labels == ["fc1 (n=75)", "fc2 (n=50)", "logits (n=10)", "input (no projection)", "input RP (m=5)"]
+        for label, (owner, layer) in zip(labels, [("net_pgd", "fc1"), ("net_pgd", "fc2"), ("net_pgd", "logits"),
+                                                  ("input", "input"), ("input", "input_rp")]):
+            table = _curve(tables, owner, layer)
+            np.testing.assert_allclose(lines[label].get_xdata(), table["eps"])
+            np.testing.assert_allclose(lines[label].get_ydata(), table[f"{column}_mean"])
+        # Layers get the colormap ramp in network order; baselines are black, dashed / dotted.
+        for label, color in zip(labels[:3], figures.layer_colors(3)):
+            assert to_rgba(lines[label].get_color()) == pytest.approx(color)
+        assert to_rgba(lines["input (no projection)"].get_color()) == to_rgba("black")
+        assert lines["input (no projection)"].get_linestyle() == "--"
+        assert lines["input RP (m=5)"].get_linestyle() == ":"
+        # The training budget is marked.
+        assert lines["training $\\epsilon$ = 1.5"].get_xdata()[0] == 1.5
+    # Bands: min to max over projections, one per projected curve (the input baseline has none).
+    bands = ce_ax.collections
+    assert len(bands) == 4
+    fc1 = _curve(tables, "net_pgd", "fc1")
+    vertices = {tuple(np.round(v, 9)) for v in bands[0].get_paths()[0].vertices}
+    for eps, low, high in zip(fc1.eps, fc1.ce_min, fc1.ce_max):
+        assert (round(eps, 9), round(low, 9)) in vertices and (round(eps, 9), round(high, 9)) in vertices
+    title = fig.texts[0].get_text() if fig.texts else fig._suptitle.get_text()
+    for needle in ("mnist5k", "net_pgd", "PGD-1.5", "m=5", "3 random projections", "min-max"):
+        assert needle in title
+
+
+def test_figures_are_written_as_valid_png_and_pdf(tmp_path):
+    from PIL import Image
+
+    tables = _tables()
+    fig = figures.loss_curves_figure(tables, TAPS, _metrics(), 5)
+    png, pdf = tmp_path / "a" / "f.png", tmp_path / "a" / "f.pdf"
+    figures.save(fig, png, pdf)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as img:
+        img.verify()
+        assert img.size[0] > 1000 and img.size[1] > 500
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+
+
+def test_m_sweep_draws_one_curve_per_m_and_the_input_space():
+    tables = _tables(ms=(5, 20, 100))
+    fig = figures.m_sweep_figure(tables, "fc1", [100, 5, 20], _metrics(), width=75)
+    lines = _labelled_lines(fig.axes[0])
+    assert [k for k in lines if not k.startswith("training")] == [
+        "m = 5", "m = 20", "m = 100 (>= n_j: no projection)", "input (no projection)"]
+    np.testing.assert_allclose(lines["m = 20"].get_ydata(), _curve(tables, "net_pgd", "fc1", 20)["ce_mean"])
+
+
+# --- training methods ------------------------------------------------------------------------------
+
+def test_select_eps_picks_the_nearest_grid_row():
+    table = _curve(_tables(), "net_pgd", "fc1")
+    assert figures.select_eps(table, 1.0)["eps"] == 1.0
+    assert figures.select_eps(table, 1.2)["eps"] == 1.0
+    assert figures.select_eps(table, 1.3)["eps"] == 1.5
+    assert figures.select_eps(table, 99)["eps"] == 2.5
+
+
+def test_methods_figure_plots_each_models_loss_at_the_chosen_eps():
+    models = ("net_benign", "net_pgd")
+    tables = _tables(models=models)
+    metrics = {"net_benign": _metrics("net_benign", "benign"), "net_pgd": _metrics("net_pgd", "pgd")}
+    fig = figures.methods_figure(tables, metrics, TAPS, [1.0, 1.3], 5)
+    axes = np.array(fig.axes).reshape(2, 2)
+    for col, grid_eps in enumerate([1.0, 1.5]):
+        for row, column in enumerate(["ce", "zero_one"]):
+            lines = _labelled_lines(axes[row, col])
+            for model, label in (("net_benign", "benign (net_benign)"), ("net_pgd", "PGD-1.5 (net_pgd)")):
+                expected = [_curve(tables, model, layer).set_index("eps").loc[grid_eps, f"{column}_mean"] for layer in TAPS]
+                np.testing.assert_allclose(lines[label].get_ydata(), expected)
+                np.testing.assert_allclose(np.round(lines[label].get_xdata()), [0, 1, 2])
+            baseline = _curve(tables, "input", "input").set_index("eps").loc[grid_eps, f"{column}_mean"]
+            assert lines["input (no projection)"].get_ydata()[0] == pytest.approx(baseline)
+    assert axes[0, 0].get_title().endswith("= 1")
+    assert "nearest on the grid: 1.5" in axes[0, 1].get_title()
+    assert [t.get_text() for t in axes[1, 0].get_xticklabels()] == TAPS
+
+
+# --- Figure 3 ------------------------------------------------------------------------------------
+
+def _write_collision_files(tmp_path, S=3, P=2, K=2):
+    """A pair set and merged distance files (the layout shards.merge writes) with stored points."""
+    rng = np.random.default_rng(1)
+    x_a = rng.random((S, 1, 28, 28), dtype=np.float32)
+    x_b = rng.random((S, 1, 28, 28), dtype=np.float32)
+    pair_set = pairs.PairSet("c3v7-S3-seed0", "mnist5k", "train", (3, 7), S, 0, torch.from_numpy(x_a),
+                             torch.from_numpy(x_b), torch.full((S,), 3), torch.full((S,), 7),
+                             torch.arange(S), torch.arange(S) + 100)
+    pairs_file = tmp_path / "pairs.h5"
+    pairs.save(pairs_file, pair_set)
+    files, stored = [], {}
+    for model, layer, projections in (("net_pgd", "fc2", P), ("input", "input", 1), ("net_pgd", "fc1", P)):
+        x_tilde = rng.random((projections, K, 1, 28, 28), dtype=np.float32)
+        x_tilde_prime = rng.random((projections, K, 1, 28, 28), dtype=np.float32)
+        path = tmp_path / f"{layer}.h5"
+        with h5py.File(path, "w") as h5:
+            h5["distances"] = rng.random((projections, S, S))
+            h5["residuals"] = np.zeros((projections, S, S))
+            h5["points/pair"] = np.arange(K)
+            h5["points/x_tilde"] = x_tilde
+            h5["points/x_tilde_prime"] = x_tilde_prime
+            h5.attrs.update({"format": shards.MERGED_FORMAT, "dataset": "mnist5k", "pairset": "c3v7-S3-seed0",
+                             "method": "jacobian", "model": model, "layer": layer, "m": 5, "n_j": 75,
+                             "projected": int(projections > 1), "projections": projections})
+        files.append(path)
+        stored[layer] = path
+    return pairs_file, files, stored, x_a, x_b
+
+
+def test_collision_figure_shows_the_norms_of_the_stored_points(tmp_path):
+    pairs_file, files, stored, x_a, x_b = _write_collision_files(tmp_path)
+    merged = {layer: shards.read_merged(path) for layer, path in stored.items()}
+    pair, projection, S = 1, 1, 3
+    rows = figures.collision_rows(merged, ["input", "fc1", "fc2"], x_a, x_b, pair, projection)
+    assert [r["layer"] for r in rows] == ["input", "fc1", "fc2"]
+    i, j = divmod(pair, S)
+    for row in rows:
+        with h5py.File(stored[row["layer"]], "r") as h5:
+            p = min(projection, h5["points/x_tilde"].shape[0] - 1)   # `input` has one projection
+            k = list(h5["points/pair"][()]).index(pair)
+            x_tilde, x_tilde_prime = h5["points/x_tilde"][p, k], h5["points/x_tilde_prime"][p, k]
+            assert row["distance"] == h5["distances"][p, i, j]
+        assert row["norm"] == pytest.approx(np.linalg.norm(x_tilde.astype(np.float64) - x_a[i]), rel=1e-12)
+        assert row["norm_prime"] == pytest.approx(np.linalg.norm(x_tilde_prime.astype(np.float64) - x_b[j]), rel=1e-12)
+    fig = figures.collisions_figure(rows, _metrics(), pair, (3, 7))
+    axes = np.array(fig.axes).reshape(len(rows), 4)
+    for r, row in enumerate(rows):
+        assert axes[r, 1].get_xlabel() == figures.NORM_LABEL.format(row["norm"])
+        assert axes[r, 2].get_xlabel() == figures.NORM_PRIME_LABEL.format(row["norm_prime"])
+        assert axes[r, 1].get_xlabel().endswith(f"= {row['norm']:.3f}")
+        np.testing.assert_allclose(axes[r, 0].images[0].get_array(), x_a[i][0])
+        np.testing.assert_allclose(axes[r, 3].images[0].get_array(), x_b[j][0])
+    # The CLI orders the rows (baselines first, then network order) and writes both files.
+    metrics_file = tmp_path / "net_pgd.json"
+    metrics_file.write_text(json.dumps(_metrics()))
+    png, pdf = tmp_path / "out" / "c.png", tmp_path / "out" / "c.pdf"
+    cli_main(["figures", "collisions", "--metrics", str(metrics_file), "--pairs", str(pairs_file), "--pair", "1",
+              "--projection", "1", "--png", str(png), "--pdf", str(pdf), *map(str, files)])
+    assert png.stat().st_size > 0 and pdf.read_bytes().startswith(b"%PDF")
+
+
+# --- 0-1 vs CE and the summary -----------------------------------------------------------------------
+
+def test_zero_one_figure_pairs_the_two_losses_and_the_bound_holds():
+    tables = _tables()
+    fig = figures.zero_one_figure(tables, TAPS, _metrics(), 5)
+    lines = _labelled_lines(fig.axes[0])
+    fc2 = _curve(tables, "net_pgd", "fc2")
+    np.testing.assert_allclose(lines["fc2"].get_xdata(), fc2["ce_mean"])
+    np.testing.assert_allclose(lines["fc2"].get_ydata(), fc2["zero_one_mean"])
+    assert "input RP (m=5)" in lines
+    # The reference line drawn is a bound the tables obey: 0-1 <= CE / (2 log 2).
+    assert (tables["zero_one_mean"] <= tables["ce_mean"] / (2 * math.log(2)) + 1e-12).all()
+
+
+def test_layer_summary_reads_threshold_and_training_eps_rows():
+    tables = _tables(models=("net_benign", "net_pgd"))
+    metrics = {"net_benign": _metrics("net_benign", "benign", eps=1.0), "net_pgd": _metrics("net_pgd", "pgd", eps=1.5)}
+    summary = figures.layer_summary(tables, metrics, {"net_benign": TAPS, "net_pgd": TAPS})
+    pgd = summary.loc[summary.model == "net_pgd"]
+    assert pgd["layer"].tolist() == ["input", "input_rp", "fc1", "fc2", "logits"]
+    for _, row in pgd.iterrows():
+        owner = "input" if row.layer in figures.BASELINES else "net_pgd"
+        curve = _curve(tables, owner, row.layer)
+        reached = curve.loc[curve.ce_mean >= math.log(2) / 2, "eps"]
+        assert row.eps_ce_half_log2 == (reached.min() if len(reached) else pytest.approx(np.nan, nan_ok=True))
+        assert row.grid_eps == 1.5
+        assert row.ce_at_eval_eps == curve.set_index("eps").loc[1.5, "ce_mean"]
+        assert row.training == "PGD-1.5"
+    assert (summary.loc[summary.model == "net_benign", "grid_eps"] == 1.0).all()
+    page = figures.summary_html(summary, 2.5)
+    assert page.count("<table>") == 2 and "net_pgd (PGD-1.5)" in page
+
+
+# --- the workflow's figure targets ------------------------------------------------------------------
+
+def _dry_run(tmp_path, config):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
+                           "--configfile", str(tmp_path / "config.yaml"), "-n", "-c1", "--quiet", "rules"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _tiny_config(**collision):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["models"] = {
+        "a_benign": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "benign"}},
+        "a_pgd": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "pgd", "eps": 1.0}},
+        "b_pgd": {"dataset": "mnist5k", "arch": "fcnn_small", "train": {"method": "pgd", "eps": 1.0}},
+    }
+    config["pairs"] = {"classes": [3, 7], "per_class": 3}
+    config["collision"].update(collision)
+    return config
+
+
+def test_workflow_plans_figures_from_the_config(tmp_path):
+    # Two m: an m-sweep per model; keep_points 0: no colliding-examples figure; one architecture
+    # with two models: one method comparison per m.
+    result = _dry_run(tmp_path, _tiny_config(m=[5, 10], keep_points=0))
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["figures_layers"] == counts["figures_zero_one"] == 3 * 2
+    assert counts["figures_m_sweep"] == 3
+    assert counts["figures_methods"] == 2
+    assert counts["figures_summary"] == 1
+    assert "figures_collisions" not in counts
+    # A collision pair the merged files do not store fails at start-up, naming the key.
+    config = _tiny_config(m=[5], keep_points=2)
+    config["figures"] = {"collision_pair": 2}
+    result = _dry_run(tmp_path, config)
+    assert result.returncode != 0 and "figures.collision_pair = 2" in result.stdout + result.stderr
