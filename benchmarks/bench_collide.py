@@ -9,7 +9,9 @@
 2. Overhead: the marginal time of one search iteration over the time of one forward plus m
    backward passes of g = A f_j on the same batch (the Jacobian work any method needs).
 3. Peak memory per pair of one search on the Medium CNN with 3x32x32 inputs (CIFAR shape), each
-   batch size in a fresh subprocess (peak RSS), and the largest batch that fits in 24 GiB.
+   batch size in a fresh subprocess (peak RSS over the RSS before the search, slope between two
+   batch sizes), with 1 Jacobian row per backward pass (the CPU default) and all m (the GPU
+   default), and the largest batch that fits in 24 GiB.
 
     python benchmarks/bench_collide.py [--pairs 256] [--baseline-pairs 16] [--iterations 5] [--threads 2]
 """
@@ -111,7 +113,8 @@ def throughput(args) -> None:
 
 def overhead(args) -> None:
     print(f"\n2. Overhead: one search iteration / (one forward + {M} backward passes of A f_j), "
-          f"batch of {args.batch} pairs = {2 * args.batch} points")
+          f"batch of {args.batch} pairs = {2 * args.batch} points; an iteration is the whole search's time / "
+          f"{args.iterations} (so it also carries the first forward and the final verification)")
     print(f"{'tap':8} {'iteration':>10} {'fwd+m bwd':>10} {'ratio':>7}")
     for tap in TAPS:
         f, A = engine(medium(), tap)
@@ -125,51 +128,62 @@ def overhead(args) -> None:
                 cotangent = torch.zeros_like(out)
                 cotangent[:, k] = 1
                 torch.autograd.grad(out, u, cotangent, retain_graph=k < M - 1)
+
+        def search():
+            collide.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0)
         forward_and_backwards()
-        reference = timed(forward_and_backwards, repeats=3)
-        search = lambda n: collide.search(f, A, x, x_prime, max_iter=n, tol=0.0)  # noqa: E731
-        search(1)
-        few, many = 2, 2 + args.iterations
-        per_iteration = (timed(lambda: search(many), 2) - timed(lambda: search(few), 2)) / (many - few)
-        print(f"{tap:8} {per_iteration:9.3f}s {reference:9.3f}s {per_iteration / reference:6.2f}")
+        search()
+        reference, iteration = float("inf"), float("inf")
+        for _ in range(3):   # interleaved, best of 3: the machine's load changes minute to minute
+            reference = min(reference, timed(forward_and_backwards))
+            iteration = min(iteration, timed(search) / args.iterations)
+        print(f"{tap:8} {iteration:9.3f}s {reference:9.3f}s {iteration / reference:6.2f}")
 
 
-def _peak_rss_child(batch: int, tap: str, threads: int) -> None:
-    """In a fresh process: peak RSS growth of one 2-iteration search on 3x32x32 inputs."""
+def _current_rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _peak_rss_child(batch: int, tap: str, threads: int, rows_per_pass: int | None = None) -> None:
+    """In a fresh process: peak RSS of one 2-iteration search on 3x32x32 inputs, over the RSS before it."""
     torch.set_num_threads(threads)
     f, A = engine(medium((3, 32, 32)), tap)
     x, x_prime = pairs(batch, (3, 32, 32))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    collide.search(f, A, x, x_prime, max_iter=2, tol=0.0)
+    before = _current_rss_kib()
+    collide.search(f, A, x, x_prime, max_iter=2, tol=0.0, rows_per_pass=rows_per_pass)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"kib": after - before}))
 
 
 def memory(args) -> None:
-    small, large = 16, 64
-    print(f"\n3. Peak memory of a search, Medium CNN on 3x32x32, m={M} (peak RSS growth, batches {small} and {large})")
-    print(f"{'tap':8} {'MiB/pair':>9} {'max batch in 24 GiB':>20}")
-    worst = 0.0
-    for tap in ("conv1", "conv2", "fc5", "logits"):
-        kib = {}
-        for batch in (small, large):
-            out = subprocess.run([sys.executable, __file__, "--_memory-child", str(batch), tap, str(args.threads)],
-                                 capture_output=True, text=True, check=True)
-            kib[batch] = json.loads(out.stdout.strip().splitlines()[-1])["kib"]
-        per_pair = (kib[large] - kib[small]) / (large - small) / 1024   # MiB
-        if per_pair <= 0:   # the peak was set before the search (allocator noise): no estimate
-            print(f"{tap:8} {'n/a':>9} {'n/a':>20}")
-            continue
-        fixed = kib[small] / 1024 - small * per_pair
-        fits = int((24 * 1024 - max(fixed, 0)) / per_pair)
-        worst = max(worst, per_pair)
-        print(f"{tap:8} {per_pair:9.2f} {fits:20d}")
-    print(f"worst tap: {worst:.2f} MiB per pair -> {int(24 * 1024 / worst)} pairs per 24 GiB batch")
+    small, large = 128, 512
+    print(f"\n3. Peak memory of a search, Medium CNN on 3x32x32, m={M} (peak RSS over the RSS before the search, "
+          f"batches of {small} and {large} pairs, slope per pair)")
+    print(f"{'tap':8} {'rows/pass':>9} {'MiB/pair':>9} {'max batch in 24 GiB':>20}")
+    for rows in (1, M):
+        worst = 0.0
+        for tap in ("conv1", "conv2", "fc5", "logits"):
+            kib = {}
+            for batch in (small, large):
+                out = subprocess.run([sys.executable, __file__, "--_memory-child", str(batch), tap, str(args.threads),
+                                      str(rows)], capture_output=True, text=True, check=True)
+                kib[batch] = json.loads(out.stdout.strip().splitlines()[-1])["kib"]
+            per_pair = (kib[large] - kib[small]) / (large - small) / 1024   # MiB
+            if per_pair <= 0:   # the peak was set before the search (allocator noise): no estimate
+                print(f"{tap:8} {rows:9d} {'n/a':>9} {'n/a':>20}")
+                continue
+            fixed = max(kib[small] / 1024 - small * per_pair, 0)
+            worst = max(worst, per_pair)
+            print(f"{tap:8} {rows:9d} {per_pair:9.2f} {int((24 * 1024 - fixed) / per_pair):20d}")
+        if worst > 0:
+            print(f"worst tap with {rows} row(s) per pass: {worst:.2f} MiB per pair -> "
+                  f"{int(24 * 1024 / worst)} pairs per 24 GiB")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--_memory-child":
-        _peak_rss_child(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        _peak_rss_child(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else None)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=256)

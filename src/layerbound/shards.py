@@ -209,10 +209,12 @@ def _jacobian(f: collide.Features, A: torch.Tensor | None, x: torch.Tensor, x_pr
 METHODS: dict[str, Callable[..., collide.Collisions]] = {"jacobian": _jacobian}
 
 
-def _closed_form(g: collide.Features, L: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor) -> collide.Collisions:
+def _closed_form(g: collide.Features, L: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor,
+                 verify_tol: float) -> collide.Collisions:
     """Collisions of an affine map g(u) = L u + k at their optimum (L None: the identity on inputs).
 
-    x~ = x + delta, x~' = x' - delta with delta = V V^T (x' - x)/2; the residual is recomputed from g.
+    x~ = x + delta, x~' = x' - delta with delta = V V^T (x' - x)/2. The residual is recomputed from
+    g and checked like the search's collisions; a pair that fails gets the midpoint.
     """
     delta = (x_prime - x).flatten(1).double().cpu() / 2
     if L is not None:
@@ -224,10 +226,16 @@ def _closed_form(g: collide.Features, L: torch.Tensor | None, x: torch.Tensor, x
     with torch.no_grad():
         g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
         g_t, g_t_prime = g(torch.cat([x_tilde, x_tilde_prime])).chunk(2)
+    residual, feature_gap = norms(g_t_prime - g_t), norms(g_x_prime - g_x)
+    failed = (~(residual <= verify_tol * feature_gap)).to(x.device)
+    if failed.any():
+        midpoint = (x + x_prime) / 2
+        x_tilde[failed], x_tilde_prime[failed] = midpoint[failed], midpoint[failed]
+        residual[failed.cpu()] = 0.0
     distance = torch.maximum(norms(x_tilde - x), norms(x_tilde_prime - x_prime))
     return collide.Collisions(
         distance=distance, objective=norms(x_tilde - x) ** 2 + norms(x_tilde_prime - x_prime) ** 2,
-        residual=norms(g_t_prime - g_t), feature_gap=norms(g_x_prime - g_x),
+        residual=residual, feature_gap=feature_gap,
         iterations=torch.zeros(len(x), dtype=torch.int64), converged=torch.ones(len(x), dtype=torch.bool),
         x_tilde=x_tilde.cpu(), x_tilde_prime=x_tilde_prime.cpu())
 
@@ -276,14 +284,15 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
     g: collide.Features = f if A is None else (lambda u: f(u) @ A.T)
 
     x_d, x_prime_d = x.to(device=dev, dtype=dtype), x_prime.to(device=dev, dtype=dtype)
+    verify_tol = collide.DEFAULT_VERIFY_TOL[dtype] if options.search.verify_tol is None else options.search.verify_tol
     if s.model == INPUT_MODEL:
         solver = "closed_form_input" if s.layer == "input" else "closed_form_input_rp"
-        result = _closed_form(g, None if A is None else A.double().cpu(), x_d, x_prime_d)
+        result = _closed_form(g, None if A is None else A.double().cpu(), x_d, x_prime_d, verify_tol)
     elif net is not None and net.pre_activation_taps and s.layer == net.pre_activation_taps[0]:
         # f_j is affine (the first layer before its activation): the closed form of paper 002.
         solver = "closed_form_affine"
         L = collide.linear_part(g, pairs.input_shape, dtype=dtype, device=dev)
-        result = _closed_form(g, L, x_d, x_prime_d)
+        result = _closed_form(g, L, x_d, x_prime_d, verify_tol)
     else:
         solver = s.method
         result = METHODS[s.method](f, A, x_d, x_prime_d, options, bool(keep.any()))
