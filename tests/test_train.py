@@ -33,6 +33,14 @@ def test_config_validation_names_the_problem():
     assert TrainConfig(method="pgd", eps=2.0, steps=10).step_size == 0.5
 
 
+def test_budget_ramps_linearly_during_warmup_then_stays():
+    cfg = TrainConfig(method="pgd", eps=2.0, steps=10, epochs=6, warmup_epochs=2)
+    assert [cfg.budget_at(e) for e in (0, 0.5, 1, 2, 5.5)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert TrainConfig(method="pgd", eps=2.0).budget_at(0) == 2.0
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(method="pgd", eps=2.0, epochs=3, warmup_epochs=4)
+
+
 @pytest.fixture(scope="module")
 def benign_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "fcnn.pt"

@@ -37,6 +37,7 @@ class TrainConfig:
     steps: int = 10
     step_size: float | None = None  # default 2.5 eps / steps
     beta: float = 6.0               # TRADES trade-off
+    warmup_epochs: float = 0.0      # eps grows linearly from 0 over these epochs (then stays at eps)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -47,6 +48,19 @@ class TrainConfig:
             raise ValueError(f"training method {self.method!r} needs a budget eps > 0")
         if self.step_size is None and self.eps > 0:
             self.step_size = 2.5 * self.eps / self.steps
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], not {self.warmup_epochs}")
+
+    def budget_at(self, epoch_progress: float) -> float:
+        """The training budget after `epoch_progress` epochs (a linear ramp during warm-up).
+
+        Adversarial training at the full budget from the first step can collapse to a constant
+        classifier (l2 eps = 2 on MNIST does, here); ramping eps up, as Gowal et al. 2019 do,
+        avoids that. The step size scales with the budget.
+        """
+        if self.warmup_epochs <= 0:
+            return self.eps
+        return self.eps * min(1.0, epoch_progress / self.warmup_epochs)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -84,18 +98,20 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * step / max(total, 1)))
 
 
-def _training_loss(model, x, y, cfg: TrainConfig, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outer loss for one batch and the logits on which training accuracy is counted."""
-    if cfg.method == "benign":
+def _training_loss(model, x, y, cfg: TrainConfig, generator, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outer loss for one batch at budget eps, and the logits on which training accuracy is counted."""
+    if cfg.method == "benign" or eps == 0:
+        model.train()
         logits = model(x)
         return F.cross_entropy(logits, y), logits
     model.eval()  # the inner maximization runs in eval mode (as the TRADES reference does)
+    step_size = cfg.step_size * eps / cfg.eps
     if cfg.method == "pgd":
-        x_adv = adversary.pgd(model, x, y, cfg.norm, cfg.eps, cfg.steps, cfg.step_size, generator=generator)
+        x_adv = adversary.pgd(model, x, y, cfg.norm, eps, cfg.steps, step_size, generator=generator)
         model.train()
         logits = model(x_adv)
         return F.cross_entropy(logits, y), logits
-    x_adv = adversary.trades_kl(model, x, cfg.norm, cfg.eps, cfg.steps, cfg.step_size, generator=generator)
+    x_adv = adversary.trades_kl(model, x, cfg.norm, eps, cfg.steps, step_size, generator=generator)
     model.train()
     logits = model(x)
     kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="sum")
@@ -137,7 +153,8 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
             x, y = x_train[idx], y_train[idx]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(cfg.lr, step, total_steps)
-            loss, logits = _training_loss(model, x, y, cfg, generator)
+            eps = cfg.budget_at(step / batches_per_epoch)
+            loss, logits = _training_loss(model, x, y, cfg, generator, eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
