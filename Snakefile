@@ -4,7 +4,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A config file given with --configfile replaces config.yaml instead of merging into it, so a paper
+# config never inherits the default experiment's models.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
 report: "workflow/report/workflow.rst"
 
 

@@ -74,6 +74,23 @@ def test_adversarial_model_without_budget_fails_naming_the_model(tmp_path):
     assert "models.medium_pgd2" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("name,dataset", [("paper_mnist", "mnist"), ("paper_cifar10", "cifar10")])
+def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, name, dataset):
+    configfile = ROOT / "config" / f"{name}.yaml"
+    paper = yaml.safe_load(configfile.read_text())
+    result = run_snakemake(tmp_path, "-n", configfile=configfile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    # 3 architectures x 3 training methods, none of the default experiment's mnist5k models.
+    assert counts["train_model"] == len(paper["models"]) == 9
+    assert "mnist5k" not in result.stdout
+    assert f"results/models/{dataset}/medium_benign.pt" in result.stdout
+    # Every layer of every model plus the two input baselines, each with its own merged file.
+    taps = {"small": 4, "medium": 7, "large": 7}
+    assert counts["collide_merge"] == 3 * sum(taps.values()) + 2
+    assert counts["losses_table"] == counts["collide_merge"]
+
+
 def rule_resources(stdout: str) -> dict[str, set[str]]:
     """rule name -> the distinct 'resources:' lines of its jobs in a dry run's output."""
     found: dict[str, set[str]] = {}
