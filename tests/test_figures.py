@@ -205,13 +205,14 @@ def test_collision_figure_shows_the_norms_of_the_stored_points(tmp_path):
         assert row["norm"] == pytest.approx(np.linalg.norm(x_tilde.astype(np.float64) - x_a[i]), rel=1e-12)
         assert row["norm_prime"] == pytest.approx(np.linalg.norm(x_tilde_prime.astype(np.float64) - x_b[j]), rel=1e-12)
     fig = figures.collisions_figure(rows, _metrics(), pair, (3, 7))
-    axes = np.array(fig.axes).reshape(len(rows), 4)
+    axes = np.array(fig.axes).reshape(len(rows), 6)
     for r, row in enumerate(rows):
         assert axes[r, 1].get_xlabel() == figures.NORM_LABEL.format(row["norm"])
         assert axes[r, 2].get_xlabel() == figures.NORM_PRIME_LABEL.format(row["norm_prime"])
         assert axes[r, 1].get_xlabel().endswith(f"= {row['norm']:.3f}")
         np.testing.assert_allclose(axes[r, 0].images[0].get_array(), x_a[i][0])
         np.testing.assert_allclose(axes[r, 3].images[0].get_array(), x_b[j][0])
+        np.testing.assert_allclose(axes[r, 4].images[0].get_array(), row["x_tilde"][0] - x_a[i][0])
     # The CLI orders the rows (baselines first, then network order) and writes both files.
     metrics_file = tmp_path / "net_pgd.json"
     metrics_file.write_text(json.dumps(_metrics()))
@@ -252,6 +253,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
     assert (summary.loc[summary.model == "net_benign", "grid_eps"] == 1.0).all()
     page = figures.summary_html(summary, 2.5)
     assert page.count("<table>") == 2 and "net_pgd (PGD-1.5)" in page
+    assert "Latest to reach log(2)/2 (most robust): <b>" in page
 
 
 # --- the workflow's figure targets ------------------------------------------------------------------

@@ -206,7 +206,7 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
     used = pd.concat([t for _, t, _ in curves])
     eps_max = float(used["eps"].max())
 
-    fig = Figure(figsize=(12, 5.2), layout="constrained")
+    fig = Figure(figsize=(13.5, 5.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, column in zip(axes, ("ce", "zero_one")):
         _plot_curves(ax, curves, column)
@@ -214,7 +214,8 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
         _train_eps_marker(ax, metrics)
     axes[0].set_title("cross-entropy")
     axes[1].set_title("0-1")
-    axes[1].legend(loc="lower right", fontsize=8, title="feature extractor f_j", title_fontsize=8)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=8,
+               title="feature extractor $f_j$", title_fontsize=8)
     fig.suptitle(_title(metrics, m, _projections(used), pairset, "optimal loss of every layer")
                  + f"\nbands: {SPREAD}", fontsize=10)
     return fig
@@ -247,7 +248,7 @@ def m_sweep_figure(tables: pd.DataFrame, layer: str, ms: Sequence[int], metrics:
             break
     used = pd.concat([t for _, t, _ in curves])
     eps_max = float(used["eps"].max())
-    fig = Figure(figsize=(12, 5.2), layout="constrained")
+    fig = Figure(figsize=(13.5, 5.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, column in zip(axes, ("ce", "zero_one")):
         _plot_curves(ax, curves, column)
@@ -255,8 +256,8 @@ def m_sweep_figure(tables: pd.DataFrame, layer: str, ms: Sequence[int], metrics:
         _train_eps_marker(ax, metrics)
     axes[0].set_title("cross-entropy")
     axes[1].set_title("0-1")
-    axes[1].legend(loc="lower right", fontsize=8, title=f"{layer_display(layer, None, {layer: width} if width else None)}",
-                   title_fontsize=8)
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=8,
+               title=f"{layer_display(layer, None, {layer: width} if width else None)}", title_fontsize=8)
     fig.suptitle(_title(metrics, ms, _projections(used), pairset, f"layer {layer} for several m")
                  + f"\nbands: {SPREAD}", fontsize=10)
     return fig
@@ -314,26 +315,37 @@ def _image(a: np.ndarray) -> tuple[np.ndarray, dict]:
 
 def collisions_figure(rows: Sequence[Mapping], metrics: Mapping, pair: int, classes: Sequence[int] | None = None,
                       pairset: str | None = None) -> Figure:
-    """Paper 001 Figure 3: rows = layers (network order), columns x, x~, x~', x'.
+    """Paper 001 Figure 3: rows = layers (network order), columns x, x~, x~', x', then the two
+    perturbations x~ - x and x~' - x' (red: brighter, blue: darker; one symmetric scale per row).
 
-    A~f(x~) = A~f(x~'): the middle two images collide in the layer's projected features. Their
+    A f(x~) = A f(x~'): the middle two images collide in the layer's projected features. Their
     l2 perturbation norms ||x~ - x|| and ||x~' - x'|| label the images; the row label gives the
     stored distance d = max of the two.
     """
     if not rows:
         raise ValueError("no colliding points to show (keep_points = 0, or the pair is not stored)")
     n = len(rows)
-    width = 7.6
-    image = (width - 1.7) / 4          # inches per image; the row labels take the left 1.7 in
-    fig = Figure(figsize=(width, n * (image + 0.25) + 1.1), layout="constrained")
-    axes = fig.subplots(n, 4, squeeze=False)
+    width = 10.4
+    image = (width - 1.9) / 6          # inches per image; the row labels take the left ~1.9 in
+    fig = Figure(figsize=(width, n * (image + 0.3) + 1.2), layout="constrained")
+    axes = fig.subplots(n, 6, squeeze=False)
     ca, cb = (f" (class {classes[0]})", f" (class {classes[1]})") if classes else ("", "")
-    heads = ["$x$" + ca, r"$\tilde{x}$", r"$\tilde{x}'$", "$x'$" + cb]
+    heads = ["$x$" + ca, r"$\tilde{x}$", r"$\tilde{x}'$", "$x'$" + cb,
+             r"$\tilde{x} - x$", r"$\tilde{x}' - x'$"]
     for r, row in enumerate(rows):
-        for c, key in enumerate(("x", "x_tilde", "x_tilde_prime", "x_prime")):
+        delta = np.asarray(row["x_tilde"]) - np.asarray(row["x"])
+        delta_prime = np.asarray(row["x_tilde_prime"]) - np.asarray(row["x_prime"])
+        scale = float(max(np.abs(delta).max(), np.abs(delta_prime).max())) or 1.0
+        for c, key in enumerate(("x", "x_tilde", "x_tilde_prime", "x_prime", "delta", "delta_prime")):
             ax = axes[r, c]
-            img, kw = _image(row[key])
-            ax.imshow(img, interpolation="nearest", **kw)
+            if key.startswith("delta"):
+                d = delta if key == "delta" else delta_prime
+                d = d.mean(axis=0) if d.ndim == 3 else d     # channels averaged for colour images
+                ax.imshow(d, interpolation="nearest", cmap="RdBu_r", vmin=-scale, vmax=scale)
+                ax.set_xlabel(f"scale $\\pm${scale:.2f}", fontsize=8)
+            else:
+                img, kw = _image(row[key])
+                ax.imshow(img, interpolation="nearest", **kw)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -431,7 +443,8 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
         grid_eps = ", ".join(f"{e:g}" for e in sorted(used_eps))
         axes[0, c].set_title(rf"$\epsilon$ = {eps:g}" + ("" if used_eps == {eps} else f" (nearest on the grid: {grid_eps})"),
                              fontsize=10)
-    axes[0, -1].legend(loc="best", fontsize=8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=8,
+               ncols=min(len(models) + len(BASELINES), 5))
     projections = _projections(tables.loc[tables["model"].isin(models) & (tables["m"].astype(int) == int(m))])
     dataset, arch = first.get("dataset", "?"), first.get("arch", "?")
     fig.suptitle(f"{dataset} - {arch}: training methods compared layer by layer "
@@ -560,6 +573,15 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
         parts.append(f"<p>pairs {html.escape(str(pairset))}, collision method {html.escape(str(method))}; "
                      f"clean test accuracy {fmt(first['clean_acc'])}, robust test accuracy {fmt(first['robust_acc'])} "
                      f"(PGD, eps = {fmt(first['eval_eps'], 2)}).</p>")
+        layers = block.loc[~block["layer"].isin(BASELINES)]
+        if len(layers):
+            late = layers["eps_ce_half_log2"].fillna(np.inf)
+            ce = layers["ce_at_eval_eps"].fillna(np.inf)
+            best = ", ".join(html.escape(str(v)) for v in layers.loc[late == late.max(), "layer"])
+            lowest = ", ".join(html.escape(str(v)) for v in layers.loc[ce == ce.min(), "layer"])
+            reach = never if not math.isfinite(late.max()) else f"eps = {late.max():g}"
+            parts.append(f"<p>Latest to reach log(2)/2 (most robust): <b>{best}</b> ({reach}); lowest cross-entropy "
+                         f"at eps = {fmt(first['grid_eps'], 2)}: <b>{lowest}</b> ({fmt(ce.min())}).</p>")
         parts.append("<table><tr><th>layer</th><th>projections</th><th>eps at CE = log(2)/2</th>"
                      f"<th>CE at eps = {fmt(first['grid_eps'], 2)}</th><th>0-1 at eps = {fmt(first['grid_eps'], 2)}</th>"
                      "<th>CE at largest eps</th></tr>")
