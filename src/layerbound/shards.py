@@ -449,9 +449,13 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
     missing = np.argwhere(owner < 0)
     if len(missing):
         p, k = (int(v) for v in missing[0])
-        expected = ref_path.parent.parent / f"p{p}" / f"c{k // chunk_size}.h5"
+        chunk = k // chunk_size
+        # Name the file where the workflow's layout (.../m{m}/p{p}/c{chunk}.h5) says it should be.
+        in_layout = ref_path.parent.name == f"p{ref['projection']}" and ref_path.name == f"c{ref['chunk']}.h5"
+        expected = str(ref_path.parent.parent / f"p{p}" / f"c{chunk}.h5") if in_layout else f"p{p}/c{chunk}"
         raise ShardError(f"projection {p} is missing {int((owner[p] < 0).sum())} of its {N} pairs (first: pair {k}); "
-                         f"they belong to shard {expected}, which is not among the inputs or is incomplete")
+                         f"they belong to shard {expected} (projection {p}, chunk {chunk}), which is not among "
+                         f"the inputs or is incomplete")
 
     shape = (P, S, S)
     out_columns: dict[str, np.ndarray] = {
