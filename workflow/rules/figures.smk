@@ -44,8 +44,12 @@ def _method_groups():
     for (dataset, pairset, method, model), per_m in FIGURE_PLAN.items():
         for m in per_m:
             groups.setdefault((dataset, pairset, method, _arch_group(model), m), []).append(model)
-    order = lambda o: (TRAINING_ORDER[MODEL_SPECS[o].train.method], MODEL_SPECS[o].train.eps, o)  # noqa: E731
-    return {key: sorted(models, key=order) for key, models in groups.items() if len(models) >= 2}
+    return {key: sorted(models, key=_training_order) for key, models in groups.items() if len(models) >= 2}
+
+
+def _training_order(model):
+    train = MODEL_SPECS[model].train
+    return TRAINING_ORDER[train.method], train.eps, model
 
 
 def _collision_figures_enabled():
