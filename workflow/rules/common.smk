@@ -43,6 +43,12 @@ def training_job_json(wildcards):
     return json.dumps(lb_config.training_job(config, wildcards.model), sort_keys=True)
 
 
+def all_shards():
+    return [str(p) for unit in COLLIDE_UNITS.values() for p in unit.shard_paths("results")]
+
+
 def all_targets():
-    # Stage files define their target lists; rule all asks for the last product of each stage.
-    return all_checkpoints() + ["results/summary.csv"] + figures_targets()
+    # Stage files define their target lists; rule all asks for the last product of each stage, and
+    # for every shard too: Snakemake does not redo a missing intermediate file whose products are
+    # present, and a deleted (say, corrupt) shard must be recomputed, and its merge redone.
+    return all_checkpoints() + all_shards() + ["results/summary.csv"] + figures_targets()
