@@ -89,7 +89,10 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
     assert f"results/models/{dataset}/medium_benign.pt" in result.stdout
     # Every layer of every model plus the two input baselines, each with its own merged file.
     taps = {"small": 4, "medium": 7, "large": 7}
-    assert counts["collide_merge"] == 3 * sum(taps.values()) + 2
+    # The m sweep (MNIST: Medium PGD-2's first layer at 5 more m) adds one merged file per new m.
+    sweep_units = sum(len(set(s["m"]) - {10}) for s in paper["collision"].get("sweeps", []))
+    assert counts["collide_merge"] == 3 * sum(taps.values()) + 2 + sweep_units
+    assert counts.get("figures_m_sweep", 0) == (1 if sweep_units else 0)
     assert counts["losses_table"] == counts["collide_merge"]
 
 

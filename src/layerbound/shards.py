@@ -502,7 +502,7 @@ def read_merged(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
 
 DEFAULT_PAIRS = {"classes": [3, 7], "per_class": 16}
 DEFAULT_COLLISION = {"methods": ["jacobian"], "models": "all", "layers": "all", "m": [10], "projections": 3,
-                     "baselines": list(INPUT_LAYERS)}
+                     "baselines": list(INPUT_LAYERS), "sweeps": []}
 # Keys of the `collision:` section that are CollisionOptions (the rest say what to compute).
 OPTION_KEYS = ("dtype", "batch_size", "chunk_size", "keep_points", "search")
 
@@ -571,28 +571,36 @@ def plan(config: dict[str, Any]) -> list[Unit]:
     chunks = num_chunks(num_pairs, chunk)
     P = int(collision_cfg["projections"])
     ms = [int(m) for m in collision_cfg["m"]]
-    names = list(config.get("models", {})) if collision_cfg["models"] == "all" else list(collision_cfg["models"])
     units: list[Unit] = []
     datasets: list[str] = []
-    for name in names:
-        if name not in config.get("models", {}):
-            raise ValueError(f"collision.models names {name!r}, which is not a key of models:")
-        entry = config["models"][name]
-        meta = data.info(entry["dataset"])
-        widths = _tap_widths(entry["arch"], meta.input_shape, meta.num_classes, entry.get("padding", "same"))
-        taps = [t for t in widths if not t.endswith("_pre")]
-        layers = taps if collision_cfg["layers"] == "all" else list(collision_cfg["layers"])
-        for layer in layers:
-            if layer not in widths:
-                raise ValueError(f"collision.layers: model {name!r} ({entry['arch']}) has no tap {layer!r}; "
-                                 f"taps: {', '.join(widths)}")
-        if entry["dataset"] not in datasets:
-            datasets.append(entry["dataset"])
-        for method in collision_cfg["methods"]:
+    seen: set[tuple] = set()
+    # The main grid, then the extra (models, layers, m) of `sweeps` (e.g. the first layer for
+    # several m, paper 001 Figure 6); a unit asked for twice is planned once.
+    grids = [collision_cfg] + [{"models": "all", "layers": "all", **sweep} for sweep in collision_cfg["sweeps"]]
+    for where, grid in zip(["collision"] + [f"collision.sweeps[{i}]" for i in range(len(grids) - 1)], grids):
+        names = list(config.get("models", {})) if grid["models"] == "all" else list(grid["models"])
+        for name in names:
+            if name not in config.get("models", {}):
+                raise ValueError(f"{where}.models names {name!r}, which is not a key of models:")
+            entry = config["models"][name]
+            meta = data.info(entry["dataset"])
+            widths = _tap_widths(entry["arch"], meta.input_shape, meta.num_classes, entry.get("padding", "same"))
+            taps = [t for t in widths if not t.endswith("_pre")]
+            layers = taps if grid["layers"] == "all" else list(grid["layers"])
             for layer in layers:
-                for m in ms:
-                    units.append(Unit(entry["dataset"], pairset, method, name, layer, m, widths[layer],
-                                      projections_for(name, layer, m, widths[layer], P), chunks, entry["arch"]))
+                if layer not in widths:
+                    raise ValueError(f"{where}.layers: model {name!r} ({entry['arch']}) has no tap {layer!r}; "
+                                     f"taps: {', '.join(widths)}")
+            if entry["dataset"] not in datasets:
+                datasets.append(entry["dataset"])
+            for method in collision_cfg["methods"]:
+                for layer in layers:
+                    for m in (int(m) for m in grid.get("m", collision_cfg["m"])):
+                        if (method, name, layer, m) in seen:
+                            continue
+                        seen.add((method, name, layer, m))
+                        units.append(Unit(entry["dataset"], pairset, method, name, layer, m, widths[layer],
+                                          projections_for(name, layer, m, widths[layer], P), chunks, entry["arch"]))
     for dataset in datasets:
         n0 = int(np.prod(data.info(dataset).input_shape))
         for method in collision_cfg["methods"]:
