@@ -79,11 +79,11 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
             checkpoint_file = args.checkpoint or (None if args.model == shards.INPUT_MODEL
                                                   else Path(args.results) / "models" / unit.dataset / f"{args.model}.pt")
             options = shards.options(cfg, method)
-            seed, projections, arch = cfg["seed"], int(collision_cfg["projections"]), unit.arch
+            seed, arch = cfg["seed"], unit.arch
             device = args.device or cfg["device"]
             out = Path(args.out) if args.out else shards.shard_path(args.results, spec)
         else:
-            missing = [o for o in ("pairs", "seed", "projections", "out") if getattr(args, o) is None]
+            missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
             if missing:
                 raise ValueError("without --configfile these are required: " + ", ".join(f"--{o}" for o in missing))
             from . import pairs as pairsets
@@ -93,8 +93,8 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
             method = args.method or options.method
             spec = shards.Shard(pair_set.dataset, pair_set.name, method, args.model, args.layer, args.m, args.projection, args.chunk)
             pairs_file, checkpoint_file, arch = args.pairs, args.checkpoint, args.arch
-            seed, projections, device, out = args.seed, args.projections, args.device or "auto", Path(args.out)
-        shards.run(spec, out, pairs_file=pairs_file, options=options, experiment_seed=seed, projections=projections,
+            seed, device, out = args.seed, args.device or "auto", Path(args.out)
+        shards.run(spec, out, pairs_file=pairs_file, options=options, experiment_seed=seed,
                    checkpoint_file=checkpoint_file, arch=arch, device=device)
     except (ValueError, FileNotFoundError) as err:
         _fail("collide-shard", err)
@@ -105,7 +105,7 @@ def _cmd_merge(args: argparse.Namespace) -> None:
     from . import shards
 
     try:
-        out = shards.merge(args.shards, args.out)
+        out = shards.merge(args.shards, args.out, projections=args.projections)
     except shards.ShardError as err:
         _fail("merge", err)
     arrays, attrs = shards.read_merged(out)
@@ -151,7 +151,6 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="model checkpoint .pt (not for model input)")
     p.add_argument("--arch", help="expected architecture of the checkpoint")
     p.add_argument("--seed", type=int, help="experiment seed (projection seeds derive from it)")
-    p.add_argument("--projections", type=int, help="number of projections configured")
     p.add_argument("--options-json", help="collision options as JSON (shards.CollisionOptions)")
     p.add_argument("--device", help="auto (cuda when present), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -161,6 +160,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("merge", help="merge the shards of one (model, layer, m) into a distance file")
     p.add_argument("--out", required=True)
+    p.add_argument("--projections", type=int, help="projections expected (default: 1 + the largest index)")
     p.add_argument("shards", nargs="+")
     p.set_defaults(func=_cmd_merge)
 
