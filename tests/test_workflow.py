@@ -263,3 +263,15 @@ def test_deleted_shard_is_the_only_shard_recomputed(finished_run):
         assert "train_model" not in counts
     finally:
         victim.write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_report_is_built_with_every_figure(finished_run):
+    workdir = finished_run["workdir"]
+    report = workdir / "report.html"
+    result = run_snakemake(workdir, "--report", str(report), configfile=finished_run["configfile"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for model in ("fcnn_benign", "fcnn_pgd"):
+        assert model in html
+    assert "layer_summary" in html

@@ -12,7 +12,9 @@ rule train_model:
         "results/logs/train/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{model}.tsv"
-    threads: workflow.cores
+    # Snakemake lowers this to --cores on a smaller machine; a fixed number (not workflow.cores)
+    # keeps `snakemake --report` and other core-less invocations working.
+    threads: 8
     conda:
         "../../envs/layerbound.yaml"
     shell:
