@@ -204,8 +204,13 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
         if not table.empty:
             curves.append((layer_display(layer, m), table, {**BASELINE_STYLE[layer], "linewidth": 1.4}))
     used = pd.concat([t for _, t, _ in curves])
-    eps_max = float(used["eps"].max())
+    return _loss_panels(curves, metrics, "feature extractor $f_j$",
+                        _title(metrics, m, _projections(used), pairset, "optimal loss of every layer"))
 
+
+def _loss_panels(curves: list, metrics: Mapping, legend_title: str, title: str) -> Figure:
+    """Cross-entropy and 0-1 panels of the same curves, one legend, the training budget marked."""
+    eps_max = float(pd.concat([t for _, t, _ in curves])["eps"].max())
     fig = Figure(figsize=(13.5, 5.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, column in zip(axes, ("ce", "zero_one")):
@@ -215,9 +220,8 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
     axes[0].set_title("cross-entropy")
     axes[1].set_title("0-1")
     fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=8,
-               title="feature extractor $f_j$", title_fontsize=8)
-    fig.suptitle(_title(metrics, m, _projections(used), pairset, "optimal loss of every layer")
-                 + f"\nbands: {SPREAD}", fontsize=10)
+               title=legend_title, title_fontsize=8)
+    fig.suptitle(title + f"\nbands: {SPREAD}", fontsize=10)
     return fig
 
 
@@ -247,20 +251,8 @@ def m_sweep_figure(tables: pd.DataFrame, layer: str, ms: Sequence[int], metrics:
             curves.append((layer_display("input"), table, {**BASELINE_STYLE["input"], "linewidth": 1.4}))
             break
     used = pd.concat([t for _, t, _ in curves])
-    eps_max = float(used["eps"].max())
-    fig = Figure(figsize=(13.5, 5.2), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, column in zip(axes, ("ce", "zero_one")):
-        _plot_curves(ax, curves, column)
-        _loss_axes(ax, column, eps_max)
-        _train_eps_marker(ax, metrics)
-    axes[0].set_title("cross-entropy")
-    axes[1].set_title("0-1")
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="outside right center", fontsize=8,
-               title=f"{layer_display(layer, None, {layer: width} if width else None)}", title_fontsize=8)
-    fig.suptitle(_title(metrics, ms, _projections(used), pairset, f"layer {layer} for several m")
-                 + f"\nbands: {SPREAD}", fontsize=10)
-    return fig
+    return _loss_panels(curves, metrics, f"{layer_display(layer, None, {layer: width} if width else None)}",
+                        _title(metrics, ms, _projections(used), pairset, f"layer {layer} for several m"))
 
 
 # --- Figure 3: colliding examples across layers --------------------------------------------------
