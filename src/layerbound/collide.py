@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 Features = Callable[[torch.Tensor], torch.Tensor]
 
@@ -47,7 +48,7 @@ class Collisions:
 def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *,
            alpha: float = 1.0, gamma: float = 0.7, max_iter: int = 40, tol: float | None = None,
            verify_tol: float | None = None, batch_size: int | None = None, rows_per_pass: int | None = None,
-           dtype: torch.dtype | None = None, return_points: bool = False) -> Collisions:
+           dtype: torch.dtype | None = None, return_points: bool = False, progress: bool = False) -> Collisions:
     """Collision distances d_{A o f}(x_k, x'_k) for a batch of pairs, by Algorithm 1.
 
     f maps a batch (B, *shape) to flattened features (B, n_j); an nn.Module must be in eval mode
@@ -59,6 +60,7 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     Pairs are processed `batch_size` at a time (default: all). `rows_per_pass` is how many of the
     m Jacobian rows one batched backward pass computes (default: all m on accelerators, 1 on the
     CPU, where the smaller working set measured ~1.5x faster for the Medium CNN at 64 pairs).
+    `progress` shows a progress bar over the pairs (on stderr).
     """
     if _in_training_mode(f):
         raise ValueError("the feature extractor has BatchNorm or Dropout layers in training mode; call "
@@ -82,10 +84,13 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     batch_size = batch_size or max(len(x), 1)
     if rows_per_pass is None:
         rows_per_pass = 1 if x.device.type == "cpu" else None
-    parts = [algorithm1(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
-                        max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
-                        rows_per_pass=rows_per_pass)
-             for s in range(0, len(x), batch_size)]
+    parts = []
+    with tqdm(total=len(x), desc="collision search", unit="pair", disable=not progress, mininterval=2.0) as bar:
+        for s in range(0, len(x), batch_size):
+            parts.append(algorithm1(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
+                                    max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
+                                    rows_per_pass=rows_per_pass))
+            bar.update(len(x[s:s + batch_size]))
     if not parts:
         empty = torch.zeros(0, dtype=torch.float64)
         return Collisions(empty, empty, empty, empty, torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool))

@@ -201,7 +201,7 @@ def _jacobian(f: collide.Features, A: torch.Tensor | None, x: torch.Tensor, x_pr
               options: CollisionOptions, keep: bool) -> collide.Collisions:
     """Method `jacobian`: Algorithm 1 of paper 001."""
     return collide.search(f, A, x, x_prime, dtype=options.torch_dtype, batch_size=options.batch_size,
-                          return_points=keep, **asdict(options.search))
+                          return_points=keep, progress=True, **asdict(options.search))
 
 
 # The dispatch point of the collision methods (the path component `method`). The cone-program
