@@ -183,6 +183,17 @@ def _train_eps_marker(ax, metrics: Mapping) -> None:
                    label=rf"training $\epsilon$ = {float(train['eps']):g}")
 
 
+def _layer_curves(tables: pd.DataFrame, model: str, layer_order: Sequence[str], m: int,
+                  widths: Mapping | None, style: Mapping) -> list:
+    """(label, table, style) of every layer the tables hold, in network order, on a sequential ramp."""
+    found = [(layer, _curve(tables, model, layer, m)) for layer in layer_order]
+    found = [(layer, table) for layer, table in found if not table.empty]
+    if not found:
+        raise ValueError(f"the tables hold no layer of model {model!r} at m={m}")
+    return [(layer_display(layer, m, widths), table, {"color": color, **style})
+            for (layer, table), color in zip(found, layer_colors(len(found)))]
+
+
 def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: Mapping, m: int,
                        widths: Mapping[str, int] | None = None, pairset: str | None = None) -> Figure:
     """Paper 001 Figures 8-15: optimal cross-entropy (left) and 0-1 (right) loss vs eps.
@@ -193,12 +204,7 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
     min-max over projections.
     """
     model = metrics["model"]
-    curves = []
-    present = [layer for layer in layer_order if not _curve(tables, model, layer, m).empty]
-    if not present:
-        raise ValueError(f"the tables hold no layer of model {model!r} at m={m}")
-    for layer, color in zip(present, layer_colors(len(present))):
-        curves.append((layer_display(layer, m, widths), _curve(tables, model, layer, m), {"color": color, "linewidth": 1.8}))
+    curves = _layer_curves(tables, model, layer_order, m, widths, {"linewidth": 1.8})
     for layer in BASELINES:
         table = _curve(tables, INPUT_MODEL, layer, m)
         if not table.empty:
@@ -461,13 +467,8 @@ def zero_one_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: M
     the means too.
     """
     model = metrics["model"]
-    curves = []
-    present = [layer for layer in layer_order if not _curve(tables, model, layer, m).empty]
-    if not present:
-        raise ValueError(f"the tables hold no layer of model {model!r} at m={m}")
-    for layer, color in zip(present, layer_colors(len(present))):
-        curves.append((layer_display(layer, m, widths), _curve(tables, model, layer, m),
-                       {"color": color, "linewidth": 1.5, "marker": "o", "markersize": 2.5}))
+    curves = _layer_curves(tables, model, layer_order, m, widths,
+                           {"linewidth": 1.5, "marker": "o", "markersize": 2.5})
     for layer in BASELINES:
         table = _curve(tables, INPUT_MODEL, layer, m)
         if not table.empty:
