@@ -1,7 +1,7 @@
 # Stage 2: collision distances (SPEC 5, 7). A pair set per dataset, one job per shard (model, layer,
 # m, projection, pair chunk), one merge per (model, layer, m). The grid is layerbound.shards.plan:
-# every configured model and tap, plus the pseudo-model `input` (layers input, input_rp).
-from layerbound import shards as lb_shards
+# every configured model and tap, plus the pseudo-model `input` (layers input, input_rp). The input
+# functions and target list (collide_targets, collide_unit, ...) are in common.smk.
 
 COLLIDE_UNITS = {(u.dataset, u.pairset, u.method, u.model, u.layer, str(u.m)): u for u in lb_shards.plan(config)}
 COLLIDE_PAIRSET = lb_shards.pairset_name(config)
@@ -14,55 +14,6 @@ COLLIDE_CONSTRAINTS = {
     "p": r"\d+",
     "chunk": r"\d+",
 }
-
-
-def collide_targets():
-    """Every merged distance file the config asks for."""
-    return [str(u.merged_path("results")) for u in COLLIDE_UNITS.values()]
-
-
-def collide_unit(wildcards):
-    key = (wildcards.dataset, wildcards.pairset, wildcards.method, wildcards.model, wildcards.layer, wildcards.m)
-    if key not in COLLIDE_UNITS:
-        raise ValueError(f"the config asks for no collision distances of {'/'.join(key)}")
-    return COLLIDE_UNITS[key]
-
-
-def pairs_sample_args(wildcards):
-    pairs_cfg, _ = lb_shards.settings(config)
-    a, b = pairs_cfg["classes"]
-    return f"--classes {int(a)} {int(b)} --per-class {int(pairs_cfg['per_class'])} --seed {int(config['seed'])}"
-
-
-def collide_shard_inputs(wildcards):
-    unit = collide_unit(wildcards)
-    if int(wildcards.p) >= unit.projections or int(wildcards.chunk) >= unit.chunks:
-        raise ValueError(f"{wildcards.model}/{wildcards.layer}/m{wildcards.m} has projections 0..{unit.projections - 1} "
-                         f"and chunks 0..{unit.chunks - 1}; there is no shard p{wildcards.p}/c{wildcards.chunk}")
-    inputs = {"pairs": f"results/pairs/{unit.dataset}/{unit.pairset}.h5"}
-    if unit.model != lb_shards.INPUT_MODEL:
-        inputs["checkpoint"] = checkpoint_path(unit.model)
-    return inputs
-
-
-def collide_options_json(wildcards):
-    """The options that decide a shard's numbers (a change re-runs the shards, nothing else does)."""
-    return lb_shards.options(config, wildcards.method).to_json()
-
-
-def collide_model_args(wildcards, input):
-    unit = collide_unit(wildcards)
-    if unit.model == lb_shards.INPUT_MODEL:
-        return ""
-    return f"--checkpoint {shlex.quote(str(input.checkpoint))} --arch {shlex.quote(unit.arch)}"
-
-
-def collide_merge_inputs(wildcards):
-    return [str(p) for p in collide_unit(wildcards).shard_paths("results")]
-
-
-def collide_projections(wildcards):
-    return collide_unit(wildcards).projections
 
 
 localrules: collide_merge, collide_all

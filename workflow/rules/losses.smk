@@ -1,19 +1,7 @@
 # Stage 3: conflict graphs and optimal losses (SPEC 6). One loss table per merged distance file,
 # then results/summary.csv. The eps grid is a rule parameter: changing it re-runs only this stage
-# (and what reads its tables), never a collision shard.
-
-
-def loss_table_path(unit):
-    return (f"results/losses/{unit.dataset}/{unit.pairset}/{unit.method}/{unit.model}/"
-            f"{unit.layer}/m{unit.m}.csv")
-
-
-def losses_targets():
-    return [loss_table_path(u) for u in COLLIDE_UNITS.values()]
-
-
-def eps_grid_json(wildcards):
-    return json.dumps(lb_losses.eps_grid(config["losses"]["eps"]).tolist())
+# (and what reads its tables), never a collision shard. Helpers (loss_table_path, losses_targets,
+# eps_grid_json) are in common.smk.
 
 
 localrules: losses_summary
