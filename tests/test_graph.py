@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from layerbound import graph
+from layerbound import ce_flow, graph
 from layerbound.graph import (
     ce_loss_sweep,
     ce_objective,
@@ -167,6 +167,17 @@ def test_isolated_vertices_get_one_and_components_are_independent():
     q_a, q_b = optimal_ce_q(adj)
     np.testing.assert_allclose(q_a, [1 / 2, 2 / 3, 2 / 3, 1, 1])
     np.testing.assert_allclose(q_b, [1 / 2, 1 / 3, 1, 1, 1, 1])
+
+
+def test_solver_ignores_edge_order_and_checks_endpoints():
+    rng = np.random.default_rng(7)
+    adj = rng.random((30, 25)) < 0.1
+    u, v = np.nonzero(adj)
+    shuffled = rng.permutation(u.size)
+    for got, want in zip(ce_flow.optimal_q(30, 25, u[shuffled], v[shuffled]), optimal_ce_q(adj)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="out of range"):
+        ce_flow.optimal_q(2, 2, np.array([0]), np.array([2]))
 
 
 def test_an_empty_class_has_zero_loss():

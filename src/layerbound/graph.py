@@ -10,21 +10,8 @@ then give the pair correct-class probabilities q_u + q_v <= 1, so
   bipartite graphs); sweeps read it off the cross-entropy decomposition (see
   :func:`_matching_size_from_q`), single calls use Hopcroft-Karp.
 
-Why the recursion is exact: a block with a class-A and b class-B vertices that satisfies the
-"fractional Hall" condition b |X| <= a |N(X)| for every X among its A vertices is optimal at the
-uniform point q_A = a/(a+b), q_B = b/(a+b) (the complete bipartite K_{a,b} value).  The max-flow
-below has value a*b exactly when that condition holds.  Otherwise the minimal min-cut source side
-X (with its neighbourhood N(X)) is the set maximising b|X| - a|N(X)|; it is strictly denser in A
-than the block, so its A vertices end with larger q than the rest and its B vertices with smaller
-q.  The only edges cut by the split run from the rest's A vertices to N(X), and those stay
-satisfied, which is why both parts can be solved independently.
-
-Speed: the problem decomposes over connected components, so every block is split into
-components first, and complete bipartite components are closed without a flow.  A call to
-scipy's max flow costs a few hundred microseconds of Python-level overhead (it rebuilds sparse
-matrices), as much as the flow itself on graphs of a few hundred vertices, so the recursion runs
-breadth-first and settles all open blocks of all graphs at hand (one union of disjoint graphs)
-with a single max flow per round.
+The recursion, and why it is exact, is in :mod:`layerbound.ce_flow` (compiled with numba).
+Sweeps solve the graphs of many budgets and projections as one disjoint union per call.
 """
 
 from __future__ import annotations
@@ -32,13 +19,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import svd
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import (
-    breadth_first_order,
-    connected_components,
-    maximum_bipartite_matching,
-    maximum_flow,
-)
+from scipy.sparse.csgraph import maximum_bipartite_matching
 from scipy.spatial.distance import cdist
+
+from layerbound import ce_flow
 
 __all__ = [
     "conflict_graph",
@@ -83,139 +67,13 @@ def _csr(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, data=1.0)
     return csr_matrix((data, cols.astype(np.int32), indptr), shape=(n_rows, n_cols))
 
 
-def _weak_components(n_a: int, n_b: int, u: np.ndarray, v: np.ndarray):
-    """Component label of every A and B vertex of the bipartite graph with sorted edges (u, v)."""
-    graph = _csr(n_a + n_b, n_a + n_b, u, n_a + v)
-    n_comp, labels = connected_components(graph, directed=True, connection="weak")
-    return n_comp, labels[:n_a], labels[n_a:]
-
-
-# --------------------------------------------------------------------------------------------
-# Optimal cross-entropy: the max-flow recursion
-# --------------------------------------------------------------------------------------------
-
-
-def _min_cut_sides(n_a, n_b, u, v, comp_a, comp_b, size_a, size_b):
-    """One max flow for many disjoint blocks at once.
-
-    Every block c (vertices with comp label c) gets its own source capacities cs_c = nB/g on
-    its A vertices and sink capacities ct_c = nA/g on its B vertices (g = gcd(nA, nB): only the
-    ratio matters, smaller numbers are cheaper).  Blocks share no vertex and no edge, so a
-    maximum flow of the union restricted to a block is a maximum flow of that block, and the
-    residual nodes reachable from the shared source inside a block are that block's minimal
-    min-cut source side (the sink is never reachable, so no path leaves a block).
-
-    Returns (full, reach_a, reach_b): per block whether the flow is full (value nA*nB / g), and
-    per vertex whether it lies on the source side (None when every block is full).
-    """
-    g = np.gcd(size_a, size_b)
-    cap_src, cap_sink = size_b // g, size_a // g
-    n = n_a + n_b + 2
-    src, sink = 0, n - 1
-    a_nodes, b_nodes = 1 + np.arange(n_a), 1 + n_a + np.arange(n_b)
-    # Rows in node order: source, A vertices (edges sorted by u), B vertices, sink (empty).
-    # "Infinite" middle capacity: one more than the source capacity of its tail vertex can
-    # never saturate, so minimum cuts only ever cut source or sink edges.
-    net = _csr(
-        n,
-        n,
-        np.concatenate([np.full(n_a, src), a_nodes[u], b_nodes]),
-        np.concatenate([a_nodes, b_nodes[v], np.full(n_b, sink)]),
-        np.concatenate([cap_src[comp_a], cap_src[comp_a[u]] + 1, cap_sink[comp_b]]).astype(
-            np.int32
-        ),
-    )
-    flow = maximum_flow(net, src, sink, method="dinic").flow
-    # The flow matrix holds every network arc and its reverse (flow < 0), rows sorted.
-    rows = np.repeat(np.arange(n), np.diff(flow.indptr))
-    cols, vals = flow.indices, flow.data
-
-    src_flow = np.zeros(n_a, dtype=np.int64)
-    out_of_src = slice(flow.indptr[src], flow.indptr[src + 1])
-    src_flow[cols[out_of_src] - 1] = vals[out_of_src]
-    sent = np.bincount(comp_a, weights=src_flow, minlength=size_a.size)
-    full = sent == size_a * cap_src
-    if full.all():  # typical last round: every block is final, no cut to find
-        return full, None, None
-
-    # Residual arcs: source -> A with spare capacity, every A -> B edge (never saturated), and
-    # B -> A back along edges that carry flow (stored as negative flow on B -> A).  Arcs into
-    # the source or touching the sink cannot change what is reachable, so they are left out.
-    is_a_row = (rows >= 1) & (rows <= n_a)
-    is_b_row = (rows > n_a) & (rows < sink)
-    arc = is_a_row & (cols > n_a)
-    arc |= is_b_row & (cols <= n_a) & (vals < 0)
-    arc[out_of_src] = src_flow[cols[out_of_src] - 1] < cap_src[comp_a[cols[out_of_src] - 1]]
-    residual = _csr(n, n, rows[arc], cols[arc])
-    reached = np.zeros(n, dtype=bool)
-    reached[breadth_first_order(residual, src, directed=True, return_predecessors=False)] = True
-    return full, reached[a_nodes], reached[b_nodes]
-
-
-def _compact(ids: np.ndarray, n: int):
-    """Distinct values of ids (sorted) and each entry's position among them, in O(n)."""
-    present = np.zeros(n, dtype=bool)
-    present[ids] = True
-    kept = np.flatnonzero(present)
-    position = np.cumsum(present) - 1
-    return kept, position[ids]
-
-
-def _solve_union(n_a: int, n_b: int, u: np.ndarray, v: np.ndarray):
-    """Optimal q of a bipartite graph given by edge lists sorted by (u, v), typically the
-    disjoint union of many conflict graphs.
-
-    The recursion of Bhagoji et al. is run breadth-first: each round splits every open block
-    into connected components, closes the complete bipartite ones, and settles all the others
-    with a single max flow (see :func:`_min_cut_sides`).  A round costs a handful of scipy calls
-    whatever the number of blocks, so the number of calls grows with the recursion depth only.
-    Vertices that end up without edges are never closed and keep q = 1.
-    """
-    q_a, q_b = np.ones(n_a), np.ones(n_b)
-    u, v = np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
-    # Every round splits each open block into two non-empty parts, so there are fewer rounds
-    # than vertices; the bound turns a broken split into an error instead of an endless loop.
-    for _ in range(n_a + n_b + 1):
-        if not u.size:
-            return q_a, q_b
-        # Compact the open vertices (those with an edge); the maps are monotone, so the edges
-        # stay sorted by (u, v).
-        a_ids, u_loc = _compact(u, n_a)
-        b_ids, v_loc = _compact(v, n_b)
-        na, nb = a_ids.size, b_ids.size
-        n_comp, comp_a, comp_b = _weak_components(na, nb, u_loc, v_loc)
-        size_a = np.bincount(comp_a, minlength=n_comp)
-        size_b = np.bincount(comp_b, minlength=n_comp)
-        n_edges = np.bincount(comp_a[u_loc], minlength=n_comp)
-
-        # A complete bipartite block trivially carries the full flow.
-        closed = n_edges == size_a * size_b
-        if not closed.all():
-            full, reach_a, reach_b = _min_cut_sides(
-                na, nb, u_loc, v_loc, comp_a, comp_b, size_a, size_b
-            )
-            closed |= full
-        total = size_a + size_b
-        done_a, done_b = closed[comp_a], closed[comp_b]
-        q_a[a_ids[done_a]] = (size_a / total)[comp_a[done_a]]
-        q_b[b_ids[done_b]] = (size_b / total)[comp_b[done_b]]
-
-        # Open blocks split into the source side X + N(X) and the rest.  Only edges from the
-        # rest's A vertices into N(X) cross the cut; dropping them separates the two parts.
-        keep = ~closed[comp_a[u_loc]]
-        if keep.any():  # then a flow ran and found cuts
-            keep &= reach_a[u_loc] == reach_b[v_loc]
-        u, v = a_ids[u_loc[keep]], b_ids[v_loc[keep]]
-    raise RuntimeError("max-flow recursion did not terminate; the min-cut split is broken")
-
-
 def optimal_ce_q(adjacency) -> tuple[np.ndarray, np.ndarray]:
     """Optimal correct-class probabilities (q_a, q_b) for a boolean nA x nB biadjacency matrix."""
     adj = np.asarray(adjacency, dtype=bool)
     if adj.ndim != 2:
         raise ValueError(f"adjacency must be an nA x nB matrix, got shape {adj.shape}")
     u, v = np.nonzero(adj)
-    return _solve_union(adj.shape[0], adj.shape[1], u, v)
+    return ce_flow.optimal_q(adj.shape[0], adj.shape[1], u, v)
 
 
 def ce_objective(q_a, q_b) -> float:
@@ -285,7 +143,7 @@ def _union_losses(n_a: int, n_b: int, graphs: list, ce: bool, zero_one: bool):
     n = max(n_a + n_b, 1)  # an empty class leaves no edges: loss 0, not 0/0
     out_ce = out_zo = np.zeros(k)
     if ce:
-        q_a, q_b = _solve_union(k * n_a, k * n_b, u, v)
+        q_a, q_b = ce_flow.optimal_q(k * n_a, k * n_b, u, v)
         out_ce = -(np.log(q_a).reshape(k, n_a).sum(1) + np.log(q_b).reshape(k, n_b).sum(1)) / n
         if zero_one:
             out_zo = _matching_size_from_q(q_a.reshape(k, n_a)) / n
@@ -334,7 +192,7 @@ def loss_sweep(distances, eps_grid, *, ce: bool = True, zero_one: bool = True) -
     both losses are non-decreasing in eps, a run of budgets whose two ends have equal losses
     (typically the plateau at the ceiling) is filled without solving the inside.  The graphs
     still to solve, of all matrices, are solved together as disjoint unions, bisecting the
-    budget range, so the number of scipy calls hardly depends on the number of budgets.
+    budget range, so the number of solver calls hardly depends on the number of budgets.
 
     Parameters
     ----------
