@@ -8,14 +8,8 @@ import torch
 from layerbound import collide, models, projection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: OpenMP threads only add synchronization, and on a busy machine their
-    # barriers dominate (measured 10x slower with 2 threads under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread for the whole module (tests/conftest.py); pairs_of is a conftest fixture too.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def affine_extractor(n0: int, n_j: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -26,13 +20,8 @@ def affine_extractor(n0: int, n_j: int, seed: int) -> tuple[torch.nn.Module, tor
     return f, layer.weight.detach()
 
 
-def pairs_of(shape: tuple[int, ...], count: int, seed: int, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(count, *shape, generator=g, dtype=dtype), torch.rand(count, *shape, generator=g, dtype=dtype)
-
-
 @pytest.mark.parametrize("projected", [False, True])
-def test_affine_extractor_matches_closed_form(projected):
+def test_affine_extractor_matches_closed_form(projected, pairs_of):
     # Conv-shaped inputs (2x5x5 = 50 dims), an affine layer to n_j = 12, projected to m = 5 or not.
     f, H = affine_extractor(50, 12, seed=1)
     x, x_prime = pairs_of((2, 5, 5), 9, seed=2)
@@ -47,7 +36,7 @@ def test_affine_extractor_matches_closed_form(projected):
     assert torch.allclose(result.objective, 2 * expected ** 2, rtol=1e-6)
 
 
-def test_affine_rank_deficient_without_projection():
+def test_affine_rank_deficient_without_projection(pairs_of):
     # n_j > n0: M M^T = 2 H H^T is singular; the pseudo-inverse path must still find the optimum.
     f, H = affine_extractor(6, 10, seed=3)
     x, x_prime = pairs_of((6,), 5, seed=4)
@@ -56,7 +45,7 @@ def test_affine_rank_deficient_without_projection():
     assert torch.allclose(result.distance, expected, rtol=1e-6)
 
 
-def test_input_projection_mean_square_distance():
+def test_input_projection_mean_square_distance(pairs_of):
     # E[d^2] = m ||x - x'||^2 / (4 n0) over Gaussian projections of the input.
     n0, m, draws = 100, 10, 2000
     x, x_prime = pairs_of((n0,), 1, seed=5)
@@ -70,7 +59,7 @@ def test_input_projection_mean_square_distance():
     assert torch.allclose(collide.projected_input_distance(None, x, x_prime), collide.input_distance(x, x_prime))
 
 
-def test_search_on_projected_input_matches_closed_form():
+def test_search_on_projected_input_matches_closed_form(pairs_of):
     n0, m = 40, 6
     x, x_prime = pairs_of((n0,), 8, seed=6)
     A = projection.draw(0, "input", "input_rp", m, 0, n0, torch.float64)
@@ -115,7 +104,7 @@ def relu_nets():
 
 @pytest.mark.parametrize("arch,tap,m", [("fcnn_smaller", "fc1", 5), ("fcnn_smaller", "logits", 10),
                                         ("small", "conv2", 6), ("small", "fc3", 4), ("cnn4", "conv2", 8)])
-def test_relu_network_collisions_are_verified_and_bounded(relu_nets, arch, tap, m):
+def test_relu_network_collisions_are_verified_and_bounded(relu_nets, arch, tap, m, pairs_of):
     net = relu_nets[arch]
     f = net.extractor(tap).eval()
     n_j = net.tap_widths()[tap]
@@ -139,7 +128,7 @@ def test_relu_network_collisions_are_verified_and_bounded(relu_nets, arch, tap, 
     assert (result.distance < 0.95 * bound).float().mean() > 0.5
 
 
-def test_deterministic_and_batch_independent_of_chunking(relu_nets):
+def test_deterministic_and_batch_independent_of_chunking(relu_nets, pairs_of):
     net = relu_nets["small"]
     f = net.extractor("conv2").eval()
     A = projection.draw(0, "small", "conv2", 6, 0, net.tap_widths()["conv2"])
@@ -152,7 +141,7 @@ def test_deterministic_and_batch_independent_of_chunking(relu_nets):
     assert torch.allclose(a.distance, c.distance, rtol=1e-3)
 
 
-def test_fallback_to_midpoint_when_nothing_verifies(relu_nets):
+def test_fallback_to_midpoint_when_nothing_verifies(relu_nets, pairs_of):
     # With a verification tolerance no float32 collision can meet, every pair falls back to the
     # midpoint: distance exactly ||x - x'||/2 and residual exactly 0.
     net = relu_nets["fcnn_smaller"]
@@ -165,7 +154,7 @@ def test_fallback_to_midpoint_when_nothing_verifies(relu_nets):
     assert torch.equal(result.x_tilde, result.x_tilde_prime)
 
 
-def test_training_mode_batchnorm_is_refused(relu_nets):
+def test_training_mode_batchnorm_is_refused(relu_nets, pairs_of):
     net = models.build("cnn4", (1, 16, 16), 10).train()
     x, x_prime = pairs_of(net.input_shape, 2, seed=12, dtype=torch.float32)
     with pytest.raises(ValueError, match="eval"):

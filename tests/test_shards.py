@@ -18,28 +18,21 @@ OPTIONS = shards.CollisionOptions.from_dict({"chunk_size": CHUNK, "batch_size": 
                                              "search": {"max_iter": 15}})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors: OpenMP threads only add synchronization, and on a busy machine their
-    # barriers dominate (measured 10x slower with 2 threads under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread for the whole module (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def toy_pairset(shape=(1, 12, 12), seed=0) -> pairs.PairSet:
-    g = torch.Generator().manual_seed(seed)
-    return pairs.PairSet(pairs.name((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0,
-                         torch.rand(S, *shape, generator=g), torch.rand(S, *shape, generator=g),
+def toy_pairset(pairs_of, shape=(1, 12, 12), seed=0) -> pairs.PairSet:
+    x_a, x_b = pairs_of(shape, S, seed, dtype=torch.float32)
+    return pairs.PairSet(pairs.name((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0, x_a, x_b,
                          torch.full((S,), 3), torch.full((S,), 7), torch.arange(S), torch.arange(S) + 100)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, pairs_of):
     """A results folder with a pair set and a small CNN checkpoint (random weights)."""
     root = tmp_path_factory.mktemp("results")
-    ps = toy_pairset()
+    ps = toy_pairset(pairs_of)
     pairs_file = shards.pairs_path(root, "mnist5k", ps.name)
     pairs.save(pairs_file, ps)
     torch.manual_seed(0)
