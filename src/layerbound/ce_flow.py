@@ -247,23 +247,8 @@ def _min_cut_side(order, block, ptr, nbr, start, stop, n_a, a, b, edges, local, 
                 x = tail[path[depth]]
                 current[x] += 1
 
-    reached = np.zeros(c, dtype=np.bool_)
     if flow == a * cap_src:
-        return reached
-    # The minimal source side: what the source still reaches in the residual network.
-    seen = np.zeros(c + 2, dtype=np.bool_)
-    seen[src] = True
-    bfs[0] = src
-    n_bfs = 1
-    h = 0
-    while h < n_bfs:
-        x = bfs[h]
-        h += 1
-        for j in range(arc_ptr[x], arc_ptr[x + 1]):
-            e = arc_list[j]
-            if cap[e] > 0 and not seen[head[e]]:
-                seen[head[e]] = True
-                bfs[n_bfs] = head[e]
-                n_bfs += 1
-    reached[:] = seen[:c]
-    return reached
+        return np.zeros(c, dtype=np.bool_)
+    # The last search reached everything the source still reaches in the residual network:
+    # the minimal source side.
+    return level[:c] >= 0

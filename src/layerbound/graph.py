@@ -56,9 +56,8 @@ def _csr(n_rows: int, n_cols: int, rows: np.ndarray, cols: np.ndarray, data=1.0)
     """CSR matrix from entries already sorted by row (no duplicates).
 
     Building it from the row counts skips the sort and duplicate summing of a COO conversion,
-    which dominates on the unions of many graphs solved below.  int32 indices and, for the
-    traversal routines, float64 data are what scipy's csgraph uses internally: other types
-    cost a conversion on every call (several times the traversal itself on small graphs).
+    which dominates on the unions of many graphs that sweeps match at once; int32 indices are
+    what scipy's csgraph uses internally (other types cost a conversion on every call).
     """
     indptr = np.zeros(n_rows + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
