@@ -135,13 +135,15 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
     x_tilde, x_tilde_prime = midpoint, midpoint
     objective_prev = objective_0
     for i in range(max_iter + 1):
-        if i < max_iter:  # value and Jacobian rows at the iterate: one forward, m batched VJPs
+        if i == 0:        # both points are the midpoint: one set of rows serves J and J' (half the work)
+            g_tilde, J = jacobian_rows(g, midpoint, rows_per_pass)
+            g_tilde_prime, J_prime = g_tilde, J
+        elif i < max_iter:  # value and Jacobian rows at the iterate: one forward, m batched VJPs
             values, rows = jacobian_rows(g, torch.cat([x_tilde, x_tilde_prime]), rows_per_pass)
-            J, J_prime = rows.chunk(2)
+            (g_tilde, g_tilde_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
         else:             # after the last step only the value is needed, for the stopping test
             with torch.no_grad():
-                values = g(torch.cat([x_tilde, x_tilde_prime]))
-        g_tilde, g_tilde_prime = values.chunk(2)
+                g_tilde, g_tilde_prime = g(torch.cat([x_tilde, x_tilde_prime])).chunk(2)
         r = g_tilde_prime - g_tilde
         if i > 0:
             # Step 5: record the iterate, keep it if it is a better verified collision, stop pairs.
@@ -204,15 +206,23 @@ def _in_training_mode(f: Features) -> bool:
 def jacobian_rows(g: Features, u: torch.Tensor, rows_per_pass: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """g(u) (N, m) and the Jacobian of g at every point of u as (N, m, n0).
 
-    One forward pass and m vector-Jacobian products with the unit cotangents, vmapped (torch.func)
-    so each backward pass covers the whole batch of points and `rows_per_pass` rows (default all
-    m at once). Points of the batch are independent.
+    One forward pass and m vector-Jacobian products with the unit cotangents, each backward pass
+    covering the whole batch of points and `rows_per_pass` rows (default all m at once, vmapped
+    with torch.func). Points of the batch are independent.
     """
     value, vjp_fn = torch.func.vjp(g, u)
-    m = value.shape[1]
-    basis = torch.eye(m, dtype=value.dtype, device=value.device).unsqueeze(1).expand(m, *value.shape)
-    (rows,) = torch.func.vmap(vjp_fn, chunk_size=rows_per_pass)(basis)          # (m, N, *shape)
-    return value.detach(), rows.detach().transpose(0, 1).reshape(u.shape[0], m, -1)
+    N, m = value.shape
+    rows_per_pass = rows_per_pass or m
+    basis = torch.eye(m, dtype=value.dtype, device=value.device).unsqueeze(1).expand(m, N, m)
+    rows = torch.empty((N, m, u[0].numel()), dtype=u.dtype, device=u.device)
+    for start in range(0, m, rows_per_pass):
+        stop = min(start + rows_per_pass, m)
+        if stop - start == 1:   # a plain VJP: vmap over a single row only adds batching-rule overhead
+            rows[:, start] = vjp_fn(basis[start])[0].reshape(N, -1)
+        else:
+            (block,) = torch.func.vmap(vjp_fn)(basis[start:stop])             # (rows, N, *shape)
+            rows[:, start:stop] = block.transpose(0, 1).reshape(N, stop - start, -1)
+    return value.detach(), rows
 
 
 def _apply(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
