@@ -258,3 +258,27 @@ def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
     assert counts["collide_merge"] == len(units)
     assert counts["collide_shard"] == sum(len(u.shards()) for u in units) == 3 * (2 + 2 + 2 + 2 + 2 + 1 + 1 + 1 + 2 + 2)
     assert counts["pairs_sample"] == 1 and counts["train_model"] == 1
+
+
+@pytest.mark.parametrize("input_shape", [(1, 12, 12), (3, 8, 8)])
+def test_cpu_feature_map_matches_the_plain_network(input_shape):
+    # feature_map runs conv nets channels-last, with a matmul-and-fold input gradient for a first
+    # convolution on one channel: same values, Jacobian rows and weight gradients as the plain module.
+    torch.manual_seed(0)
+    plain = models.build("medium", input_shape, 10).double().eval()
+    net = shards.prepare_model(models.build("medium", input_shape, 10), torch.float64, torch.device("cpu"))
+    net.load_state_dict(plain.state_dict())
+    f = shards.feature_map(net, "fc5", torch.device("cpu"))
+    u = torch.rand(3, *input_shape, dtype=torch.float64)
+    expected_values, expected_rows = collide.jacobian_rows(lambda t: plain.extractor("fc5")(t)[:, :4], u)
+    for rows_per_pass in (1, 4):
+        values, rows = collide.jacobian_rows(lambda t: f(t)[:, :4], u, rows_per_pass)
+        assert torch.allclose(values, expected_values, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(rows, expected_rows, rtol=1e-10, atol=1e-12)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    f(u).square().sum().backward()
+    plain.extractor("fc5")(u).square().sum().backward()
+    for p, q in zip(net.parameters(), plain.parameters()):
+        assert (p.grad is None) == (q.grad is None)   # layers past the tap get none
+        assert p.grad is None or torch.allclose(p.grad, q.grad, rtol=1e-10, atol=1e-10)
