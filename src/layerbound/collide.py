@@ -30,6 +30,10 @@ Features = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-8}
 DEFAULT_VERIFY_TOL = {torch.float32: 1e-3, torch.float64: 1e-6}
 
+# On the CPU the Jacobian rows are computed for at most this many points per forward/backward, so
+# the activations stay in cache: measured ~10% faster than 128 points for the Medium CNN.
+CPU_POINTS_PER_PASS = 64
+
 
 @dataclass
 class Collisions:
@@ -59,7 +63,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     the midpoint objective); `verify_tol` the relative residual under which a collision counts.
     Pairs are processed `batch_size` at a time (default: all). `rows_per_pass` is how many of the
     m Jacobian rows one batched backward pass computes (default: all m on accelerators, 1 on the
-    CPU, where the smaller working set measured ~1.5x faster for the Medium CNN at 64 pairs).
+    CPU, where the smaller working set measured ~1.5x faster for the Medium CNN at 64 pairs); on
+    the CPU the rows are also computed CPU_POINTS_PER_PASS points at a time, for the same reason.
     `progress` shows a progress bar over the pairs (on stderr).
     """
     if _in_training_mode(f):
@@ -84,12 +89,13 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     batch_size = batch_size or max(len(x), 1)
     if rows_per_pass is None:
         rows_per_pass = 1 if x.device.type == "cpu" else None
+    points_per_pass = CPU_POINTS_PER_PASS if x.device.type == "cpu" else None
     parts = []
     with tqdm(total=len(x), desc="collision search", unit="pair", disable=not progress, mininterval=2.0) as bar:
         for s in range(0, len(x), batch_size):
             parts.append(algorithm1(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
                                     max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
-                                    rows_per_pass=rows_per_pass))
+                                    rows_per_pass=rows_per_pass, points_per_pass=points_per_pass))
             bar.update(len(x[s:s + batch_size]))
     if not parts:
         empty = torch.zeros(0, dtype=torch.float64)
@@ -103,7 +109,7 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
 
 def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float,
                max_iter: int, tol: float, verify_tol: float, return_points: bool = False,
-               rows_per_pass: int | None = None) -> Collisions:
+               rows_per_pass: int | None = None, points_per_pass: int | None = None) -> Collisions:
     """Algorithm 1 of paper 001 on one batch of pairs (x_k, x'_k), with the paper's names.
 
     Iterate i holds (x_tilde, x_tilde_prime); H_i is the collision constraint linearized there,
@@ -136,10 +142,10 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
     objective_prev = objective_0
     for i in range(max_iter + 1):
         if i == 0:        # both points are the midpoint: one set of rows serves J and J' (half the work)
-            g_tilde, J = jacobian_rows(g, midpoint, rows_per_pass)
+            g_tilde, J = jacobian_rows(g, midpoint, rows_per_pass, points_per_pass)
             g_tilde_prime, J_prime = g_tilde, J
         elif i < max_iter:  # value and Jacobian rows at the iterate: one forward, m batched VJPs
-            values, rows = jacobian_rows(g, torch.cat([x_tilde, x_tilde_prime]), rows_per_pass)
+            values, rows = jacobian_rows(g, torch.cat([x_tilde, x_tilde_prime]), rows_per_pass, points_per_pass)
             (g_tilde, g_tilde_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
         else:             # after the last step only the value is needed, for the stopping test
             with torch.no_grad():
@@ -203,13 +209,17 @@ def _in_training_mode(f: Features) -> bool:
     return any(mod.training for mod in f.modules() if isinstance(mod, stateful))
 
 
-def jacobian_rows(g: Features, u: torch.Tensor, rows_per_pass: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def jacobian_rows(g: Features, u: torch.Tensor, rows_per_pass: int | None = None,
+                  points_per_pass: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """g(u) (N, m) and the Jacobian of g at every point of u as (N, m, n0).
 
     One forward pass and m vector-Jacobian products with the unit cotangents, each backward pass
-    covering the whole batch of points and `rows_per_pass` rows (default all m at once, vmapped
-    with torch.func). Points of the batch are independent.
+    covering `points_per_pass` points (default all) and `rows_per_pass` rows (default all m at
+    once, vmapped with torch.func). Points of the batch are independent.
     """
+    if points_per_pass is not None and len(u) > points_per_pass:
+        parts = [jacobian_rows(g, part, rows_per_pass) for part in u.split(points_per_pass)]
+        return torch.cat([v for v, _ in parts]), torch.cat([r for _, r in parts])
     value, vjp_fn = torch.func.vjp(g, u)
     N, m = value.shape
     rows_per_pass = rows_per_pass or m
