@@ -65,6 +65,11 @@ class TappedNet(nn.Module):
         index, post_activation = self._locate(tap)
         for j in range(index + 1):
             x = self.pre[j](x)
+            if j == index:
+                # flatten(1) orders features (C, H, W). On a channels-last net (the CPU collision
+                # search) converting here, before the last activation, keeps that activation's
+                # backward in one layout: measured ~10% faster Jacobian rows at conv taps.
+                x = x.contiguous()
             if j < index or post_activation:
                 x = self.post[j](x)
         return x.flatten(1)
