@@ -86,7 +86,8 @@ def _save(fig, args) -> None:
     print(f"wrote {', '.join(p for p in (args.png, args.pdf) if p)}")
 
 
-def _cmd_layers(args: argparse.Namespace) -> None:
+def _per_layer_figure(args: argparse.Namespace, figure_name: str) -> None:
+    """A figure with one curve per layer of one model (loss_curves_figure, zero_one_figure)."""
     from . import figures
 
     metrics = _one(args.metrics)
@@ -94,18 +95,16 @@ def _cmd_layers(args: argparse.Namespace) -> None:
     m = _single_m(tables, metrics["model"])
     taps, widths = taps_and_widths(metrics)
     order = figures.network_order(tables.loc[tables["model"] == metrics["model"], "layer"], taps)
-    _save(figures.loss_curves_figure(tables, order, metrics, m, widths, _pairset(tables)), args)
+    make_figure = getattr(figures, figure_name)
+    _save(make_figure(tables, order, metrics, m, widths, _pairset(tables)), args)
+
+
+def _cmd_layers(args: argparse.Namespace) -> None:
+    _per_layer_figure(args, "loss_curves_figure")
 
 
 def _cmd_zero_one(args: argparse.Namespace) -> None:
-    from . import figures
-
-    metrics = _one(args.metrics)
-    tables = _tables(args.tables, {metrics["model"]})
-    m = _single_m(tables, metrics["model"])
-    taps, widths = taps_and_widths(metrics)
-    order = figures.network_order(tables.loc[tables["model"] == metrics["model"], "layer"], taps)
-    _save(figures.zero_one_figure(tables, order, metrics, m, widths, _pairset(tables)), args)
+    _per_layer_figure(args, "zero_one_figure")
 
 
 def _cmd_m_sweep(args: argparse.Namespace) -> None:
