@@ -24,8 +24,9 @@ dry-run: install
 lint: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
-## The whole test suite, the slow end-to-end workflow test included.
+## The workflow's lint, then the whole test suite, the slow end-to-end workflow test included.
 test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 ## Everything but the end-to-end workflow run.

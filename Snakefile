@@ -1,5 +1,7 @@
 # layerbound: layer-by-layer lower bounds on adversarial loss. Setup only; stages live in workflow/rules/.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from layerbound.config import validate
 
 min_version("9.0")
 
@@ -10,10 +12,13 @@ if not workflow.config_settings.configfiles:
 
     configfile: "config.yaml"
 
+
 report: "workflow/report/workflow.rst"
 
 
-validate(config, schema="workflow/schemas/config.schema.yaml")
+# Checks every key against workflow/schemas/config.schema.yaml and fills in its defaults; a bad
+# key fails here, in one line that names it.
+validate(config)
 
 
 include: "workflow/rules/common.smk"
@@ -25,5 +30,5 @@ include: "workflow/rules/figures.smk"
 
 rule all:
     input:
-        all_targets(),
+        PLAN.all_targets(),
     default_target: True

@@ -1,6 +1,6 @@
 """Benchmark of the collision engine (issue 3); prints ratios measured in one run.
 
-1. Throughput, pair-iterations per second, of the batched engine (layerbound.collide.search as the
+1. Throughput, pair-iterations per second, of the batched engine (layerbound.collide.jacobian.search as the
    shards run it) against a straightforward per-pair implementation of the same Algorithm 1 (a
    Python loop over pairs, Jacobians from torch.autograd.functional.jacobian), on Medium CNN taps
    conv2, fc5 and logits, m = 10, the same number of iterations for both (tol = 0, so no pair
@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from layerbound import collide, models, projection, shards
+from layerbound import features, models, projection
+from layerbound.collide import jacobian
 
 M = 10
 TAPS = ("conv2", "fc5", "logits")
@@ -67,8 +68,8 @@ def per_pair_search(g, x: torch.Tensor, x_prime: torch.Tensor, iterations: int, 
 def engine(net: models.TappedNet, tap: str):
     """f_j and A as the shard runner prepares them (eval, no parameter gradients, channels-last on CPU)."""
     device = torch.device("cpu")
-    net = shards.prepare_model(net, torch.float32, device)
-    f = shards.feature_map(net, tap, device)
+    net = features.prepare_model(net, torch.float32, device)
+    f = features.feature_map(net, tap, device)
     A = projection.draw(0, "bench", tap, M, 0, net.tap_widths()[tap])
     return f, A
 
@@ -100,11 +101,11 @@ def throughput(args) -> None:
 
         f, A = engine(medium(), tap)
         x, x_prime = pairs(args.pairs, net.input_shape)
-        collide.search(f, A, x[:4], x_prime[:4], max_iter=1, tol=0.0)           # warm-up
-        engine_s = timed(lambda: collide.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0,
+        jacobian.search(f, A, x[:4], x_prime[:4], max_iter=1, tol=0.0)           # warm-up
+        engine_s = timed(lambda: jacobian.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0,
                                                 batch_size=args.batch))
         batched = args.pairs * args.iterations / engine_s
-        vmap_s = timed(lambda: collide.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0,
+        vmap_s = timed(lambda: jacobian.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0,
                                               batch_size=args.batch, rows_per_pass=M))
         vmapped = args.pairs * args.iterations / vmap_s
         print(f"{tap:8} {net.tap_widths()[tap]:6d} {batched:10.1f} {vmapped:14.1f} {baseline:10.1f} "
@@ -130,7 +131,7 @@ def overhead(args) -> None:
                 torch.autograd.grad(out, u, cotangent, retain_graph=k < M - 1)
 
         def search():
-            collide.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0)
+            jacobian.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0)
         forward_and_backwards()
         search()
         reference, iteration = float("inf"), float("inf")
@@ -151,7 +152,7 @@ def _peak_rss_child(batch: int, tap: str, threads: int, rows_per_pass: int | Non
     f, A = engine(medium((3, 32, 32)), tap)
     x, x_prime = pairs(batch, (3, 32, 32))
     before = _current_rss_kib()
-    collide.search(f, A, x, x_prime, max_iter=2, tol=0.0, rows_per_pass=rows_per_pass)
+    jacobian.search(f, A, x, x_prime, max_iter=2, tol=0.0, rows_per_pass=rows_per_pass)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"kib": after - before}))
 

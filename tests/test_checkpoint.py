@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from layerbound import checkpoint, models
+from layerbound import checkpoint, models, store
 
 
 def _model():
@@ -51,5 +51,5 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write_bytes(target, failing_write)
+        store.atomic_write(target, failing_write)
     assert list(tmp_path.iterdir()) == []

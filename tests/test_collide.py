@@ -1,11 +1,14 @@
-"""Algorithm 1 (layerbound.collide.search) against the closed forms of SPEC 5 and on ReLU networks."""
+"""Algorithm 1 (layerbound.collide.jacobian.search) against the closed forms (collide.closed_form) and on
+ReLU networks."""
 
 import math
 
 import pytest
 import torch
 
-from layerbound import collide, models, projection
+from layerbound import models, projection
+from layerbound.collide import closed_form, jacobian
+from layerbound.collide.base import DEFAULT_VERIFY_TOL
 
 
 # One torch thread for the whole module (tests/conftest.py); pairs_of is a conftest fixture too.
@@ -26,12 +29,12 @@ def test_affine_extractor_matches_closed_form(projected, pairs_of):
     f, H = affine_extractor(50, 12, seed=1)
     x, x_prime = pairs_of((2, 5, 5), 9, seed=2)
     A = projection.draw(0, "affine", "fc", 5, 0, 12, dtype=torch.float64) if projected else None
-    result = collide.search(f, A, x, x_prime, dtype=torch.float64, return_points=True)
-    expected = collide.affine_distance(H if A is None else A @ H, x, x_prime)
+    result = jacobian.search(f, A, x, x_prime, dtype=torch.float64, return_points=True)
+    expected = closed_form.affine_distance(H if A is None else A @ H, x, x_prime)
     assert torch.allclose(result.distance, expected, rtol=1e-6, atol=0)
     assert result.converged.all()
     # The closed form is a real reduction below the midpoint bound, so the match is not trivial.
-    assert (expected < 0.95 * collide.input_distance(x, x_prime)).all()
+    assert (expected < 0.95 * closed_form.input_distance(x, x_prime)).all()
     # Symmetric optimum: both perturbations have norm d, so the objective is 2 d^2.
     assert torch.allclose(result.objective, 2 * expected ** 2, rtol=1e-6)
 
@@ -40,8 +43,8 @@ def test_affine_rank_deficient_without_projection(pairs_of):
     # n_j > n0: M M^T = 2 H H^T is singular; the pseudo-inverse path must still find the optimum.
     f, H = affine_extractor(6, 10, seed=3)
     x, x_prime = pairs_of((6,), 5, seed=4)
-    result = collide.search(f, None, x, x_prime, dtype=torch.float64)
-    expected = collide.affine_distance(H, x, x_prime)
+    result = jacobian.search(f, None, x, x_prime, dtype=torch.float64)
+    expected = closed_form.affine_distance(H, x, x_prime)
     assert torch.allclose(result.distance, expected, rtol=1e-6)
 
 
@@ -49,22 +52,22 @@ def test_input_projection_mean_square_distance(pairs_of):
     # E[d^2] = m ||x - x'||^2 / (4 n0) over Gaussian projections of the input.
     n0, m, draws = 100, 10, 2000
     x, x_prime = pairs_of((n0,), 1, seed=5)
-    d2 = torch.stack([collide.projected_input_distance(projection.draw(0, "input", "input_rp", m, p, n0, torch.float64),
+    d2 = torch.stack([closed_form.projected_input_distance(projection.draw(0, "input", "input_rp", m, p, n0, torch.float64),
                                                        x, x_prime)[0] ** 2 for p in range(draws)])
     expected = m * ((x - x_prime) ** 2).sum() / (4 * n0)
     standard_error = d2.std() / math.sqrt(draws)
     assert abs(d2.mean() - expected) < 4 * standard_error
     assert standard_error < 0.02 * expected   # the test has power: a 10% error would fail
     # m >= n0 is no projection: the input distance.
-    assert torch.allclose(collide.projected_input_distance(None, x, x_prime), collide.input_distance(x, x_prime))
+    assert torch.allclose(closed_form.projected_input_distance(None, x, x_prime), closed_form.input_distance(x, x_prime))
 
 
 def test_search_on_projected_input_matches_closed_form(pairs_of):
     n0, m = 40, 6
     x, x_prime = pairs_of((n0,), 8, seed=6)
     A = projection.draw(0, "input", "input_rp", m, 0, n0, torch.float64)
-    result = collide.search(lambda u: u.flatten(1), A, x, x_prime, dtype=torch.float64)
-    assert torch.allclose(result.distance, collide.projected_input_distance(A, x, x_prime), rtol=1e-6)
+    result = jacobian.search(lambda u: u.flatten(1), A, x, x_prime, dtype=torch.float64)
+    assert torch.allclose(result.distance, closed_form.projected_input_distance(A, x, x_prime), rtol=1e-6)
 
 
 def test_proposition_1_concentration():
@@ -81,7 +84,7 @@ def test_proposition_1_concentration():
     x = torch.rand(2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     x_prime = x + delta
     predicted = math.sqrt(m) * (s * delta).norm(dim=1) / (2 * s.norm())
-    d = torch.stack([collide.search(lambda u: u * s, projection.draw(0, "prop1", "L", m, p, n, torch.float64),
+    d = torch.stack([jacobian.search(lambda u: u * s, projection.draw(0, "prop1", "L", m, p, n, torch.float64),
                                     x, x_prime, dtype=torch.float64).distance for p in range(draws)])
     ratio = d / predicted                           # (draws, 2)
     assert torch.allclose(ratio.mean(dim=0), torch.ones(2, dtype=torch.float64), atol=0.08)
@@ -110,15 +113,15 @@ def test_relu_network_collisions_are_verified_and_bounded(relu_nets, arch, tap, 
     n_j = net.tap_widths()[tap]
     A = projection.draw(0, arch, tap, m, 0, n_j)
     x, x_prime = pairs_of(net.input_shape, 12, seed=9, dtype=torch.float32)
-    result = collide.search(f, A, x, x_prime, return_points=True)
-    bound = collide.input_distance(x, x_prime)
+    result = jacobian.search(f, A, x, x_prime, return_points=True)
+    bound = closed_form.input_distance(x, x_prime)
     assert (result.distance <= bound * (1 + 1e-6)).all()
     # Every reported collision is verified: recompute A f at the returned points ourselves.
     g = (lambda u: f(u) @ A.T) if A is not None else f
     with torch.no_grad():
         gap = (g(x_prime) - g(x)).norm(dim=1).double()
         residual = (g(result.x_tilde_prime) - g(result.x_tilde)).norm(dim=1).double()
-    assert (residual <= collide.DEFAULT_VERIFY_TOL[torch.float32] * gap + 1e-7).all()
+    assert (residual <= DEFAULT_VERIFY_TOL[torch.float32] * gap + 1e-7).all()
     # The engine's own check agrees up to float32 noise (residuals are differences of features).
     assert ((residual - result.residual).abs() <= 1e-5 * gap + 1e-7).all()
     norms = lambda t: t.flatten(1).double().norm(dim=1)
@@ -133,11 +136,11 @@ def test_deterministic_and_batch_independent_of_chunking(relu_nets, pairs_of):
     f = net.extractor("conv2").eval()
     A = projection.draw(0, "small", "conv2", 6, 0, net.tap_widths()["conv2"])
     x, x_prime = pairs_of(net.input_shape, 6, seed=10, dtype=torch.float32)
-    a = collide.search(f, A, x, x_prime)
-    b = collide.search(f, A, x, x_prime)
+    a = jacobian.search(f, A, x, x_prime)
+    b = jacobian.search(f, A, x, x_prime)
     assert torch.equal(a.distance, b.distance) and torch.equal(a.iterations, b.iterations)
     # The same pairs in batches of 2 agree closely (float32 kernels may differ with batch size).
-    c = collide.search(f, A, x, x_prime, batch_size=2)
+    c = jacobian.search(f, A, x, x_prime, batch_size=2)
     assert torch.allclose(a.distance, c.distance, rtol=1e-3)
 
 
@@ -148,8 +151,8 @@ def test_fallback_to_midpoint_when_nothing_verifies(relu_nets, pairs_of):
     f = net.extractor("fc2").eval()
     A = projection.draw(0, "fcnn_smaller", "fc2", 5, 0, net.tap_widths()["fc2"])
     x, x_prime = pairs_of(net.input_shape, 5, seed=11, dtype=torch.float32)
-    result = collide.search(f, A, x, x_prime, verify_tol=0.0, return_points=True)
-    assert torch.allclose(result.distance, collide.input_distance(x, x_prime), rtol=1e-6)
+    result = jacobian.search(f, A, x, x_prime, verify_tol=0.0, return_points=True)
+    assert torch.allclose(result.distance, closed_form.input_distance(x, x_prime), rtol=1e-6)
     assert (result.residual == 0).all()
     assert torch.equal(result.x_tilde, result.x_tilde_prime)
 
@@ -158,10 +161,43 @@ def test_training_mode_batchnorm_is_refused(relu_nets, pairs_of):
     net = models.build("cnn4", (1, 16, 16), 10).train()
     x, x_prime = pairs_of(net.input_shape, 2, seed=12, dtype=torch.float32)
     with pytest.raises(ValueError, match="eval"):
-        collide.search(net.extractor("conv1"), None, x, x_prime)
+        jacobian.search(net.extractor("conv1"), None, x, x_prime)
 
 
 def test_linear_part_recovers_the_matrix():
     f, H = affine_extractor(20, 7, seed=13)
-    L = collide.linear_part(f, (20,), rows_per_pass=3)
+    L = closed_form.linear_part(f, (20,), rows_per_pass=3)
     assert torch.allclose(L, H, atol=1e-12)
+
+
+def _all_pairs(xa, xb):
+    """Every (a, b) pair of two example sets, as two aligned batches."""
+    i, j = torch.meshgrid(torch.arange(len(xa)), torch.arange(len(xb)), indexing="ij")
+    return xa[i.ravel()], xb[j.ravel()]
+
+
+def test_input_distance_is_half_the_gap():
+    g = torch.Generator().manual_seed(5)
+    xa, xb = torch.rand(4, 2, 3, 3, generator=g, dtype=torch.float64), torch.rand(6, 2, 3, 3, generator=g, dtype=torch.float64)
+    x, x_prime = _all_pairs(xa, xb)
+    expected = torch.cdist(xa.flatten(1), xb.flatten(1)).ravel() / 2
+    assert torch.allclose(closed_form.input_distance(x, x_prime), expected, rtol=1e-12)
+
+
+def test_projected_input_distance_uses_only_the_row_space():
+    g = torch.Generator().manual_seed(6)
+    xa, xb = torch.randn(5, 12, generator=g, dtype=torch.float64), torch.randn(7, 12, generator=g, dtype=torch.float64)
+    x, x_prime = _all_pairs(xa, xb)
+    full = closed_form.input_distance(x, x_prime)
+    # A square invertible A: the projector is the identity.
+    square = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    assert torch.allclose(closed_form.projected_input_distance(square, x, x_prime), full, rtol=1e-9)
+    # A wide A (m < n0) and a rank-deficient one: P = pinv(A) A.
+    wide = torch.randn(3, 12, generator=g, dtype=torch.float64)
+    deficient = torch.randn(2, 12, generator=g, dtype=torch.float64).repeat_interleave(2, dim=0)
+    for A in (wide, deficient):
+        P = torch.linalg.pinv(A) @ A
+        expected = ((x - x_prime) @ P.T).norm(dim=1) / 2
+        assert torch.allclose(closed_form.projected_input_distance(A, x, x_prime), expected, rtol=1e-9)
+        # Collisions only need the row space, so the projected distance never exceeds the input one.
+        assert (closed_form.projected_input_distance(A, x, x_prime) <= full + 1e-12).all()

@@ -2,9 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,10 +11,10 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import figures, losses, pairs, shards
+from layerbound import architectures, figures, figures_collisions, figures_style, losses, pairs, plan, report, shards
 from layerbound.cli import main as cli_main
+from workflow_helpers import ROOT, job_counts, run_snakemake, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
 TAPS = ["fc1", "fc2", "logits"]            # fcnn_smaller, in network order
 WIDTHS = {"fc1": 75, "fc2": 50, "logits": 10}
 KEY = ("mnist5k", "c3v7-S4-seed0", "jacobian")
@@ -59,7 +56,7 @@ def _labelled_lines(ax):
 
 def test_network_order_follows_taps_with_pre_activation_taps_before_their_tap():
     layers = ["logits", "extra", "fc2", "fc1_pre", "fc1"]
-    assert figures.network_order(layers, TAPS) == ["fc1_pre", "fc1", "fc2", "logits", "extra"]
+    assert architectures.network_order(layers, TAPS) == ["fc1_pre", "fc1", "fc2", "logits", "extra"]
 
 
 def test_layer_colors_are_a_sequential_ramp_from_dark():
@@ -72,7 +69,7 @@ def test_layer_colors_are_a_sequential_ramp_from_dark():
 
 def test_loss_curves_plot_the_table_in_network_order_with_baselines():
     tables = _tables()
-    order = figures.network_order(tables.loc[tables.model == "net_pgd", "layer"], TAPS)
+    order = architectures.network_order(tables.loc[tables.model == "net_pgd", "layer"], TAPS)
     fig = figures.loss_curves_figure(tables, order, _metrics(), 5, WIDTHS, KEY[1])
     ce_ax, zo_ax = fig.axes[:2]
     for ax, column in ((ce_ax, "ce"), (zo_ax, "zero_one")):
@@ -193,7 +190,7 @@ def test_collision_figure_shows_the_norms_of_the_stored_points(tmp_path):
     pairs_file, files, stored, x_a, x_b = _write_collision_files(tmp_path)
     merged = {layer: shards.read_merged(path) for layer, path in stored.items()}
     pair, projection, S = 1, 1, 3
-    rows = figures.collision_rows(merged, ["input", "fc1", "fc2"], x_a, x_b, pair, projection)
+    rows = figures_collisions.collision_rows(merged, ["input", "fc1", "fc2"], x_a, x_b, pair, projection)
     assert [r["layer"] for r in rows] == ["input", "fc1", "fc2"]
     i, j = divmod(pair, S)
     for row in rows:
@@ -204,11 +201,11 @@ def test_collision_figure_shows_the_norms_of_the_stored_points(tmp_path):
             assert row["distance"] == h5["distances"][p, i, j]
         assert row["norm"] == pytest.approx(np.linalg.norm(x_tilde.astype(np.float64) - x_a[i]), rel=1e-12)
         assert row["norm_prime"] == pytest.approx(np.linalg.norm(x_tilde_prime.astype(np.float64) - x_b[j]), rel=1e-12)
-    fig = figures.collisions_figure(rows, _metrics(), pair, (3, 7))
+    fig = figures_collisions.collisions_figure(rows, _metrics(), pair, (3, 7))
     axes = np.array(fig.axes).reshape(len(rows), 6)
     for r, row in enumerate(rows):
-        assert axes[r, 1].get_xlabel() == figures.NORM_LABEL.format(row["norm"])
-        assert axes[r, 2].get_xlabel() == figures.NORM_PRIME_LABEL.format(row["norm_prime"])
+        assert axes[r, 1].get_xlabel() == figures_style.NORM_LABEL.format(row["norm"])
+        assert axes[r, 2].get_xlabel() == figures_style.NORM_PRIME_LABEL.format(row["norm_prime"])
         assert axes[r, 1].get_xlabel().endswith(f"= {row['norm']:.3f}")
         np.testing.assert_allclose(axes[r, 0].images[0].get_array(), x_a[i][0])
         np.testing.assert_allclose(axes[r, 3].images[0].get_array(), x_b[j][0])
@@ -239,11 +236,11 @@ def test_zero_one_figure_pairs_the_two_losses_and_the_bound_holds():
 def test_layer_summary_reads_threshold_and_training_eps_rows():
     tables = _tables(models=("net_benign", "net_pgd"))
     metrics = {"net_benign": _metrics("net_benign", "benign", eps=1.0), "net_pgd": _metrics("net_pgd", "pgd", eps=1.5)}
-    summary = figures.layer_summary(tables, metrics, {"net_benign": TAPS, "net_pgd": TAPS})
+    summary = report.layer_summary(tables, metrics, {"net_benign": TAPS, "net_pgd": TAPS})
     pgd = summary.loc[summary.model == "net_pgd"]
     assert pgd["layer"].tolist() == ["input", "input_rp", "fc1", "fc2", "logits"]
     for _, row in pgd.iterrows():
-        owner = "input" if row.layer in figures.BASELINES else "net_pgd"
+        owner = "input" if row.layer in plan.INPUT_LAYERS else "net_pgd"
         curve = _curve(tables, owner, row.layer)
         reached = curve.loc[curve.ce_mean >= math.log(2) / 2, "eps"]
         assert row.eps_ce_half_log2 == (reached.min() if len(reached) else pytest.approx(np.nan, nan_ok=True))
@@ -251,7 +248,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
         assert row.ce_at_eval_eps == curve.set_index("eps").loc[1.5, "ce_mean"]
         assert row.training == "PGD-1.5"
     assert (summary.loc[summary.model == "net_benign", "grid_eps"] == 1.0).all()
-    page = figures.summary_html(summary, 2.5)
+    page = report.summary_html(summary, 2.5)
     assert page.count("<table>") == 2 and "net_pgd (PGD-1.5)" in page
     assert "Latest to reach log(2)/2 (most robust): <b>" in page
 
@@ -259,10 +256,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
 # --- the workflow's figure targets ------------------------------------------------------------------
 
 def _dry_run(tmp_path, config):
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
-                           "--configfile", str(tmp_path / "config.yaml"), "-n", "-c1", "--quiet", "rules"],
-                          capture_output=True, text=True, timeout=300)
+    return run_snakemake(tmp_path, "-n", "-c1", "--quiet", "rules", configfile=write_config(tmp_path / "config.yaml", config))
 
 
 def _tiny_config(**collision):
@@ -282,11 +276,10 @@ def test_workflow_plans_figures_from_the_config(tmp_path):
     # with two models: one method comparison per m.
     result = _dry_run(tmp_path, _tiny_config(m=[5, 10], keep_points=0))
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = job_counts(result.stdout)
     assert counts["figures_layers"] == counts["figures_zero_one"] == 3 * 2
     assert counts["figures_m_sweep"] == 3
-    assert counts["figures_methods"] == 2
+    assert counts["figures_training_methods"] == 2
     assert counts["figures_summary"] == 1
     assert "figures_collisions" not in counts
     # A collision pair the merged files do not store fails at start-up, naming the key.

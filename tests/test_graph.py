@@ -1,11 +1,12 @@
-"""Conflict graphs and optimal losses (SPEC section 6): exact algorithm against a convex solver,
-known values, feasibility, monotonicity, sweeps and the input-space distances."""
+"""Conflict graphs and optimal losses (paper 002, Section 2; Bhagoji et al. 2021): the exact
+algorithm against a convex solver, known values, feasibility, monotonicity and sweeps."""
 
 import math
 
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
 
 from layerbound import ce_flow, graph
 from layerbound.graph import (
@@ -17,8 +18,6 @@ from layerbound.graph import (
     optimal_01_loss,
     optimal_ce_loss,
     optimal_ce_q,
-    pairwise_input_distances,
-    pairwise_input_rp_distances,
     zero_one_loss_sweep,
 )
 from layerbound.graph_reference import reference_ce
@@ -77,7 +76,7 @@ def _geometric(rng):
     n_a = int(rng.integers(max(1, n // 4), n - max(1, n // 4) + 1))
     xa = rng.normal(size=(n_a, 5))
     xb = rng.normal(size=(n - n_a, 5)) + rng.uniform(0, 2)
-    d = pairwise_input_distances(xa, xb)
+    d = cdist(xa, xb) / 2   # input-space collision distances
     return conflict_graph(d, np.quantile(d, rng.uniform(0.005, 0.6)))
 
 
@@ -217,9 +216,9 @@ def test_matching_equals_assignment_on_small_graphs():
 def _structured_distances(rng, n_p, s_a, s_b):
     xa = rng.normal(size=(s_a, 30))
     xb = rng.normal(size=(s_b, 30)) + 0.7
-    return np.stack(
-        [pairwise_input_rp_distances(xa, xb, rng.normal(size=(4, 30))) for _ in range(n_p)]
-    )
+    # Projected-input collision distances ||P (u - v)|| / 2, P the projector onto a random 4-dim row space.
+    bases = [np.linalg.qr(rng.normal(size=(4, 30)).T)[0] for _ in range(n_p)]
+    return np.stack([cdist(xa @ q, xb @ q) / 2 for q in bases])
 
 
 def test_losses_never_decrease_with_eps():
@@ -261,38 +260,3 @@ def test_sweep_plateau_shortcut_is_exact():
     for k, eps in enumerate(grid):
         assert res["ce"][k] == pytest.approx(optimal_ce_loss(d, eps)[0], abs=1e-12)
         assert res["zero_one"][k] == optimal_01_loss(d, eps)
-
-
-# --------------------------------------------------------------------------------------------
-# Input-space distances
-# --------------------------------------------------------------------------------------------
-
-
-def test_input_distances_are_half_the_gap():
-    rng = np.random.default_rng(5)
-    xa, xb = rng.random((4, 2, 3, 3)), rng.random((6, 2, 3, 3))
-    d = pairwise_input_distances(xa, xb)
-    expected = np.linalg.norm(xa.reshape(4, 1, -1) - xb.reshape(1, 6, -1), axis=2) / 2
-    np.testing.assert_allclose(d, expected, rtol=1e-12)
-
-
-def test_input_rp_distances():
-    rng = np.random.default_rng(6)
-    xa, xb = rng.normal(size=(5, 12)), rng.normal(size=(7, 12))
-    diff = xa[:, None, :] - xb[None, :, :]
-    # Square invertible A: the projector is the identity.
-    square = rng.normal(size=(12, 12))
-    np.testing.assert_allclose(
-        pairwise_input_rp_distances(xa, xb, square), pairwise_input_distances(xa, xb), rtol=1e-9
-    )
-    # Wide A (m < n0) and a rank-deficient one: P = pinv(A) A.
-    for a in (rng.normal(size=(3, 12)), np.repeat(rng.normal(size=(2, 12)), 2, axis=0)):
-        proj = np.linalg.pinv(a) @ a
-        expected = np.linalg.norm(diff @ proj.T, axis=2) / 2
-        np.testing.assert_allclose(pairwise_input_rp_distances(xa, xb, a), expected, rtol=1e-9)
-    # Collisions only need the row space, so the RP distance never exceeds the input one.
-    a = rng.normal(size=(4, 12))
-    rp, full = pairwise_input_rp_distances(xa, xb, a), pairwise_input_distances(xa, xb)
-    assert np.all(rp <= full + 1e-12)
-    with pytest.raises(ValueError):
-        pairwise_input_rp_distances(xa, xb, rng.normal(size=(3, 11)))

@@ -2,7 +2,7 @@ import pytest
 import torch
 import yaml
 
-from layerbound import data, models
+from layerbound import architectures, data, models
 from layerbound.config import SCHEMA
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
@@ -21,7 +21,7 @@ def test_valid_padding_gives_ibp_widths():
     assert [widths[t] for t in ("conv1", "conv2", "conv3", "conv4")] == [26 * 26 * 32, 12 * 12 * 32, 10 * 10 * 64, 4 * 4 * 64]
 
 
-@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(architectures.ARCHITECTURES))
 @pytest.mark.parametrize("shape", SHAPES)
 def test_last_tap_is_the_logits(arch, shape):
     torch.manual_seed(0)
@@ -31,7 +31,7 @@ def test_last_tap_is_the_logits(arch, shape):
     assert net.features(x, net.taps[-1]).shape == (3, 10)
 
 
-@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(architectures.ARCHITECTURES))
 def test_taps_compose_layer_by_layer(arch):
     # f_j is a prefix of the network: each hidden tap is non-negative (post-ReLU), and the
     # pre-activation tap of a ReLU-only stage gives the post-activation tap after a ReLU.
@@ -64,5 +64,5 @@ def test_unknown_architecture_and_padding_are_rejected_by_name():
 def test_schema_lists_exactly_the_registered_architectures_and_datasets():
     schema = yaml.safe_load(SCHEMA.read_text())
     model = schema["properties"]["models"]["additionalProperties"]["properties"]
-    assert model["arch"]["enum"] == list(models.ARCHITECTURES)
+    assert model["arch"]["enum"] == list(architectures.ARCHITECTURES)
     assert model["dataset"]["enum"] == list(data.DATASETS)

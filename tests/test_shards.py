@@ -1,6 +1,5 @@
 """Shards and merge: deterministic, recomputable alone, atomic, and merge refuses bad input by name."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -8,13 +7,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from layerbound import checkpoint, cli_collide, collide, models, pairs, projection, shards
+from layerbound import checkpoint, cli, features, models, pairs, plan, projection, shards, store
+from layerbound.collide import CollisionOptions, closed_form, jacobian
 
-ROOT = Path(__file__).resolve().parents[1]
 S, P, CHUNK = 4, 2, 6          # 16 pairs in chunks of 6, 6, 4; two projections
-OPTIONS = shards.CollisionOptions.from_dict({"chunk_size": CHUNK, "batch_size": 4, "keep_points": 2,
+OPTIONS = CollisionOptions.from_dict({"chunk_size": CHUNK, "batch_size": 4, "keep_points": 2,
                                              "search": {"max_iter": 15}})
 
 
@@ -33,7 +31,7 @@ def setup(tmp_path_factory, pairs_of):
     """A results folder with a pair set and a small CNN checkpoint (random weights)."""
     root = tmp_path_factory.mktemp("results")
     ps = toy_pairset(pairs_of)
-    pairs_file = shards.pairs_path(root, "mnist5k", ps.name)
+    pairs_file = plan.path("pairs", root, dataset="mnist5k", pairset=ps.name)
     pairs.save(pairs_file, ps)
     torch.manual_seed(0)
     ckpt = root / "models" / "mnist5k" / "tiny.pt"
@@ -43,15 +41,15 @@ def setup(tmp_path_factory, pairs_of):
 
 def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int = P) -> list[Path]:
     _, ps, pairs_file, ckpt = setup
-    n_j = ps.x_a[0].numel() if model == shards.INPUT_MODEL else models.build("small", (1, 12, 12), 10).tap_widths()[layer]
-    count = shards.projections_for(model, layer, m, n_j, projections)
+    n_j = ps.x_a[0].numel() if model == plan.INPUT_MODEL else models.build("small", (1, 12, 12), 10).tap_widths()[layer]
+    count = plan.projections_for(model, layer, m, n_j, projections)
     paths = []
     for p in range(count):
-        for c in range(shards.num_chunks(ps.num_pairs, CHUNK)):
-            s = shards.Shard("mnist5k", ps.name, "jacobian", model, layer, m, p, c)
-            paths.append(shards.run(s, shards.shard_path(root, s), pairs_file=pairs_file, options=OPTIONS,
+        for c in range(plan.num_chunks(ps.num_pairs, CHUNK)):
+            s = plan.Shard("mnist5k", ps.name, "jacobian", model, layer, m, p, c)
+            paths.append(shards.run(s, s.path(root), pairs_file=pairs_file, options=OPTIONS,
                                     experiment_seed=0,
-                                    checkpoint_file=None if model == shards.INPUT_MODEL else ckpt,
+                                    checkpoint_file=None if model == plan.INPUT_MODEL else ckpt,
                                     arch="small", device="cpu", log=lambda _: None))
     return paths
 
@@ -84,11 +82,11 @@ def test_full_run_layout_columns_and_bounds(full_run, setup):
     assert list(columns["pair"]) == list(range(CHUNK))
     assert attrs["n_j"] == 32 * 6 * 6 and attrs["projected"] == 1 and "projections" not in attrs
     assert attrs["projection_seed"] == projection.seed(0, "tiny", "conv2", 5, 0)
-    assert attrs["checkpoint_sha256"] == checkpoint.file_digest(ckpt)
+    assert attrs["checkpoint_sha256"] == store.file_digest(ckpt)
     assert attrs["config_digest"] == OPTIONS.digest() and attrs["dtype"] == "float32"
     assert attrs["torch_version"] == str(torch.__version__) and attrs["solver"] == "jacobian"
     x, x_prime = ps.gather(columns["pair"])
-    assert (columns["distance"] <= collide.input_distance(x, x_prime).numpy() * (1 + 1e-6)).all()
+    assert (columns["distance"] <= closed_form.input_distance(x, x_prime).numpy() * (1 + 1e-6)).all()
     assert (columns["residual"] <= 1e-3 * columns["feature_gap"] + 1e-7).all()
     assert columns["points/x_tilde"].shape == (2, 1, 12, 12)
     assert not list(full_run[0].parent.glob(".*"))      # no temporary files left behind
@@ -103,7 +101,7 @@ def test_same_seed_gives_identical_shards(full_run, setup, tmp_path):
 def test_shard_recomputed_alone_by_the_cli_equals_the_full_run(full_run, setup, tmp_path):
     root, ps, pairs_file, ckpt = setup
     alone = tmp_path / "alone.h5"
-    cli_collide.main(["collide-shard", "--pairs", str(pairs_file), "--checkpoint", str(ckpt), "--arch", "small",
+    cli.main(["collide-shard", "--pairs", str(pairs_file), "--checkpoint", str(ckpt), "--arch", "small",
                       "--model", "tiny", "--layer", "conv2", "--m", "5", "--projection", "1", "--chunk", "2",
                       "--seed", "0", "--options-json", OPTIONS.to_json(),
                       "--device", "cpu", "--out", str(alone)])
@@ -190,12 +188,12 @@ def test_input_baselines_are_the_closed_forms(setup, tmp_path):
     k = np.arange(ps.num_pairs)
     x, x_prime = ps.gather(k)
     d_plain = shards.read_merged(shards.merge(plain, tmp_path / "plain.h5"))[0]["distances"]
-    assert np.allclose(d_plain[0].ravel(), collide.input_distance(x, x_prime).numpy())
+    assert np.allclose(d_plain[0].ravel(), closed_form.input_distance(x, x_prime).numpy())
     arrays, attrs = shards.read_merged(shards.merge(rp, tmp_path / "rp.h5"))
     assert attrs["projected"] == 1 and attrs["n_j"] == 144
     for p in range(P):
         A = projection.draw(0, "input", "input_rp", 5, p, 144, dtype=torch.float64)
-        assert np.allclose(arrays["distances"][p].ravel(), collide.projected_input_distance(A, x, x_prime).numpy())
+        assert np.allclose(arrays["distances"][p].ravel(), closed_form.projected_input_distance(A, x, x_prime).numpy())
     assert (arrays["residuals"] <= 1e-5 * arrays["feature_gaps"]).all()    # the closed-form points collide
 
 
@@ -207,57 +205,8 @@ def test_affine_tap_uses_the_closed_form_and_algorithm_1_agrees(setup, tmp_path)
     net = checkpoint.load(ckpt).double()
     A = projection.draw(0, "tiny", "conv1_pre", 5, 0, attrs["n_j"], dtype=torch.float64)
     x, x_prime = ps.gather(columns["pair"])
-    found = collide.search(net.extractor("conv1_pre").eval(), A, x.double(), x_prime.double(), dtype=torch.float64)
+    found = jacobian.search(net.extractor("conv1_pre").eval(), A, x.double(), x_prime.double(), dtype=torch.float64)
     assert np.allclose(columns["distance"], found.distance.numpy(), rtol=1e-5)
-
-
-def test_plan_of_the_default_config():
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    units = shards.plan(config)
-    _, collision = shards.settings(config)
-    net_units = [u for u in units if u.model != shards.INPUT_MODEL]
-    model_names = list(config["models"]) if collision["models"] == "all" else collision["models"]
-    assert {u.model for u in net_units} == set(model_names)
-    medium = [u for u in net_units if u.model == model_names[0]]
-    assert [u.layer for u in medium][:7] == ["conv1", "conv2", "conv3", "conv4", "fc5", "fc6", "logits"][:len(medium)]
-    for u in units:
-        expected = 1 if (u.layer == "input" or u.m >= u.n_j) else collision["projections"]
-        assert u.projections == expected
-        assert len(u.shards()) == u.projections * u.chunks
-    assert {u.layer for u in units if u.model == shards.INPUT_MODEL} == {"input", "input_rp"}
-    # Every shard path is distinct.
-    paths = [p for u in units for p in u.shard_paths()]
-    assert len(paths) == len(set(paths))
-
-
-def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
-    # The collide rules with a tiny config: every shard of the plan and one merge per unit.
-    import subprocess
-    import sys
-
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["models"] = {"tiny": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "benign"}}}
-    config["pairs"] = {"classes": [3, 7], "per_class": 3}
-    config["collision"].update({"m": [5, 10], "projections": 2, "chunk_size": 4})
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "Snakefile").write_text(
-        f'configfile: "{tmp_path}/config.yaml"\n'
-        f'include: "{ROOT}/workflow/rules/common.smk"\n'
-        f'include: "{ROOT}/workflow/rules/train.smk"\n'
-        f'include: "{ROOT}/workflow/rules/collide.smk"\n'
-        "rule all:\n    input: collide_targets()\n    default_target: True\n")
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(tmp_path / "Snakefile"), "-d", str(tmp_path),
-                          "-n", "-c1", "--quiet", "rules"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
-    units = shards.plan(config)
-    # fcnn_smaller taps fc1 (75), fc2 (50), logits (10: projected at m = 5 only) at m = 5, 10; input
-    # (never projected), input_rp; 9 pairs in 3 chunks.
-    assert len(units) == 3 * 2 + 2 * 2
-    assert counts["collide_merge"] == len(units)
-    assert counts["collide_shard"] == sum(len(u.shards()) for u in units) == 3 * (2 + 2 + 2 + 2 + 2 + 1 + 1 + 1 + 2 + 2)
-    assert counts["pairs_sample"] == 1 and counts["train_model"] == 1
 
 
 @pytest.mark.parametrize("input_shape", [(1, 12, 12), (3, 8, 8)])
@@ -266,13 +215,13 @@ def test_cpu_feature_map_matches_the_plain_network(input_shape):
     # convolution on one channel: same values, Jacobian rows and weight gradients as the plain module.
     torch.manual_seed(0)
     plain = models.build("medium", input_shape, 10).double().eval()
-    net = shards.prepare_model(models.build("medium", input_shape, 10), torch.float64, torch.device("cpu"))
+    net = features.prepare_model(models.build("medium", input_shape, 10), torch.float64, torch.device("cpu"))
     net.load_state_dict(plain.state_dict())
-    f = shards.feature_map(net, "fc5", torch.device("cpu"))
+    f = features.feature_map(net, "fc5", torch.device("cpu"))
     u = torch.rand(3, *input_shape, dtype=torch.float64)
-    expected_values, expected_rows = collide.jacobian_rows(lambda t: plain.extractor("fc5")(t)[:, :4], u)
+    expected_values, expected_rows = jacobian.jacobian_rows(lambda t: plain.extractor("fc5")(t)[:, :4], u)
     for rows_per_pass in (1, 4):
-        values, rows = collide.jacobian_rows(lambda t: f(t)[:, :4], u, rows_per_pass)
+        values, rows = jacobian.jacobian_rows(lambda t: f(t)[:, :4], u, rows_per_pass)
         assert torch.allclose(values, expected_values, rtol=1e-12, atol=1e-12)
         assert torch.allclose(rows, expected_rows, rtol=1e-10, atol=1e-12)
     for p in net.parameters():

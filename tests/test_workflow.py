@@ -1,48 +1,11 @@
 """The Snakemake workflow: planning (dry runs) and, once, a real end-to-end run of a tiny config."""
 
 import math
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def run_snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
-    if configfile is not None:
-        cmd += ["--configfile", str(configfile)]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=3000)
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """Parse Snakemake's 'Job stats' table."""
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
-    counts = {}
-    for line in lines[start + 3:]:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def default_config() -> dict:
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
+from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
 
 
 def test_default_config_plans_one_training_job_per_model(tmp_path):

@@ -6,37 +6,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import models
+from .errors import CheckpointMismatch
+from .store import atomic_write
+
+__all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
 FORMAT = "layerbound-checkpoint-1"
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint does not hold the architecture the configuration asks for."""
-
-
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> None:
@@ -49,9 +35,9 @@ def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> 
         "padding": model.padding,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    atomic_write_bytes(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     text = json.dumps(metrics, indent=2, sort_keys=True)
-    atomic_write_bytes(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
 
 
 def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: str | torch.device = "cpu") -> models.TappedNet:
@@ -79,12 +65,3 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
 
 def load_metrics(path: str | Path) -> dict[str, Any]:
     return json.loads(sidecar_path(path).read_text())
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, recorded in downstream outputs so a stale result is detectable."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-import torch
+from . import __version__
+from . import config as configuration
+from .errors import ConfigError, LayerboundError
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from . import config as configuration
     from .train import train_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.job_json:
         job = json.loads(args.job_json)
     else:
         if not args.model:
-            raise configuration.ConfigError("--model is required with --configfile")
+            raise ConfigError("--model is required with --configfile")
         job = configuration.training_job(configuration.load(args.configfile), args.model)
     seed, spec, evaluation = configuration.job_from_dict(job)
     metrics = train_model(spec, evaluation, seed, args.out, data_dir=args.data_dir, download=args.download,
@@ -38,10 +38,10 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_losses(args: argparse.Namespace) -> None:
-    from . import losses, shards
+    from . import losses, plan, shards
 
     arrays, attrs = shards.read_merged(args.distances)
-    eps = losses.eps_grid(json.loads(args.eps_json))
+    eps = plan.eps_grid(json.loads(args.eps_json))
     table = losses.loss_table(arrays["distances"], eps)
     key = tuple(attrs[k] for k in losses.KEY_COLUMNS)
     losses.write_table(losses.summarize({key: table}), args.out)
@@ -59,28 +59,45 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from . import data, models
+    from . import architectures, dataset_info
 
-    meta = data.info(args.dataset)
-    net = models.build(args.arch, meta.input_shape, meta.num_classes, args.padding)
-    for tap, width in net.tap_widths().items():
+    meta = dataset_info.info(args.dataset)
+    for tap, width in architectures.tap_widths(args.arch, meta.input_shape, meta.num_classes, args.padding).items():
         print(f"{tap}\t{width}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Parent parsers of the options several subcommands share (each defined once, here)."""
+    shared = {name: argparse.ArgumentParser(add_help=False) for name in ("configfile", "results", "device", "data")}
+    shared["configfile"].add_argument("--configfile", help="experiment config (YAML); derives what is not given")
+    shared["results"].add_argument("--results", default="results", help="results folder (for default paths)")
+    shared["device"].add_argument("--device", default=os.environ.get("LAYERBOUND_DEVICE"),
+                                  help="auto (cuda when present), cpu, cuda, ... (default: $LAYERBOUND_DEVICE, else "
+                                       "the config's, else auto)")
+    shared["device"].add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    shared["data"].add_argument("--data-dir", default=os.environ.get("LAYERBOUND_DATA_DIR", "data"),
+                                help="where torchvision datasets live (default: $LAYERBOUND_DATA_DIR, else data)")
+    shared["data"].add_argument("--download", action="store_true",
+                                default=os.environ.get("LAYERBOUND_DOWNLOAD") == "1",
+                                help="allow downloading a missing dataset (default: $LAYERBOUND_DOWNLOAD = 1)")
+    return shared
 
-    p = sub.add_parser("train", help="train one configured model; writes checkpoint and metrics sidecar")
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cli_collide, cli_figures
+
+    parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"layerbound {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    shared = shared_options()
+
+    p = sub.add_parser("train", parents=[shared["device"], shared["data"]],
+                       help="train one configured model; writes checkpoint and metrics sidecar")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--configfile", help="experiment config (YAML); with --model")
     source.add_argument("--job-json", help="the resolved training job as JSON (what the workflow passes)")
     p.add_argument("--model", help="model name (a key of `models:` in the config)")
     p.add_argument("--out", required=True, help="checkpoint path (.pt); the .json sidecar goes beside it")
-    p.add_argument("--data-dir", default="data", help="where torchvision datasets live")
-    p.add_argument("--download", action="store_true", help="allow downloading a missing dataset")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -106,34 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--padding", default="same", choices=["same", "valid"])
     p.set_defaults(func=_cmd_taps)
 
-    try:
-        from . import cli_collide
-    except ImportError:  # collision stage not installed in this checkout
-        pass
-    else:
-        cli_collide.add_subcommands(sub)
-    from . import cli_figures
-
+    cli_collide.add_subcommands(sub, shared)
     cli_figures.add_subcommands(sub)
     return parser
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointMismatch
-    from .config import ConfigError
-    from .data import DatasetUnavailable
-
-    return (ConfigError, DatasetUnavailable, CheckpointMismatch, FileNotFoundError)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    expected = _expected_errors()
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except expected as err:
-        # Expected failures (bad config, missing data, mismatched checkpoint) get one clear line.
-        print(f"layerbound {args.command}: error: {err}", file=sys.stderr)
+    except (LayerboundError, ValueError, FileNotFoundError) as err:
+        # Expected failures (bad config or arguments, missing or foreign files, mismatched
+        # checkpoints) get one line; anything else is a bug and keeps its traceback.
+        message = str(err).strip().splitlines()
+        print(f"layerbound {args.command}: error: {' '.join(line.strip() for line in message)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

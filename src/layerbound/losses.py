@@ -1,4 +1,4 @@
-"""Loss tables: from distance tensors to the numbers the paper plots (SPEC section 6).
+"""Loss tables: from distance tensors to the numbers the papers plot (paper 001, Algorithm 2).
 
 A distance tensor has shape (P, S_A, S_B): P random projections, class-A examples by class-B
 examples.  For every budget eps of a grid, the optimal cross-entropy and 0-1 losses of each
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .graph import loss_sweep
+from .plan import eps_grid
 
 __all__ = ["TABLE_COLUMNS", "KEY_COLUMNS", "eps_grid", "loss_table", "summarize", "write_table",
            "read_table", "stack"]
@@ -34,29 +35,6 @@ TABLE_COLUMNS = [
 # What identifies a merged distance file (and so a loss table): the pair set and the collision
 # method are part of it so two methods, or two pair sets, never mix in one summary.
 KEY_COLUMNS = ["dataset", "pairset", "method", "model", "layer", "m"]
-
-
-def eps_grid(spec) -> np.ndarray:
-    """Sorted float budgets from a config entry.
-
-    ``spec`` is either ``{"start", "stop", "num"}`` (inclusive linspace) or an explicit list of
-    numbers; duplicates are dropped.
-    """
-    if isinstance(spec, Mapping):
-        missing = {"start", "stop", "num"} - set(spec)
-        if missing:
-            raise ValueError(f"eps grid needs start, stop and num; missing {sorted(missing)}")
-        num = int(spec["num"])
-        if num < 1 or num != spec["num"]:
-            raise ValueError(f"eps grid num must be a positive integer, got {spec['num']!r}")
-        grid = np.linspace(float(spec["start"]), float(spec["stop"]), num)
-    else:
-        grid = np.atleast_1d(np.asarray(spec, dtype=np.float64))
-        if grid.ndim != 1 or grid.size == 0:
-            raise ValueError(f"eps grid must be a non-empty list of numbers, got {spec!r}")
-    if not np.isfinite(grid).all() or (grid < 0).any():
-        raise ValueError(f"eps values must be finite and non-negative, got {grid}")
-    return np.unique(grid)
 
 
 def _spread(values: np.ndarray, name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Model registry: every architecture by name in one place, each exposing its ordered layer taps.
+"""Networks with named layer taps, built from the architecture specs of :mod:`layerbound.architectures`.
 
 A network is a list of stages. Stage j is `pre` (the affine part: conv or linear, with batch norm
 where the architecture has it) followed by `post` (ReLU, then pooling where the architecture has
@@ -10,17 +10,15 @@ papers is the network up to and including stage j, flattened:
     model.features(x, tap)       f_j(x) as a (batch, n_j) tensor
     model.extractor(tap)         f_j as a module, for torch.func transforms
 
-Padding: the IBP reference pads VALID, but paper 001's layer widths fit padding that keeps 3x3/1
-convolutions size-preserving and halves with 4x4/2 ("same", the default here); `padding="valid"`
-gives the IBP widths.
+Padding ("same" by default, or the IBP reference's "valid") is explained in architectures.py.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
+
+from . import architectures
 
 Shape = tuple[int, int, int]
 
@@ -101,7 +99,7 @@ class FeatureExtractor(nn.Module):
         return self.net.features(x, self.tap)
 
 
-# --- building blocks -------------------------------------------------------------------------
+# --- building the stages from the specs of architectures.py --------------------------------------
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int, padding: str) -> nn.Module:
     if padding == "valid":
@@ -115,92 +113,39 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int, padding: str) -> nn.M
     return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=(kernel - 1) // 2)
 
 
-def _relu() -> nn.Module:
-    return nn.ReLU()
-
-
-def _conv_stack(input_shape: Shape, num_classes: int, padding: str,
-                convs: list[tuple[int, int, int]], fcs: list[int]) -> list[tuple[str, nn.Module, nn.Module]]:
-    """IBP-style CNN: convs as (channels, kernel, stride), then fully connected widths, then logits."""
+def _stages(arch: str, input_shape: Shape, num_classes: int, padding: str) -> list[tuple[str, nn.Module, nn.Module]]:
+    """(tap, pre, post) for every layer: pre = conv or linear (with batch norm), post = ReLU (+ pool)."""
+    widths = architectures.tap_widths(arch, input_shape, num_classes, padding)
+    names = architectures.tap_names(arch)
     stages: list[tuple[str, nn.Module, nn.Module]] = []
-    c, h, w = input_shape
-    probe = torch.zeros(1, c, h, w)
-    for i, (c_out, k, s) in enumerate(convs, start=1):
-        conv = _conv(c, c_out, k, s, padding)
-        probe = conv(probe)
-        stages.append((f"conv{i}", conv, _relu()))
-        c = c_out
-    width = probe.numel()
-    for i, f in enumerate(fcs, start=len(convs) + 1):
-        first = not stages or stages[-1][0].startswith("conv")
-        layer = nn.Sequential(nn.Flatten(), nn.Linear(width, f)) if first else nn.Linear(width, f)
-        stages.append((f"fc{i}", layer, _relu()))
-        width = f
-    stages.append(("logits", nn.Linear(width, num_classes), nn.Identity()))
+    channels, width = input_shape[0], input_shape[0] * input_shape[1] * input_shape[2]
+    for name, layer in zip(names, architectures.layers(arch)):
+        if isinstance(layer, architectures.Conv):
+            pre = _conv(channels, layer.channels, layer.kernel, layer.stride, layer.padding or padding)
+            if layer.batch_norm:
+                pre = nn.Sequential(pre, nn.BatchNorm2d(layer.channels))
+            post = nn.Sequential(nn.ReLU(), nn.MaxPool2d(layer.pool)) if layer.pool > 1 else nn.ReLU()
+            channels = layer.channels
+        else:
+            linear = nn.Linear(width, layer.width)
+            # The first dense layer flattens the image (or the last conv layer's output).
+            pre = nn.Sequential(nn.Flatten(), linear) if not stages or stages[-1][0].startswith("conv") else linear
+            post = nn.ReLU()
+        stages.append((name, pre, post))
+        width = widths[name]
+    logits = nn.Linear(width, num_classes)
+    if not stages:
+        logits = nn.Sequential(nn.Flatten(), logits)
+    stages.append(("logits", logits, nn.Identity()))
     return stages
 
 
-def _fcnn(widths: tuple[int, int]) -> Callable[[Shape, int, str], list]:
-    def build_stages(input_shape: Shape, num_classes: int, padding: str) -> list:
-        n0 = input_shape[0] * input_shape[1] * input_shape[2]
-        w1, w2 = widths
-        return [
-            ("fc1", nn.Sequential(nn.Flatten(), nn.Linear(n0, w1)), _relu()),
-            ("fc2", nn.Linear(w1, w2), _relu()),
-            ("logits", nn.Linear(w2, num_classes), nn.Identity()),
-        ]
-    return build_stages
-
-
-def _cnn4(input_shape: Shape, num_classes: int, padding: str) -> list:
-    # Paper 002 App. E: conv-BN-ReLU-maxpool twice, FC 500, logits (VALID convolutions, as LeNet).
-    c, h, w = input_shape
-    conv1 = nn.Sequential(nn.Conv2d(c, 20, 5), nn.BatchNorm2d(20))
-    conv2 = nn.Sequential(nn.Conv2d(20, 50, 5), nn.BatchNorm2d(50))
-    side_h, side_w = ((h - 4) // 2 - 4) // 2, ((w - 4) // 2 - 4) // 2
-    return [
-        ("conv1", conv1, nn.Sequential(_relu(), nn.MaxPool2d(2))),
-        ("conv2", conv2, nn.Sequential(_relu(), nn.MaxPool2d(2))),
-        ("fc3", nn.Sequential(nn.Flatten(), nn.Linear(50 * side_h * side_w, 500)), _relu()),
-        ("logits", nn.Linear(500, num_classes), nn.Identity()),
-    ]
-
-
-def _small(input_shape: Shape, num_classes: int, padding: str) -> list:
-    return _conv_stack(input_shape, num_classes, padding, [(16, 4, 2), (32, 4, 1)], [100])
-
-
-def _medium(input_shape: Shape, num_classes: int, padding: str) -> list:
-    return _conv_stack(input_shape, num_classes, padding,
-                       [(32, 3, 1), (32, 4, 2), (64, 3, 1), (64, 4, 2)], [512, 512])
-
-
-def _large(input_shape: Shape, num_classes: int, padding: str) -> list:
-    return _conv_stack(input_shape, num_classes, padding,
-                       [(64, 3, 1), (64, 3, 1), (128, 3, 2), (128, 3, 1), (128, 3, 1)], [200])
-
-
-# The registry: adding an architecture is one entry.
-ARCHITECTURES: dict[str, Callable[[Shape, int, str], list]] = {
-    "fcnn": _fcnn((300, 200)),
-    "fcnn_small": _fcnn((150, 100)),
-    "fcnn_smaller": _fcnn((75, 50)),
-    "cnn4": _cnn4,
-    "small": _small,
-    "medium": _medium,
-    "large": _large,
-}
-
-PADDINGS = ("same", "valid")
-
-
 def build(arch: str, input_shape: Shape, num_classes: int, padding: str = "same") -> TappedNet:
-    """Build a registered architecture for inputs of shape (C, H, W)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(ARCHITECTURES)}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, not {padding!r}")
+    """Build a registered architecture (architectures.ARCHITECTURES) for inputs of shape (C, H, W)."""
+    architectures.layers(arch)   # names the registered architectures if `arch` is not one
+    if padding not in architectures.PADDINGS:
+        raise ValueError(f"padding must be one of {architectures.PADDINGS}, not {padding!r}")
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (C, H, W), not {input_shape}")
-    return TappedNet(arch, input_shape, num_classes, padding, ARCHITECTURES[arch](input_shape, num_classes, padding))
+    return TappedNet(arch, input_shape, num_classes, padding, _stages(arch, input_shape, num_classes, padding))

@@ -1,4 +1,4 @@
-"""Pair sets (SPEC 5): S examples of each of two classes, all S x S cross-class pairs.
+"""Pair sets (paper 001, Section 6): S examples of each of two classes, all S x S cross-class pairs.
 
 A pair set is sampled once, from the training split, with a seed, and saved to
 `results/pairs/{dataset}/{name}.h5`, name like `c3v7-S16-seed0`. Pair k of the grid is
@@ -14,7 +14,6 @@ S examples taken, so a larger S extends a smaller one with the same seed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +21,14 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__
-from .checkpoint import atomic_write_bytes
+from . import __version__, seeds
+from .plan import pairset_id
+from .store import atomic_write
 
 FORMAT = "layerbound-pairs-1"
 
 
-def name(classes: tuple[int, int] | list[int], per_class: int, seed: int) -> str:
-    """The pair set's name: c{a}v{b}-S{S}-seed{seed}."""
-    a, b = classes
-    return f"c{int(a)}v{int(b)}-S{int(per_class)}-seed{int(seed)}"
+name = pairset_id   # c{a}v{b}-S{S}-seed{seed}
 
 
 @dataclass
@@ -68,9 +65,9 @@ class PairSet:
         return self.x_a[torch.from_numpy(i)], self.x_b[torch.from_numpy(j)]
 
 
-def _class_seed(experiment_seed: int, dataset: str, label: int) -> int:
-    key = f"layerbound-pairs-v1|{int(experiment_seed)}|{dataset}|{int(label)}"
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+def class_seed(experiment_seed: int, dataset: str, label: int) -> int:
+    """The 64-bit numpy seed that shuffles one class of a dataset."""
+    return seeds.derive(f"layerbound-pairs-v1|{int(experiment_seed)}|{dataset}|{int(label)}", bits=64)
 
 
 def select(labels: np.ndarray, classes: tuple[int, int], per_class: int, seed: int, dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +79,7 @@ def select(labels: np.ndarray, classes: tuple[int, int], per_class: int, seed: i
         if len(idx) < per_class:
             raise ValueError(f"dataset {dataset!r} has {len(idx)} examples of class {label} in this split; "
                              f"the pair set asks for S = {per_class} per class")
-        rng = np.random.default_rng(_class_seed(seed, dataset, label))
+        rng = np.random.default_rng(class_seed(seed, dataset, label))
         chosen.append(np.sort(rng.permutation(idx)[:per_class]))
     return chosen[0], chosen[1]
 
@@ -110,7 +107,7 @@ def save(path: str | Path, pairs: PairSet) -> None:
                              "split": pairs.split, "classes": np.asarray(pairs.classes, dtype=np.int64),
                              "per_class": pairs.per_class, "seed": pairs.seed,
                              "layerbound_version": __version__})
-    atomic_write_bytes(Path(path), write)
+    atomic_write(path, write)
 
 
 def load(path: str | Path) -> PairSet:

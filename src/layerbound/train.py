@@ -6,11 +6,10 @@ outer step), evaluation, checkpoint. Configuration is a plain dataclass.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,80 +17,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__, adversary, checkpoint, data, models
+from . import __version__, adversary, checkpoint, data, models, seeds
+from .config import EvalConfig, ModelSpec, TrainConfig
 from .device import select as select_device
 
-METHODS = ("benign", "pgd", "trades")
-
-
-@dataclass
-class TrainConfig:
-    method: str = "benign"
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    norm: str = "l2"
-    eps: float = 0.0
-    steps: int = 10
-    step_size: float | None = None  # default 2.5 eps / steps
-    beta: float = 6.0               # TRADES trade-off
-    warmup_epochs: float = 0.0      # eps grows linearly from 0 over these epochs (then stays at eps)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"training method must be one of {METHODS}, not {self.method!r}")
-        if self.norm not in adversary.NORMS:
-            raise ValueError(f"norm must be one of {adversary.NORMS}, not {self.norm!r}")
-        if self.method != "benign" and self.eps <= 0:
-            raise ValueError(f"training method {self.method!r} needs a budget eps > 0")
-        if self.step_size is None and self.eps > 0:
-            self.step_size = 2.5 * self.eps / self.steps
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], not {self.warmup_epochs}")
-
-    def budget_at(self, epoch_progress: float) -> float:
-        """The training budget after `epoch_progress` epochs (a linear ramp during warm-up).
-
-        Adversarial training at the full budget from the first step can collapse to a constant
-        classifier (l2 eps = 2 on MNIST does, here); ramping eps up, as Gowal et al. 2019 do,
-        avoids that. The step size scales with the budget.
-        """
-        if self.warmup_epochs <= 0:
-            return self.eps
-        return self.eps * min(1.0, epoch_progress / self.warmup_epochs)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
-
-
-@dataclass
-class EvalConfig:
-    norm: str = "l2"
-    eps: float = 2.0
-    steps: int = 20
-    examples: int = 1000
-
-
-@dataclass
-class ModelSpec:
-    name: str
-    dataset: str
-    arch: str
-    padding: str = "same"
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def derived_seed(seed: int, *parts: Any) -> int:
-    """A 63-bit seed from the experiment seed and names, stable across runs and machines."""
-    text = "/".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+def model_seed(experiment_seed: int, model: str) -> int:
+    """The seed of model `model`'s initialization, batch order and attack noise."""
+    return seeds.derive(f"{int(experiment_seed)}/train/{model}")
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
@@ -125,9 +57,9 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
     started = time.perf_counter()
     cfg = spec.train
     dev = select_device(device)
-    model_seed = derived_seed(seed, "train", spec.name)
-    torch.manual_seed(model_seed)
-    generator = torch.Generator(device=dev).manual_seed(model_seed)
+    init_seed = model_seed(seed, spec.name)
+    torch.manual_seed(init_seed)
+    generator = torch.Generator(device=dev).manual_seed(init_seed)
 
     meta = data.info(spec.dataset)
     x_train, y_train = data.load(spec.dataset, "train", data_dir, download)
@@ -138,7 +70,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     batches_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     total_steps = cfg.epochs * batches_per_epoch
-    shuffle = torch.Generator().manual_seed(model_seed)
+    shuffle = torch.Generator().manual_seed(init_seed)
 
     history = []
     step = 0
@@ -179,7 +111,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
         "padding": spec.padding,
         "train": asdict(cfg),
         "seed": seed,
-        "model_seed": model_seed,
+        "model_seed": init_seed,
         "clean_test_accuracy": clean,
         "test_examples": len(x_test),
         "robust_test_accuracy": robust,

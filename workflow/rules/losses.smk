@@ -1,39 +1,37 @@
-# Stage 3: conflict graphs and optimal losses (SPEC 6). One loss table per merged distance file,
-# then results/summary.csv. The eps grid is a rule parameter: changing it re-runs only this stage
-# (and what reads its tables), never a collision shard. Helpers (loss_table_path, losses_targets,
-# eps_grid_json) are in common.smk.
+# Stage 3: conflict graphs and optimal losses (paper 001, Algorithm 2). One loss table per merged
+# distance file, then the summary. The eps grid is a rule parameter: changing it re-runs only this
+# stage (and what reads its tables), never a collision shard.
 
 
-localrules: losses_summary
+localrules:
+    losses_summary,
 
 
 rule losses_table:
     input:
-        "results/distances/{dataset}/{pairset}/{method}/{model}/{layer}/m{m}.h5",
+        lb_plan.pattern("distances"),
     output:
-        "results/losses/{dataset}/{pairset}/{method}/{model}/{layer}/m{m}.csv",
+        lb_plan.pattern("losses"),
     params:
         eps=eps_grid_json,
     log:
-        "results/logs/losses/{dataset}/{pairset}/{method}/{model}/{layer}/m{m}.log",
+        lb_plan.pattern("losses", under="logs", suffix=".log"),
     benchmark:
-        "results/benchmarks/losses/{dataset}/{pairset}/{method}/{model}/{layer}/m{m}.tsv"
-    wildcard_constraints:
-        **{k: v for k, v in COLLIDE_CONSTRAINTS.items() if k not in ("p", "chunk")},
+        lb_plan.pattern("losses", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "{LAYERBOUND} losses --distances {input:q} --eps-json {params.eps:q} --out {output:q} > {log:q} 2>&1"
+        "layerbound losses --distances {input:q} --eps-json {params.eps:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule losses_summary:
     input:
-        losses_targets(),
+        [u.losses_path() for u in PLAN.units.values()],
     output:
-        "results/summary.csv",
+        lb_plan.pattern("summary"),
     log:
-        "results/logs/losses/summary.log",
+        lb_plan.pattern("summary", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "{LAYERBOUND} summarize --out {output:q} {input:q} > {log:q} 2>&1"
+        "layerbound summarize --out {output:q} {input:q} > {log:q} 2>&1"

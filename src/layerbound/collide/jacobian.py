@@ -1,58 +1,40 @@
-"""Collision search: paper 001's Algorithm 1, batched over pairs, and the closed forms of SPEC 5.
+"""Paper 001's Algorithm 1: the Jacobian collision search, batched over pairs (method `jacobian`).
 
-For a feature map g = A f (f the network up to a tap, A an m x n_j Gaussian projection, or the
-identity) and a pair (x, x') from different classes, the collision distance is
-
-    d(x, x') = inf over g(x~) = g(x~') of max(||x~ - x||, ||x~' - x'||).
-
-Any collision gives an upper bound on d; the midpoint x~ = x~' = (x + x')/2 is always one, so
-d <= ||x - x'|| / 2. `search` runs Algorithm 1 (linearize the collision constraint at the current
-iterate, take a convex combination with the original pair, project onto the linearization), keeps
-the best collision whose residual ||g(x~') - g(x~)|| is small relative to the pair's feature gap
+`search` runs Algorithm 1 (linearize the collision constraint at the current iterate, take a
+convex combination with the original pair, project onto the linearization), keeps the best
+collision whose residual ||g(x~') - g(x~)|| is small relative to the pair's feature gap
 ||g(x') - g(x)||, verifies every returned collision with an independent forward pass, and falls
-back to the midpoint. The closed forms (input, projected input, affine layer) are the fast paths
-and the references the search is tested against.
+back to the midpoint (see base.py for the distance it bounds).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-Features = Callable[[torch.Tensor], torch.Tensor]
-
-# Tolerances relative to the pair's scales (feature gap for residuals, midpoint objective for the
-# objective change); float32 forward passes are only accurate to ~1e-7 of the feature magnitude.
-DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-8}
-DEFAULT_VERIFY_TOL = {torch.float32: 1e-3, torch.float64: 1e-6}
+from .base import DEFAULT_TOL, Collisions, Features, verify_tol_for
+from .options import SearchOptions
 
 # On the CPU the Jacobian rows are computed for at most this many points per forward/backward, so
 # the activations stay in cache: measured ~10% faster than 128 points for the Medium CNN.
 CPU_POINTS_PER_PASS = 64
 
 
-@dataclass
-class Collisions:
-    """Per-pair results of `search`; every tensor is on the CPU, one entry per pair."""
-
-    distance: torch.Tensor     # float64, max(||x~ - x||, ||x~' - x'||) of the best verified collision
-    objective: torch.Tensor    # float64, ||x~ - x||^2 + ||x~' - x'||^2 of that collision
-    residual: torch.Tensor     # float64, ||g(x~') - g(x~)||, recomputed by an independent forward pass
-    feature_gap: torch.Tensor  # float64, ||g(x') - g(x)||: residuals are judged relative to it
-    iterations: torch.Tensor   # int64, projection steps taken
-    converged: torch.Tensor    # bool, stopped by the tolerance test rather than the iteration cap
-    x_tilde: torch.Tensor | None = None        # the colliding points (return_points=True)
-    x_tilde_prime: torch.Tensor | None = None
+def run(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *, options: SearchOptions,
+        dtype: torch.dtype, batch_size: int, return_points: bool) -> Collisions:
+    """The registry's entry point (collide.METHODS["jacobian"]): `search` with a shard's options."""
+    return search(f, A, x, x_prime, dtype=dtype, batch_size=batch_size, return_points=return_points,
+                  progress=True, **asdict(options))
 
 
 def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *,
-           alpha: float = 1.0, gamma: float = 0.7, max_iter: int = 40, tol: float | None = None,
-           verify_tol: float | None = None, batch_size: int | None = None, rows_per_pass: int | None = None,
-           dtype: torch.dtype | None = None, return_points: bool = False, progress: bool = False) -> Collisions:
+           alpha: float = SearchOptions.alpha, gamma: float = SearchOptions.gamma,
+           max_iter: int = SearchOptions.max_iter, tol: float | None = SearchOptions.tol,
+           verify_tol: float | None = SearchOptions.verify_tol, batch_size: int | None = None,
+           rows_per_pass: int | None = SearchOptions.rows_per_pass, dtype: torch.dtype | None = None,
+           return_points: bool = False, progress: bool = False) -> Collisions:
     """Collision distances d_{A o f}(x_k, x'_k) for a batch of pairs, by Algorithm 1.
 
     f maps a batch (B, *shape) to flattened features (B, n_j); an nn.Module must be in eval mode
@@ -74,7 +56,7 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
         raise ValueError(f"x and x_prime must have the same shape, not {tuple(x.shape)} and {tuple(x_prime.shape)}")
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
     tol = DEFAULT_TOL.get(dtype, 1e-4) if tol is None else tol
-    verify_tol = DEFAULT_VERIFY_TOL.get(dtype, 1e-3) if verify_tol is None else verify_tol
+    verify_tol = verify_tol_for(dtype, verify_tol)
     if not (0 < gamma < 1 and 0 < alpha <= 1 and max_iter >= 0):
         raise ValueError("need 0 < alpha <= 1, 0 < gamma < 1 and max_iter >= 0")
     x, x_prime = x.to(dtype), x_prime.to(dtype)
@@ -97,14 +79,7 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
                                     max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
                                     rows_per_pass=rows_per_pass, points_per_pass=points_per_pass))
             bar.update(len(x[s:s + batch_size]))
-    if not parts:
-        empty = torch.zeros(0, dtype=torch.float64)
-        return Collisions(empty, empty, empty, empty, torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool))
-    fields = {}
-    for name in Collisions.__dataclass_fields__:
-        values = [getattr(p, name) for p in parts]
-        fields[name] = None if values[0] is None else torch.cat(values)
-    return Collisions(**fields)
+    return Collisions.concatenate(parts)
 
 
 def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float,
@@ -255,50 +230,3 @@ def _solve_psd(G: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         w_inv = torch.where(w > cutoff, 1 / w, torch.zeros_like(w))
         y[bad] = (Q @ (w_inv.unsqueeze(2) * (Q.transpose(1, 2) @ c[bad].unsqueeze(2)))).squeeze(2)
     return y
-
-
-# --- closed forms (SPEC 5): fast paths and references ----------------------------------------
-
-def input_distance(x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
-    """Input space: d = ||x - x'|| / 2 (float64, on the CPU)."""
-    return (x - x_prime).flatten(1).double().norm(dim=1).cpu() / 2
-
-
-def projected_input_distance(A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
-    """Input with a random projection: d = ||P (x - x')|| / 2, P the projector onto A's row space."""
-    if A is None:
-        return input_distance(x, x_prime)
-    return affine_distance(A, x, x_prime)
-
-
-def affine_distance(L: torch.Tensor, x: torch.Tensor, x_prime: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
-    """Affine feature map u -> L u + k: d = ||V^T (x - x')|| / 2, V the right singular vectors of L
-    with nonzero singular values (paper 002, Section 3.1). L is (A)H, of shape (m or n_j, n0)."""
-    V_t = row_space(L, rcond)
-    delta = (x - x_prime).flatten(1).double().cpu()
-    return (delta @ V_t.T).norm(dim=1) / 2
-
-
-def row_space(L: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
-    """V^T: an orthonormal basis (rows) of L's row space, the right singular vectors with nonzero
-    singular values (relative cutoff rcond, default max(shape) * float64 eps), float64 on the CPU."""
-    L = L.detach().double().cpu().numpy()
-    # numpy's LAPACK SVD: torch's CPU SVD costs ~10 ms even for a 10 x 100 matrix.
-    _, s, Vh = np.linalg.svd(L, full_matrices=False)
-    rcond = max(L.shape) * np.finfo(np.float64).eps if rcond is None else rcond
-    return torch.from_numpy(np.ascontiguousarray(Vh[s > rcond * s.max()]))
-
-
-def linear_part(g: Features, shape: tuple[int, ...], dtype: torch.dtype = torch.float64,
-                device: torch.device | str = "cpu", rows_per_pass: int = 256) -> torch.Tensor:
-    """The matrix L of an affine map g(u) = L u + k on inputs of `shape`, row block by row block."""
-    u = torch.zeros((1, *shape), dtype=dtype, device=device)
-    value, vjp_fn = torch.func.vjp(g, u)
-    n = value.shape[1]
-    blocks = []
-    for start in range(0, n, rows_per_pass):
-        stop = min(start + rows_per_pass, n)
-        basis = torch.eye(n, dtype=dtype, device=device)[start:stop].unsqueeze(1)
-        (rows,) = torch.func.vmap(vjp_fn)(basis)
-        blocks.append(rows.reshape(stop - start, -1).cpu())
-    return torch.cat(blocks)

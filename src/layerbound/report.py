@@ -1,0 +1,108 @@
+"""The report's layer-by-layer summary: a table (CSV) and a small self-contained HTML page."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .architectures import network_order
+from .figures_style import BASELINES, LOG2, _curve, layer_display, select_eps, training_label
+from .plan import INPUT_MODEL
+
+__all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html"]
+
+SUMMARY_COLUMNS = ["dataset", "pairset", "method", "model", "training", "m", "layer", "projections",
+                   "eps_ce_half_log2", "eval_eps", "grid_eps", "ce_at_eval_eps", "zero_one_at_eval_eps",
+                   "ce_at_max_eps", "clean_acc", "robust_acc"]
+
+
+def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
+                  taps_by_model: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+    """One row per (model, m, layer), in network order, with the baselines first in each block.
+
+    eps_ce_half_log2: the first grid eps at which the mean optimal cross-entropy reaches
+    log(2)/2 (NaN when it never does on the grid). ce/zero_one_at_eval_eps: the losses at the
+    grid eps nearest the model's robust-evaluation budget (the training budget of adversarially
+    trained models, the config's evaluation eps for benign ones).
+    """
+    rows = []
+    group_cols = ["dataset", "pairset", "method", "m"]
+    for (dataset, pairset, method, m), block in tables.groupby(group_cols, sort=False):
+        models = [o for o in dict.fromkeys(block["model"]) if o != INPUT_MODEL]
+        for model in models:
+            metrics = metrics_by_model.get(model, {"model": model})
+            taps = (taps_by_model or {}).get(model, [])
+            layers = network_order(block.loc[block["model"] == model, "layer"], taps)
+            eval_eps = float(metrics.get("robust_eval", {}).get("eps", float("nan")))
+            entries = [(INPUT_MODEL, layer) for layer in BASELINES if layer in set(block.loc[block["model"] == INPUT_MODEL, "layer"])]
+            entries += [(model, layer) for layer in layers]
+            for owner, layer in entries:
+                curve = _curve(block, owner, layer)
+                reached = curve.loc[curve["ce_mean"] >= LOG2 / 2 - 1e-12, "eps"]
+                row = select_eps(curve, eval_eps) if math.isfinite(eval_eps) else None
+                rows.append({
+                    "dataset": dataset, "pairset": pairset, "method": method, "model": model,
+                    "training": training_label(metrics) if "train" in metrics else "?", "m": int(m),
+                    "layer": layer, "projections": int(curve["projections"].max()),
+                    "eps_ce_half_log2": float(reached.min()) if len(reached) else float("nan"),
+                    "eval_eps": eval_eps,
+                    "grid_eps": float(row["eps"]) if row is not None else float("nan"),
+                    "ce_at_eval_eps": float(row["ce_mean"]) if row is not None else float("nan"),
+                    "zero_one_at_eval_eps": float(row["zero_one_mean"]) if row is not None else float("nan"),
+                    "ce_at_max_eps": float(curve["ce_mean"].iloc[-1]),
+                    "clean_acc": float(metrics.get("clean_test_accuracy", float("nan"))),
+                    "robust_acc": float(metrics.get("robust_test_accuracy", float("nan"))),
+                })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
+    """A small self-contained HTML page: one table per (model, m), layers in network order."""
+    def fmt(v, digits=3):
+        return "&ndash;" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+    never = f"&gt; {eps_max:g}" if eps_max is not None else "never"
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>layerbound: layer-by-layer summary</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em;max-width:60em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f0f0f0}"
+        "td:first-child,th:first-child{text-align:left}tr.baseline td{color:#555;font-style:italic}</style></head><body>",
+        "<h1>Layer-by-layer summary</h1>",
+        "<p>For each model and projection dimension m, layers in network order (the input-space baselines first, in "
+        "italics). <b>eps at CE = log(2)/2</b>: the first budget of the eps grid at which the optimal cross-entropy "
+        "loss (mean over projections) reaches half its ceiling log 2; larger means a more robust feature extractor. "
+        "<b>CE / 0-1 at eval eps</b>: the optimal losses at the grid budget nearest the model's robust-evaluation "
+        "budget (its training eps for PGD and TRADES models). Lower losses mean more robust features.</p>",
+    ]
+    for (dataset, pairset, method, model, m), block in summary.groupby(["dataset", "pairset", "method", "model", "m"], sort=False):
+        first = block.iloc[0]
+        parts.append(f"<h2>{html.escape(str(dataset))} / {html.escape(str(model))} ({html.escape(str(first['training']))}), "
+                     f"m = {int(m)}</h2>")
+        parts.append(f"<p>pairs {html.escape(str(pairset))}, collision method {html.escape(str(method))}; "
+                     f"clean test accuracy {fmt(first['clean_acc'])}, robust test accuracy {fmt(first['robust_acc'])} "
+                     f"(PGD, eps = {fmt(first['eval_eps'], 2)}).</p>")
+        layers = block.loc[~block["layer"].isin(BASELINES)]
+        if len(layers):
+            late = layers["eps_ce_half_log2"].fillna(np.inf)
+            ce = layers["ce_at_eval_eps"].fillna(np.inf)
+            best = ", ".join(html.escape(str(v)) for v in layers.loc[late == late.max(), "layer"])
+            lowest = ", ".join(html.escape(str(v)) for v in layers.loc[ce == ce.min(), "layer"])
+            reach = never if not math.isfinite(late.max()) else f"eps = {late.max():g}"
+            parts.append(f"<p>Latest to reach log(2)/2 (most robust): <b>{best}</b> ({reach}); lowest cross-entropy "
+                         f"at eps = {fmt(first['grid_eps'], 2)}: <b>{lowest}</b> ({fmt(ce.min())}).</p>")
+        parts.append("<table><tr><th>layer</th><th>projections</th><th>eps at CE = log(2)/2</th>"
+                     f"<th>CE at eps = {fmt(first['grid_eps'], 2)}</th><th>0-1 at eps = {fmt(first['grid_eps'], 2)}</th>"
+                     "<th>CE at largest eps</th></tr>")
+        for _, row in block.iterrows():
+            cls = " class='baseline'" if row["layer"] in BASELINES else ""
+            half = never if not math.isfinite(row["eps_ce_half_log2"]) else f"{row['eps_ce_half_log2']:g}"
+            parts.append(f"<tr{cls}><td>{html.escape(layer_display(row['layer'], int(m)))}</td><td>{int(row['projections'])}</td>"
+                         f"<td>{half}</td><td>{fmt(row['ce_at_eval_eps'])}</td><td>{fmt(row['zero_one_at_eval_eps'])}</td>"
+                         f"<td>{fmt(row['ce_at_max_eps'])}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,142 @@
+"""The plan (config -> units, paths, figures), the schema as the one source of defaults, and the
+torch-free planning layer the workflow parses with."""
+
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from layerbound import architectures, collide, config, models, plan
+from layerbound.collide import CollisionOptions, SearchOptions, jacobian
+from layerbound.config import load as load_config
+from layerbound.config import validate
+from workflow_helpers import ROOT, job_counts, run_snakemake
+
+DATASETS = [("mnist5k", (1, 28, 28), 10), ("cifar100", (3, 32, 32), 100)]
+
+
+@pytest.mark.parametrize("arch", list(architectures.ARCHITECTURES))
+@pytest.mark.parametrize("padding", architectures.PADDINGS)
+@pytest.mark.parametrize("dataset,shape,classes", DATASETS)
+def test_widths_by_arithmetic_equal_the_built_network(arch, padding, dataset, shape, classes):
+    # The plan computes n_j without torch; the network built from the same spec must agree, in order.
+    expected = models.build(arch, shape, classes, padding).tap_widths()
+    widths = architectures.tap_widths(arch, shape, classes, padding)
+    assert list(widths.items()) == list(expected.items())
+    assert architectures.tap_names(arch) == models.build(arch, shape, classes, padding).taps
+
+
+def test_planning_imports_neither_torch_nor_matplotlib():
+    code = ("import sys; from layerbound import config, plan; "
+            f"p = plan.Plan(config.load({str(ROOT / 'config.yaml')!r})); assert p.all_targets(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'numba', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_schema_defaults_fill_every_section_and_the_dataclasses_use_them():
+    filled = validate({"models": {"a": {"dataset": "mnist5k", "arch": "fcnn"}}})
+    schema = yaml.safe_load(config.SCHEMA.read_text())
+    assert set(filled) == set(schema["properties"])   # every section present after validation
+    assert filled["models"]["a"]["padding"] == "same"
+    search = filled["collision"]["search"]
+    assert SearchOptions() == SearchOptions(**search)
+    assert CollisionOptions().chunk_size == filled["collision"]["chunk_size"]
+    assert config.TrainConfig().epochs == filled["training"]["epochs"]
+    assert config.EvalConfig().examples == filled["evaluation"]["examples"]
+    # The search's keyword defaults are the same values (one source: the schema).
+    defaults = {k: v.default for k, v in inspect.signature(jacobian.search).parameters.items()}
+    assert all(defaults[k] == v for k, v in search.items())
+    # A model's own train block overrides the global training defaults, key by key.
+    filled = validate({"training": {"epochs": 2}, "models": {"a": {"dataset": "mnist5k", "arch": "fcnn",
+                                                                   "train": {"lr": 0.5}}}})
+    spec = config.model_specs(filled)["a"]
+    assert (spec.train.epochs, spec.train.lr, spec.train.batch_size) == (2, 0.5, 64)
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda c: c.update(modles={}), "(top level): Additional properties are not allowed ('modles' was unexpected)"),
+    (lambda c: c["collision"].update(m=[0]), "collision.m[0]: 0 is less than the minimum of 1"),
+    (lambda c: c["models"]["medium_pgd2"]["train"].update(eps="two"), "models.medium_pgd2.train.eps: 'two'"),
+])
+def test_a_bad_key_is_named_in_one_line(mutate, needle):
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    mutate(raw)
+    with pytest.raises(config.ConfigError) as err:
+        validate(raw)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_collision_options_json_round_trips_and_keeps_the_v1_format():
+    options = CollisionOptions(chunk_size=8, method_options=SearchOptions(gamma=0.9))
+    assert CollisionOptions.from_dict(json.loads(options.to_json())) == options
+    # The JSON (and so every shard's config_digest) has the shape shards have always recorded.
+    assert json.loads(options.to_json()) == {
+        "method": "jacobian", "dtype": "float32", "batch_size": 64, "chunk_size": 8, "keep_points": 4,
+        "search": {"alpha": 1.0, "gamma": 0.9, "max_iter": 40, "tol": None, "verify_tol": None, "rows_per_pass": None}}
+    with pytest.raises(ValueError, match="unknown collision method 'cone'"):
+        CollisionOptions.from_dict({"method": "cone"})
+    with pytest.raises(ValueError, match="unknown collision.search options: step"):
+        CollisionOptions.from_dict({"search": {"step": 1}})
+    assert set(collide.METHODS) == set(config.schema()["properties"]["collision"]["properties"]["methods"]["items"]["enum"])
+
+
+def test_paths_come_from_one_pattern_each():
+    unit = plan.Unit("mnist5k", "c3v7-S8-seed0", "jacobian", "net", "conv1", 10, 6272, 2, 1)
+    assert unit.merged_path() == "results/distances/mnist5k/c3v7-S8-seed0/jacobian/net/conv1/m10.h5"
+    assert unit.shard_paths("out")[1] == "out/shards/mnist5k/c3v7-S8-seed0/jacobian/net/conv1/m10/p1/c0.h5"
+    assert unit.losses_path() == "results/losses/mnist5k/c3v7-S8-seed0/jacobian/net/conv1/m10.csv"
+    assert plan.pattern("shard", under="logs", suffix=".log") == \
+        "results/logs/shards/{dataset}/{pairset}/{collision_method}/{model}/{layer}/m{m}/p{p}/c{chunk}.log"
+    assert plan.pattern("figure_layers", suffix=".png").endswith("/layers/{model}/m{m}.png")
+
+
+def test_plan_of_the_default_config():
+    config = load_config(ROOT / "config.yaml")
+    units = plan.units(config)
+    collision = config["collision"]
+    net_units = [u for u in units if u.model != plan.INPUT_MODEL]
+    model_names = list(config["models"]) if collision["models"] == "all" else collision["models"]
+    assert {u.model for u in net_units} == set(model_names)
+    medium = [u for u in net_units if u.model == model_names[0]]
+    assert [u.layer for u in medium][:7] == ["conv1", "conv2", "conv3", "conv4", "fc5", "fc6", "logits"][:len(medium)]
+    for u in units:
+        expected = 1 if (u.layer == "input" or u.m >= u.n_j) else collision["projections"]
+        assert u.projections == expected
+        assert len(u.shards()) == u.projections * u.chunks
+    assert {u.layer for u in units if u.model == plan.INPUT_MODEL} == {"input", "input_rp"}
+    # Every shard path is distinct.
+    paths = [p for u in units for p in u.shard_paths()]
+    assert len(paths) == len(set(paths))
+
+
+def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
+    # The collide rules with a tiny config: every shard of the plan and one merge per unit.
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["models"] = {"tiny": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "benign"}}}
+    config["pairs"] = {"classes": [3, 7], "per_class": 3}
+    config["collision"].update({"m": [5, 10], "projections": 2, "chunk_size": 4})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "Snakefile").write_text(
+        "from layerbound.config import validate\n"
+        f'configfile: "{tmp_path}/config.yaml"\n'
+        "validate(config)\n"
+        f'include: "{ROOT}/workflow/rules/common.smk"\n'
+        f'include: "{ROOT}/workflow/rules/train.smk"\n'
+        f'include: "{ROOT}/workflow/rules/collide.smk"\n'
+        "rule all:\n    input: [u.merged_path() for u in PLAN.units.values()]\n    default_target: True\n")
+    out = run_snakemake(tmp_path, "-n", "-c1", "--quiet", "rules", snakefile=tmp_path / "Snakefile")
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = job_counts(out.stdout)
+    units = plan.units(validate(config))
+    # fcnn_smaller taps fc1 (75), fc2 (50), logits (10: projected at m = 5 only) at m = 5, 10; input
+    # (never projected), input_rp; 9 pairs in 3 chunks.
+    assert len(units) == 3 * 2 + 2 * 2
+    assert counts["collide_merge"] == len(units)
+    assert counts["collide_shard"] == sum(len(u.shards()) for u in units) == 3 * (2 + 2 + 2 + 2 + 2 + 1 + 1 + 1 + 2 + 2)
+    assert counts["pairs_sample"] == 1 and counts["train_model"] == 1
+
+
