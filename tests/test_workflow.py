@@ -59,37 +59,6 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
     assert counts["losses_table"] == counts["collide_merge"]
 
 
-def rule_resources(stdout: str) -> dict[str, set[str]]:
-    """rule name -> the distinct 'resources:' lines of its jobs in a dry run's output."""
-    found: dict[str, set[str]] = {}
-    rule = None
-    for line in stdout.splitlines():
-        if line.lstrip().startswith(("rule ", "localrule ")):  # indented inside group jobs
-            rule = line.split()[1].rstrip(":")
-        elif line.strip().startswith("resources:") and rule is not None:
-            found.setdefault(rule, set()).add(line.strip())
-    return found
-
-
-def test_slurm_profile_gives_gpus_to_training_and_collisions_only(tmp_path):
-    result = run_snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"),
-                           configfile=ROOT / "config.yaml")
-    assert result.returncode == 0, result.stderr[-3000:]
-    resources = rule_resources(result.stdout)
-    gpu_rules = {"train_model", "collide_shard"}
-    assert gpu_rules <= set(resources)
-    for rule, lines in resources.items():
-        for line in lines:
-            has_gpu = "gpu=1" in line
-            assert has_gpu == (rule in gpu_rules), f"{rule}: {line}"
-    (train,) = resources["train_model"]
-    assert "cpus_per_task=8" in train and "mem_mb=32000" in train and "runtime=360" in train
-    assert all("runtime=60" in line and "mem_mb=24000" in line for line in resources["collide_shard"])
-    assert all("runtime=30" in line and "cpus_per_task=1" in line for line in resources["pairs_sample"])
-    # Many small shard jobs go out together as group jobs.
-    assert "Group job shards" in result.stdout
-
-
 def tiny_config() -> dict:
     """The default experiment shrunk to a couple of minutes: two small FCNNs, S = 4, m = 5."""
     return {

@@ -96,12 +96,15 @@ def defaults(section: str) -> dict[str, Any]:
 
 
 def job_environment(config: dict[str, Any]) -> dict[str, str]:
-    """Where jobs run and read data: the defaults of the `layerbound` command's --device,
-    --data-dir and --download (set by the workflow, so they are not rule parameters). A
-    LAYERBOUND_DEVICE already in the environment overrides the config's device."""
+    """The environment of the workflow's jobs: where they run and read data (the defaults of the
+    `layerbound` command's --device, --data-dir and --download, so they are not rule parameters;
+    a LAYERBOUND_DEVICE already set overrides the config's device) and where the package is."""
     device = os.environ.get("LAYERBOUND_DEVICE", config["device"])
+    # The rules run `python -m layerbound` with this checkout's src/ first on the path, so the
+    # code that runs is the workflow's own, in the venv and in the rules' conda environment alike.
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
     return {"LAYERBOUND_DEVICE": device, "LAYERBOUND_DATA_DIR": config["data_dir"],
-            "LAYERBOUND_DOWNLOAD": "1" if config["download"] else "0"}
+            "LAYERBOUND_DOWNLOAD": "1" if config["download"] else "0", "PYTHONPATH": path}
 
 
 # --- training jobs (the dataclasses the training code takes) ------------------------------------

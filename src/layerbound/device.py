@@ -1,17 +1,73 @@
-"""Automatic device selection: cuda when present, overridable by config or LAYERBOUND_DEVICE."""
+"""Which device a job runs on: CUDA when present (`auto`), or what the config asks for.
+
+`device: cuda` on a node where PyTorch sees no GPU fails at once (DeviceUnavailable), naming why.
+`auto` never fails, but when the scheduler gave the job a GPU (SLURM_JOB_GPUS and friends) and
+PyTorch cannot use it (a CPU-only build, a driver problem), it says so loudly: the job would
+otherwise run on the CPU, correctly but many times slower, without a word.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
+from .errors import LayerboundError
+
+# Variables through which SLURM (and CUDA) tell a job which GPUs it was given.
+GPU_ALLOCATION_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "CUDA_VISIBLE_DEVICES")
+
+
+class DeviceUnavailable(LayerboundError, RuntimeError):
+    """The requested device cannot be used on this machine."""
+
+
+def allocated_gpus() -> dict[str, str]:
+    """The scheduler's GPU allocation of this job, as the variables that announce it (empty: none)."""
+    found = {name: os.environ[name] for name in GPU_ALLOCATION_VARIABLES if os.environ.get(name, "").strip()}
+    if found.get("CUDA_VISIBLE_DEVICES", "").strip() in ("-1", "NoDevFiles"):
+        found.pop("CUDA_VISIBLE_DEVICES")
+    return found
+
+
+def _why_no_cuda() -> str:
+    if torch.version.cuda is None:
+        return f"this PyTorch ({torch.__version__}) is a CPU-only build"
+    return f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU"
+
 
 def select(requested: str | None = "auto") -> torch.device:
-    requested = os.environ.get("LAYERBOUND_DEVICE", requested or "auto")
+    """The device for `requested` (auto, cpu, cuda, cuda:1, mps); LAYERBOUND_DEVICE overrides it."""
+    requested = os.environ.get("LAYERBOUND_DEVICE") or requested or "auto"
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} was requested but CUDA is not available on this machine")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        gpus = allocated_gpus()
+        if gpus:
+            given = ", ".join(f"{k}={v}" for k, v in gpus.items())
+            print(f"WARNING: this job was given a GPU ({given}) but {_why_no_cuda()}: running on the CPU. "
+                  "Install a CUDA build of PyTorch in the job's environment (see the README's SLURM section).",
+                  file=sys.stderr, flush=True)
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise DeviceUnavailable(f"device {requested!r} is not a device name (auto, cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(f"device {requested!r} was requested (config `device` or LAYERBOUND_DEVICE), "
+                                    f"but {_why_no_cuda()} on this machine; use `device: auto` to fall back to the CPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceUnavailable(f"device {requested!r} was requested, but only {torch.cuda.device_count()} "
+                                    "GPU(s) are visible")
     return device
+
+
+def describe(device: torch.device) -> str:
+    """One line naming the device a job runs on (for its log)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return f"device: {device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    return f"device: {device} ({torch.get_num_threads()} threads)"

@@ -35,6 +35,7 @@ from . import __version__, checkpoint, features, projection
 from . import pairs as pairsets
 from .collide import CollisionOptions, closed_form
 from .collide.base import Features, verify_tol_for
+from .device import describe as describe_device
 from .device import select as select_device
 from .errors import ShardError
 from .plan import INPUT_LAYERS, INPUT_MODEL, Shard, is_projected
@@ -69,6 +70,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         raise ValueError(f"shard method {s.collision_method!r} differs from the options' method {options.method!r}")
     started = time.perf_counter()
     dev = select_device(str(device)) if not isinstance(device, torch.device) else device
+    log(describe_device(dev))
     dtype = getattr(torch, options.dtype)
     pairs = pairsets.load(pairs_file)
     if pairs.name != s.pairset or pairs.dataset != s.dataset:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, adversary, checkpoint, data, models, seeds
 from .config import EvalConfig, ModelSpec, TrainConfig
+from .device import describe as describe_device
 from .device import select as select_device
 
 def model_seed(experiment_seed: int, model: str) -> int:
@@ -57,6 +59,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
     started = time.perf_counter()
     cfg = spec.train
     dev = select_device(device)
+    print(describe_device(dev), file=sys.stderr, flush=True)
     init_seed = model_seed(seed, spec.name)
     torch.manual_seed(init_seed)
     generator = torch.Generator(device=dev).manual_seed(init_seed)

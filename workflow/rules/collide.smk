@@ -19,7 +19,7 @@ rule pairs_sample:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound sample-pairs --dataset {wildcards.dataset:q} {params.args} --out {output:q} > {log:q} 2>&1"
+        "python -m layerbound sample-pairs --dataset {wildcards.dataset:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule collide_shard:
@@ -40,7 +40,7 @@ rule collide_shard:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound collide-shard --pairs {input.pairs:q} {params.model_args}"
+        "python -m layerbound collide-shard --pairs {input.pairs:q} {params.model_args}"
         " --model {wildcards.model:q} --layer {wildcards.layer:q} --m {wildcards.m} --projection {wildcards.p}"
         " --chunk {wildcards.chunk} --collision-method {wildcards.collision_method:q} --seed {params.seed}"
         " --options-json {params.options:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
@@ -60,4 +60,4 @@ rule collide_merge:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound merge --projections {params.projections} --out {output:q} {input:q} > {log:q} 2>&1"
+        "python -m layerbound merge --projections {params.projections} --out {output:q} {input:q} > {log:q} 2>&1"

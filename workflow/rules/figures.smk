@@ -21,7 +21,7 @@ rule figures_layers:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound figures layers --metrics {input.metrics:q} --png {output.png:q} --pdf {output.pdf:q}"
+        "python -m layerbound figures layers --metrics {input.metrics:q} --png {output.png:q} --pdf {output.pdf:q}"
         " {input.tables:q} > {log:q} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule figures_zero_one:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound figures zero-one --metrics {input.metrics:q} --png {output.png:q} --pdf {output.pdf:q}"
+        "python -m layerbound figures zero-one --metrics {input.metrics:q} --png {output.png:q} --pdf {output.pdf:q}"
         " {input.tables:q} > {log:q} 2>&1"
 
 
@@ -65,7 +65,7 @@ rule figures_m_sweep:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound figures m-sweep --metrics {input.metrics:q} --layer {params.layer:q}"
+        "python -m layerbound figures m-sweep --metrics {input.metrics:q} --layer {params.layer:q}"
         " --png {output.png:q} --pdf {output.pdf:q} {input.tables:q} > {log:q} 2>&1"
 
 
@@ -89,7 +89,7 @@ rule figures_collisions:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound figures collisions --metrics {input.metrics:q} --pairs {input.pairs:q}"
+        "python -m layerbound figures collisions --metrics {input.metrics:q} --pairs {input.pairs:q}"
         " --pair {params.pair} --projection {params.projection}"
         " --png {output.png:q} --pdf {output.pdf:q} {input.merged:q} > {log:q} 2>&1"
 
@@ -113,7 +113,7 @@ rule figures_training_methods:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound figures training-methods --metrics {input.metrics:q} --eps-json {params.eps:q}"
+        "python -m layerbound figures training-methods --metrics {input.metrics:q} --eps-json {params.eps:q}"
         " --png {output.png:q} --pdf {output.pdf:q} {input.tables:q} > {log:q} 2>&1"
 
 
@@ -138,5 +138,5 @@ rule figures_summary:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound figures summary --summary {input.summary:q} --metrics {input.metrics:q}"
+        "python -m layerbound figures summary --summary {input.summary:q} --metrics {input.metrics:q}"
         " --html {output.html:q} --csv {output.csv:q} > {log:q} 2>&1"

@@ -21,7 +21,7 @@ rule losses_table:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound losses --distances {input:q} --eps-json {params.eps:q} --out {output:q} > {log:q} 2>&1"
+        "python -m layerbound losses --distances {input:q} --eps-json {params.eps:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule losses_summary:
@@ -34,4 +34,4 @@ rule losses_summary:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound summarize --out {output:q} {input:q} > {log:q} 2>&1"
+        "python -m layerbound summarize --out {output:q} {input:q} > {log:q} 2>&1"

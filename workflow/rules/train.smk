@@ -18,5 +18,5 @@ rule train_model:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "layerbound train --model {wildcards.model:q} --job-json {params.job:q} --out {output.checkpoint:q}"
+        "python -m layerbound train --model {wildcards.model:q} --job-json {params.job:q} --out {output.checkpoint:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -9,11 +9,13 @@ back to the midpoint (see base.py for the distance it bounds).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 
 import torch
 from tqdm.auto import tqdm
 
+from . import memory
 from .base import DEFAULT_TOL, Collisions, Features, verify_tol_for
 from .options import SearchOptions
 
@@ -43,7 +45,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     `dtype` (default: x's floating dtype); f must accept that dtype. `tol` is the convergence
     threshold of Algorithm 1 (residual relative to the feature gap, objective change relative to
     the midpoint objective); `verify_tol` the relative residual under which a collision counts.
-    Pairs are processed `batch_size` at a time (default: all). `rows_per_pass` is how many of the
+    Pairs are processed `batch_size` at a time (default: all; on a CUDA device at most as many as
+    its free memory holds, measured by memory.gpu_batch_size). `rows_per_pass` is how many of the
     m Jacobian rows one batched backward pass computes (default: all m on accelerators, 1 on the
     CPU, where the smaller working set measured ~1.5x faster for the Medium CNN at 64 pairs); on
     the CPU the rows are also computed CPU_POINTS_PER_PASS points at a time, for the same reason.
@@ -69,6 +72,13 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
             return f(u) @ A_t
 
     batch_size = batch_size or max(len(x), 1)
+    if x.device.type == "cuda" and len(x):
+        # One search step on a few pairs measures the memory a pair needs on this device.
+        def step(n: int) -> Collisions:
+            return algorithm1(g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=1, tol=tol,
+                              verify_tol=verify_tol, rows_per_pass=rows_per_pass)
+        log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
+        batch_size = memory.gpu_batch_size(step, len(x), batch_size, x.device, log)
     if rows_per_pass is None:
         rows_per_pass = 1 if x.device.type == "cpu" else None
     points_per_pass = CPU_POINTS_PER_PASS if x.device.type == "cpu" else None
