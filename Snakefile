@@ -1,7 +1,9 @@
 # layerbound: layer-by-layer lower bounds on adversarial loss. Setup only; stages live in workflow/rules/.
+import sys
+
 from snakemake.utils import min_version
 
-from layerbound.config import validate
+from layerbound.config import ConfigError, validate
 
 min_version("9.0")
 
@@ -16,9 +18,12 @@ if not workflow.config_settings.configfiles:
 report: "workflow/report/workflow.rst"
 
 
-# Checks every key against workflow/schemas/config.schema.yaml and fills in its defaults; a bad
-# key fails here, in one line that names it.
-validate(config)
+# Checks every key against workflow/schemas/config.schema.yaml (and the constraints across keys)
+# and fills in its defaults; a bad key fails here, before any job is planned, in one line.
+try:
+    validate(config)
+except ConfigError as err:
+    sys.exit(f"layerbound: {err}")
 
 
 include: "workflow/rules/common.smk"

@@ -173,7 +173,9 @@ def _write_collision_files(tmp_path, S=3, P=2, K=2):
         x_tilde_prime = rng.random((projections, K, 1, 28, 28), dtype=np.float32)
         path = tmp_path / f"{layer}.h5"
         with h5py.File(path, "w") as h5:
-            h5["distances"] = rng.random((projections, S, S))
+            bounds = np.linalg.norm((x_a[:, None] - x_b[None]).reshape(S, S, -1), axis=2) / 2
+            h5["midpoint_bounds"] = bounds
+            h5["distances"] = rng.random((projections, S, S)) * bounds   # a collision is never past the midpoint
             h5["residuals"] = np.zeros((projections, S, S))
             h5["points/pair"] = np.arange(K)
             h5["points/x_tilde"] = x_tilde

@@ -47,7 +47,13 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
     fails with a message naming the file and every differing field.
     """
     path = Path(path)
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:   # a foreign pickle, a truncated file: refused without running any code
+        raise CheckpointMismatch(f"{path} is not a loadable checkpoint ({type(err).__name__}): delete it so "
+                                 "Snakemake retrains it") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointMismatch(f"{path} is not a layerbound checkpoint (format {FORMAT!r})")
     stored = {"arch": payload["arch"], "input_shape": tuple(payload["input_shape"]),
@@ -56,8 +62,8 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
         wanted = {k: (tuple(v) if k == "input_shape" else v) for k, v in expect.items()}
         diffs = [f"{k}: checkpoint has {stored[k]!r}, config asks for {v!r}" for k, v in wanted.items() if stored[k] != v]
         if diffs:
-            raise CheckpointMismatch(f"checkpoint {path} does not match the configuration:\n  " + "\n  ".join(diffs)
-                                     + "\n  delete it (or fix the config) so Snakemake retrains it")
+            raise CheckpointMismatch(f"checkpoint {path} does not match the configuration ({'; '.join(diffs)}): "
+                                     "delete it (or fix the config) so Snakemake retrains it")
     model = models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()

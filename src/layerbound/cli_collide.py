@@ -56,6 +56,10 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
         if unit is None:
             raise ConfigError(f"the config asks for no distances of model {args.model!r}, layer {args.layer!r}, "
                               f"m={args.m}, collision method {method!r}")
+        for option, value, count in (("projection", args.projection, unit.projections), ("chunk", args.chunk, unit.chunks)):
+            if not 0 <= value < count:
+                raise ConfigError(f"--{option} {value} is out of range: {args.model}/{args.layer} at m={args.m} has "
+                                  f"{option}s 0..{count - 1} in this config")
         spec = plan.Shard(*unit.key, args.projection, args.chunk)
         pairs_file = args.pairs or plan.path("pairs", args.results, dataset=unit.dataset, pairset=unit.pairset)
         checkpoint_file = args.checkpoint or (None if args.model == plan.INPUT_MODEL else

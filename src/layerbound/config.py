@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from . import dataset_info
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +61,9 @@ def _where(path) -> str:
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Validate `config` in place, fill in every default, and return it.
 
-    Raises ConfigError with one line naming the key and what is allowed.
+    Checks the schema, that every number is finite, and the constraints across keys (classes and
+    S against the dataset's class counts, figure indices against the grid). Raises ConfigError
+    with one line naming the key and what is allowed.
     """
     import jsonschema
 
@@ -73,7 +77,47 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         # For oneOf/anyOf the deepest sub-error names the actual problem.
         best = jsonschema.exceptions.best_match([err])
         raise ConfigError(f"invalid configuration key {_where(best.absolute_path)}: {best.message}")
+    # JSON Schema's bounds let NaN through (every comparison with it is false), and YAML reads
+    # .nan and .inf as numbers: no number of a config may be either.
+    for where, value in _numbers(config):
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid configuration key {_where(where)}: {value} is not a finite number")
+    check_across_keys(config)
     return config
+
+
+def check_across_keys(config: dict[str, Any]) -> None:
+    """The checks across keys that the schema cannot express, from tables alone (no data loaded):
+    each failure is one line naming the key and what is allowed."""
+    a, b = (int(c) for c in config["pairs"]["classes"])
+    per_class = int(config["pairs"]["per_class"])
+    if a == b:
+        raise ConfigError(f"pairs.classes: the two classes must differ, not [{a}, {b}]")
+    for dataset in sorted({entry["dataset"] for entry in config["models"].values()}):
+        meta = dataset_info.info(dataset)
+        for c in (a, b):
+            if not 0 <= c < meta.num_classes:
+                raise ConfigError(f"pairs.classes: {c} is not a class of {dataset} (classes 0..{meta.num_classes - 1})")
+        available = min(meta.train_per_class[a], meta.train_per_class[b])
+        if per_class > available:
+            raise ConfigError(f"pairs.per_class = {per_class}, but {dataset} has {available} training examples of "
+                              f"class {a if meta.train_per_class[a] <= meta.train_per_class[b] else b} "
+                              f"(allowed 1..{available})")
+    projections, shown = int(config["collision"]["projections"]), int(config["figures"]["collision_projection"])
+    if shown >= projections:
+        raise ConfigError(f"figures.collision_projection = {shown}, but collision.projections = {projections} "
+                          f"(allowed 0..{projections - 1})")
+
+
+def _numbers(node: Any, where: tuple = ()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numbers(value, where + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _numbers(value, where + (index,))
+    elif isinstance(node, float):
+        yield where, node
 
 
 def load(path: str | Path) -> dict[str, Any]:

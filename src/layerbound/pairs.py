@@ -112,6 +112,9 @@ def save(path: str | Path, pairs: PairSet) -> None:
 
 def load(path: str | Path) -> PairSet:
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pair set {path} does not exist: sample it first (`layerbound sample-pairs`, "
+                                "the workflow's pairs_sample rule)")
     with h5py.File(path, "r") as h5:
         if h5.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not a layerbound pair set (format {FORMAT!r})")

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, features, projection
+from . import __version__, checkpoint, dataset_info, features, projection
 from . import pairs as pairsets
 from .collide import CollisionOptions, closed_form
 from .collide.base import Features, verify_tol_for
@@ -41,10 +41,15 @@ from .errors import ShardError
 from .plan import INPUT_LAYERS, INPUT_MODEL, Shard, is_projected
 from .store import file_digest, plain, write_h5
 
-SHARD_FORMAT = "layerbound-shard-1"
-MERGED_FORMAT = "layerbound-distances-1"
-COLUMNS = ("pair", "i", "j", "distance", "objective", "residual", "feature_gap", "iterations", "converged")
-FLOAT_COLUMNS = ("distance", "objective", "residual", "feature_gap")
+SHARD_FORMAT = "layerbound-shard-2"
+MERGED_FORMAT = "layerbound-distances-2"
+COLUMNS = ("pair", "i", "j", "distance", "midpoint_bound", "objective", "residual", "feature_gap", "iterations",
+           "converged")
+FLOAT_COLUMNS = ("distance", "midpoint_bound", "objective", "residual", "feature_gap")
+# A distance is a max of two norms of a collision no farther than the midpoint's, so it lies in
+# [0, ||x - x'|| / 2]; the search computes it in float32, so above the bound is allowed this
+# relative slack (float32 rounding), and nothing more.
+BOUND_RTOL = 1e-5
 # Attributes every shard of one merged file must share (the rest: projection, projection_seed,
 # chunk, device, solver).
 AGREE = ("format", "dataset", "pairset", "method", "model", "layer", "m", "n_j", "projected",
@@ -88,7 +93,13 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
     else:
         if checkpoint_file is None:
             raise ValueError(f"model {s.model!r} needs its checkpoint")
-        net = checkpoint.load(checkpoint_file, expect={"arch": arch} if arch else None)
+        if not Path(checkpoint_file).is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint_file} does not exist: train model {s.model!r} first "
+                                    "(`layerbound train`, the workflow's train_model rule)")
+        # The network must take the pair set's images and have the dataset's classes, not only the
+        # configured architecture: another class count would give a logits tap of another width.
+        expect = {"input_shape": pairs.input_shape, "num_classes": dataset_info.info(pairs.dataset).num_classes}
+        net = checkpoint.load(checkpoint_file, expect={"arch": arch, **expect} if arch else expect)
         if s.layer not in net.taps + net.pre_activation_taps:
             raise ValueError(f"model {s.model!r} ({net.arch}) has no tap {s.layer!r}; taps: {', '.join(net.taps)}")
         n_j = net.tap_widths()[s.layer]
@@ -121,7 +132,8 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
     i, j = pairs.grid(k)
     columns = {
         "pair": k, "i": i, "j": j,
-        "distance": result.distance.numpy(), "objective": result.objective.numpy(),
+        "distance": result.distance.numpy(), "midpoint_bound": closed_form.input_distance(x, x_prime).numpy(),
+        "objective": result.objective.numpy(),
         "residual": result.residual.numpy(), "feature_gap": result.feature_gap.numpy(),
         "iterations": result.iterations.numpy().astype(np.int32), "converged": result.converged.numpy().astype(bool),
     }
@@ -172,7 +184,9 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         with h5py.File(path, "r") as h5:
             attrs = {k: plain(v) for k, v in h5.attrs.items()}
             if attrs.get("format") != SHARD_FORMAT:
-                raise ShardError(f"{path} is not a layerbound shard (format {attrs.get('format')!r}, expected {SHARD_FORMAT!r})")
+                raise ShardError(f"{path} is not a layerbound shard of this version (format "
+                                 f"{attrs.get('format')!r}, expected {SHARD_FORMAT!r}); delete it and run the "
+                                 "workflow again to recompute it")
             missing = [c for c in COLUMNS if c not in h5]
             if missing:
                 raise ShardError(f"shard {path} lacks the columns {', '.join(missing)}")
@@ -180,8 +194,9 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             if "points" in h5:
                 for name in ("pair", "x_tilde", "x_tilde_prime"):
                     columns[f"points/{name}"] = h5["points"][name][()]
-    except OSError as err:
-        raise ShardError(f"shard {path} cannot be read: {err}") from None
+    except (OSError, KeyError) as err:
+        raise ShardError(f"shard {path} cannot be read ({err}): it is corrupt or was cut short; delete it and run "
+                         "the workflow again to recompute it") from None
     lengths = {c: len(columns[c]) for c in COLUMNS}
     if len(set(lengths.values())) != 1:
         raise ShardError(f"shard {path} has columns of different lengths: {lengths}")
@@ -229,6 +244,13 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
             bad = ~np.isfinite(columns[c])
             if bad.any():
                 raise ShardError(f"shard {path} has non-finite {c} for pairs {k[bad][:5].tolist()}")
+        d, bound = columns["distance"], columns["midpoint_bound"]
+        bad = outside_bounds(d, bound)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ShardError(f"shard {path}: pair {k[row]} (i={k[row] // S}, j={k[row] % S}) has distance {float(d[row])!r}, "
+                             f"outside [0, {float(bound[row])!r}] (0 to its midpoint bound ||x - x'||/2); delete the "
+                             "shard and run the workflow again")
 
     owner = np.full((P, N), -1, dtype=np.int64)
     merged = {c: np.zeros((P, N), dtype=np.float64) for c in FLOAT_COLUMNS}
@@ -265,7 +287,8 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
 
     shape = (P, S, S)
     out_columns: dict[str, np.ndarray] = {
-        "distances": merged["distance"].reshape(shape), "residuals": merged["residual"].reshape(shape),
+        "distances": merged["distance"].reshape(shape), "midpoint_bounds": merged["midpoint_bound"][0].reshape(S, S),
+        "residuals": merged["residual"].reshape(shape),
         "objectives": merged["objective"].reshape(shape), "feature_gaps": merged["feature_gap"].reshape(shape),
         "iterations": iterations.reshape(shape), "converged": converged.reshape(shape),
         "projection_seeds": np.array([projection.seed(ref["experiment_seed"], ref["model"], ref["layer"], ref["m"], p)
@@ -291,14 +314,37 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
     return Path(out)
 
 
+def outside_bounds(distances: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Where a distance is negative or above its midpoint bound beyond BOUND_RTOL (or NaN)."""
+    return ~((distances >= 0) & (distances <= bounds * (1 + BOUND_RTOL)))
+
+
+def check_distances(distances: np.ndarray, bounds: np.ndarray, where: str) -> None:
+    """Refuse distances that no collision can have: negative, or above the pair's midpoint bound
+    ||x - x'|| / 2 (beyond BOUND_RTOL). `distances` is (projections, S, S), `bounds` (S, S); the
+    error names `where` and the first such pair."""
+    limit = np.broadcast_to(bounds, distances.shape)
+    bad = outside_bounds(distances, limit)
+    if bad.any():
+        p, i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ShardError(f"{where}: pair (i={i}, j={j}) of projection {p} has distance {float(distances[p, i, j])!r}, "
+                         f"outside [0, {float(limit[p, i, j])!r}] (0 to its midpoint bound ||x - x'||/2); "
+                         "delete the file and run the workflow again")
+
+
 def read_merged(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays and attributes of a merged distance file."""
+    """The arrays and attributes of a merged distance file, its distances checked against their bounds."""
     path = Path(path)
-    with h5py.File(path, "r") as h5:
-        attrs = {k: plain(v) for k, v in h5.attrs.items()}
-        if attrs.get("format") != MERGED_FORMAT:
-            raise ShardError(f"{path} is not a merged distance file (format {MERGED_FORMAT!r})")
-        arrays = {name: h5[name][()] for name in h5 if isinstance(h5[name], h5py.Dataset)}
-        if "points" in h5:
-            arrays.update({f"points/{name}": h5["points"][name][()] for name in h5["points"]})
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = {k: plain(v) for k, v in h5.attrs.items()}
+            if attrs.get("format") != MERGED_FORMAT:
+                raise ShardError(f"{path} is not a merged distance file of this version (format "
+                                 f"{attrs.get('format')!r}, expected {MERGED_FORMAT!r})")
+            arrays = {name: h5[name][()] for name in h5 if isinstance(h5[name], h5py.Dataset)}
+            if "points" in h5:
+                arrays.update({f"points/{name}": h5["points"][name][()] for name in h5["points"]})
+    except (OSError, KeyError) as err:
+        raise ShardError(f"{path} cannot be read as a merged distance file ({err})") from None
+    check_distances(arrays["distances"], arrays["midpoint_bounds"], str(path))
     return arrays, attrs

@@ -19,6 +19,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    # A writer killed mid-write (SIGKILL, a node lost) leaves its temporary file behind: the next
+    # writer of the same path removes it (one job writes a path at a time).
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        stale.unlink(missing_ok=True)
     try:
         write(tmp)
         os.replace(tmp, path)
