@@ -87,7 +87,7 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
         if not table.empty:
             curves.append((layer_display(layer, m), table, {**BASELINE_STYLE[layer], "linewidth": 1.4}))
     used = pd.concat([t for _, t, _ in curves])
-    return _loss_panels(curves, metrics, "feature extractor $f_j$",
+    return _loss_panels(curves, metrics, r"map $A \circ f_j$ (layer j)",
                         _title(metrics, m, _projections(used), pairset, "optimal loss of every layer"))
 
 
