@@ -89,6 +89,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 def check_across_keys(config: dict[str, Any]) -> None:
     """The checks across keys that the schema cannot express, from tables alone (no data loaded):
     each failure is one line naming the key and what is allowed."""
+    model_specs(config)   # every model's merged training block (names the model if inconsistent)
     a, b = (int(c) for c in config["pairs"]["classes"])
     per_class = int(config["pairs"]["per_class"])
     if a == b:
