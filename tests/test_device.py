@@ -30,9 +30,11 @@ def test_auto_on_a_node_that_was_given_a_gpu_says_so_loudly(no_cuda, monkeypatch
     assert err.startswith("WARNING: this job was given a GPU (SLURM_JOB_GPUS=0)") and "running on the CPU" in err
 
 
-def test_environment_overrides_the_request(no_cuda, monkeypatch):
+def test_environment_is_the_default_and_an_explicit_request_wins(no_cuda, monkeypatch):
     monkeypatch.setenv("LAYERBOUND_DEVICE", "cpu")
-    assert device.select("cuda") == torch.device("cpu")
+    assert device.select(None) == torch.device("cpu")
+    with pytest.raises(device.DeviceUnavailable):
+        device.select("cuda")
 
 
 def test_batch_fits_the_card_and_grows_with_it():

@@ -140,3 +140,18 @@ def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
     assert counts["pairs_sample"] == 1 and counts["train_model"] == 1
 
 
+
+
+def test_m_sweep_of_a_later_layer_uses_a_layer_present_at_every_m():
+    cfg = validate({"models": {"a": {"dataset": "mnist5k", "arch": "fcnn"}},
+                    "collision": {"m": [10], "sweeps": [{"layers": ["fc2"], "m": [5, 50]}]}})
+    p = plan.Plan(cfg)
+    key = ("mnist5k", plan.pairset_name(cfg), "jacobian", "a")
+    assert sorted(p.figure_layers[key]) == [5, 10, 50]
+    assert p.m_sweep_layer(*key) == "fc2"
+    tables = p.m_sweep_tables(*key)
+    planned = {u.losses_path() for u in p.units.values()}
+    assert set(tables) <= planned
+    # The input baseline is the main grid's (it does not depend on m).
+    assert any("/input/input/m10.csv" in t for t in tables)
+    assert any("/m_sweep/a.png" in t for t in p.figure_targets())

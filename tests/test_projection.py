@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from layerbound import pairs, projection
+from layerbound import pairs, plan, projection
 
 
 def test_same_key_same_matrix_and_every_key_component_matters():
@@ -52,5 +52,6 @@ def test_m_at_least_n_is_identity():
     assert projection.draw(0, "model", "logits", 10, 0, n=10) is None
     assert projection.draw(0, "model", "logits", 12, 0, n=10) is None
     assert projection.draw(0, "model", "fc", 10, 0, n=11).shape == (10, 11)
-    assert projection.count(10, 10, projections=3) == 1
-    assert projection.count(10, 512, projections=3) == 3
+    assert plan.projections_for("net", "logits", 10, 10, projections=3) == 1
+    assert plan.projections_for("net", "fc", 10, 512, projections=3) == 3
+    assert plan.projections_for("input", "input", 10, 784, projections=3) == 1   # never projected

@@ -38,8 +38,8 @@ def _why_no_cuda() -> str:
 
 
 def select(requested: str | None = "auto") -> torch.device:
-    """The device for `requested` (auto, cpu, cuda, cuda:1, mps); LAYERBOUND_DEVICE overrides it."""
-    requested = os.environ.get("LAYERBOUND_DEVICE") or requested or "auto"
+    """The device for `requested` (auto, cpu, cuda, cuda:1, mps); None: $LAYERBOUND_DEVICE, else auto."""
+    requested = requested or os.environ.get("LAYERBOUND_DEVICE") or "auto"
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

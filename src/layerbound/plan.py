@@ -298,16 +298,20 @@ class Plan:
         units_ = [self.unit(dataset, pairset, collision_method, model, layer, m) for layer in layers]
         return [u.losses_path(self.root) for u in units_ + self.baselines(dataset, pairset, collision_method, m)]
 
-    def m_sweep_layer(self, dataset, pairset, collision_method, model) -> str:
-        """The model's first layer in network order (a post-activation tap before a `_pre` one)."""
-        layers = next(iter(self.figure_layers[self._figure_key(dataset, pairset, collision_method, model)].values()))
-        return next((layer for layer in layers if not layer.endswith("_pre")), layers[0])
+    def m_sweep_layer(self, dataset, pairset, collision_method, model) -> str | None:
+        """The model's first layer in network order present at every m (a post-activation tap
+        before a `_pre` one), or None when no layer is."""
+        per_m = self.figure_layers[self._figure_key(dataset, pairset, collision_method, model)]
+        common = [layer for layer in next(iter(per_m.values())) if all(layer in ls for ls in per_m.values())]
+        return next((layer for layer in common if not layer.endswith("_pre")), common[0] if common else None)
 
     def m_sweep_tables(self, dataset, pairset, collision_method, model) -> list[str]:
         ms = sorted(self.figure_layers[self._figure_key(dataset, pairset, collision_method, model)])
         layer = self.m_sweep_layer(dataset, pairset, collision_method, model)
         tables = [self.unit(dataset, pairset, collision_method, model, layer, m).losses_path(self.root) for m in ms]
-        return tables + [u.losses_path(self.root) for u in self.baselines(dataset, pairset, collision_method, ms[0])
+        # The input baseline exists at the main grid's m (it does not depend on m).
+        main_m = self.config["collision"]["m"][0]
+        return tables + [u.losses_path(self.root) for u in self.baselines(dataset, pairset, collision_method, main_m)
                          if u.layer == "input"]
 
     def collision_merged(self, dataset, pairset, collision_method, model, m) -> list[str]:
@@ -341,7 +345,7 @@ class Plan:
             for m in per_m:
                 kinds = ["figure_layers", "figure_zero_one"] + (["figure_collisions"] if self.collision_figures else [])
                 names += [path(kind, self.root, m=m, **where) for kind in kinds]
-            if len(per_m) > 1:
+            if len(per_m) > 1 and self.m_sweep_layer(dataset, pairset, method, model) is not None:
                 names.append(path("figure_m_sweep", self.root, **where))
         for dataset, pairset, method, arch, m in self.training_groups:
             names.append(path("figure_training_methods", self.root, dataset=dataset, pairset=pairset,

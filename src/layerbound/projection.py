@@ -5,7 +5,7 @@ projection index), and the matrix is drawn on the CPU in float64 from that seed,
 be recomputed alone, on any device, and gets the same A. When m >= n_j a Gaussian A is injective
 with probability one and gives the same collisions as the identity, so no projection is drawn
 (`matrix` returns None) and there is a single "projection". Importing this module does not import
-torch (the workflow's plan uses `count`).
+torch (the workflow's plan uses `is_identity`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ def seed(experiment_seed: int, model: str, layer: str, m: int, index: int) -> in
 def is_identity(m: int, n: int) -> bool:
     """m >= n: the projection is injective, equivalent to no projection."""
     return int(m) >= int(n)
-
-
-def count(m: int, n: int, projections: int) -> int:
-    """How many distinct projections there are: one when there is no projection."""
-    return 1 if is_identity(m, n) else int(projections)
 
 
 def matrix(seed_value: int, m: int, n: int, dtype=None, device="cpu"):

@@ -2,8 +2,9 @@
 
 A shard (path pattern plan.PATTERNS["shard"]) holds the pairs k in [chunk * chunk_size,
 (chunk + 1) * chunk_size) of the S x S grid, for one projection p of one (model, layer, m).
-Columns (one row per pair): pair (flat index k = i * S + j), i, j, distance, objective, residual,
-feature_gap, iterations, converged; optionally points/pair, points/x_tilde, points/x_tilde_prime
+Columns (one row per pair): pair (flat index k = i * S + j), i, j, distance, midpoint_bound
+(||x - x'|| / 2, which no distance may exceed), objective, residual, feature_gap, iterations,
+converged; optionally points/pair, points/x_tilde, points/x_tilde_prime
 (the colliding examples of the first `keep_points` pairs of the grid). Attributes: the unit
 (dataset, pairset, method = the collision method, model, layer, m, n_j, projected, projection,
 projection_seed, chunk, chunk_size, num_pairs, per_class, solver), the provenance
@@ -12,7 +13,7 @@ pairs_sha256, torch_version, layerbound_version, dtype, device). A shard does no
 projections the configuration asks for, so adding one leaves the existing shards valid.
 
 The merged file (plan.PATTERNS["distances"]) holds distances, residuals, objectives, feature_gaps
-(projections, S, S) float64, iterations (int32) and converged (bool) of the same shape,
+(projections, S, S) float64, midpoint_bounds (S, S), iterations (int32) and converged (bool) of the same shape,
 projection_seeds (projections,), the points of the shards (points/pair, points/x_tilde and
 points/x_tilde_prime of shape (projections, K, C, H, W)), and the shards' common attributes plus
 projections, the list of devices and solvers, and the path and sha256 of every shard. Merging

@@ -4,7 +4,8 @@ On a GPU every Jacobian row of a batch is computed in one vmapped backward pass,
 with m times the batch. The search measures what one pair needs on the device itself (the peak
 memory of one search step on a few pairs, above what was in use before) and takes as many pairs as
 fit in a fraction SAFETY of the free memory, never more than the configured batch size: a shard
-cannot run out of memory on a 16 GB card and does not idle most of an 80 GB one. On the CPU the
+cannot run out of memory on a 16 GB card, and a larger card takes more pairs at once as far as
+the configured batch size allows. On the CPU the
 configured batch size is used as it is.
 """
 
