@@ -101,11 +101,11 @@ def throughput(args) -> None:
 
         f, A = engine(medium(), tap)
         x, x_prime = pairs(args.pairs, net.input_shape)
-        jacobian.search(f, A, x[:4], x_prime[:4], max_iter=1, tol=0.0)           # warm-up
-        engine_s = timed(lambda: jacobian.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0,
+        jacobian.search(f, A, x[:4], x_prime[:4], step="decay", max_iter=1, tol=0.0)           # warm-up
+        engine_s = timed(lambda: jacobian.search(f, A, x, x_prime, step="decay", max_iter=args.iterations, tol=0.0,
                                                 batch_size=args.batch))
         batched = args.pairs * args.iterations / engine_s
-        vmap_s = timed(lambda: jacobian.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0,
+        vmap_s = timed(lambda: jacobian.search(f, A, x, x_prime, step="decay", max_iter=args.iterations, tol=0.0,
                                               batch_size=args.batch, rows_per_pass=M))
         vmapped = args.pairs * args.iterations / vmap_s
         print(f"{tap:8} {net.tap_widths()[tap]:6d} {batched:10.1f} {vmapped:14.1f} {baseline:10.1f} "
@@ -131,7 +131,7 @@ def overhead(args) -> None:
                 torch.autograd.grad(out, u, cotangent, retain_graph=k < M - 1)
 
         def search():
-            jacobian.search(f, A, x, x_prime, max_iter=args.iterations, tol=0.0)
+            jacobian.search(f, A, x, x_prime, step="decay", max_iter=args.iterations, tol=0.0)
         forward_and_backwards()
         search()
         reference, iteration = float("inf"), float("inf")
@@ -152,7 +152,7 @@ def _peak_rss_child(batch: int, tap: str, threads: int, rows_per_pass: int | Non
     f, A = engine(medium((3, 32, 32)), tap)
     x, x_prime = pairs(batch, (3, 32, 32))
     before = _current_rss_kib()
-    jacobian.search(f, A, x, x_prime, max_iter=2, tol=0.0, rows_per_pass=rows_per_pass)
+    jacobian.search(f, A, x, x_prime, step="decay", max_iter=2, tol=0.0, rows_per_pass=rows_per_pass)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"kib": after - before}))
 

@@ -23,13 +23,14 @@ def affine_extractor(n0: int, n_j: int, seed: int) -> tuple[torch.nn.Module, tor
     return f, layer.weight.detach()
 
 
+@pytest.mark.parametrize("step", ["line_search", "decay"])
 @pytest.mark.parametrize("projected", [False, True])
-def test_affine_extractor_matches_closed_form(projected, pairs_of):
+def test_affine_extractor_matches_closed_form(projected, step, pairs_of):
     # Conv-shaped inputs (2x5x5 = 50 dims), an affine layer to n_j = 12, projected to m = 5 or not.
     f, H = affine_extractor(50, 12, seed=1)
     x, x_prime = pairs_of((2, 5, 5), 9, seed=2)
     A = projection.draw(0, "affine", "fc", 5, 0, 12, dtype=torch.float64) if projected else None
-    result = jacobian.search(f, A, x, x_prime, dtype=torch.float64, return_points=True)
+    result = jacobian.search(f, A, x, x_prime, step=step, dtype=torch.float64, box=None, return_points=True)
     expected = closed_form.affine_distance(H if A is None else A @ H, x, x_prime)
     assert torch.allclose(result.distance, expected, rtol=1e-6, atol=0)
     assert result.converged.all()
@@ -201,3 +202,108 @@ def test_projected_input_distance_uses_only_the_row_space():
         assert torch.allclose(closed_form.projected_input_distance(A, x, x_prime), expected, rtol=1e-9)
         # Collisions only need the row space, so the projected distance never exceeds the input one.
         assert (closed_form.projected_input_distance(A, x, x_prime) <= full + 1e-12).all()
+
+
+# --- the box-constrained search ----------------------------------------------------------------------
+
+def _cvxpy_boxed(W: torch.Tensor, x: torch.Tensor, x_prime: torch.Tensor, objective: str) -> float:
+    """A generic solver's optimum for the affine map u -> W u in the box [0, 1]: the least squares
+    objective ||u - x||^2 + ||u' - x'||^2 ('squares') or max(||u - x||, ||u' - x'||) ('max')."""
+    import cvxpy as cp
+
+    n = x.numel()
+    u, u_prime = cp.Variable(n), cp.Variable(n)
+    a, b = x.flatten().numpy(), x_prime.flatten().numpy()
+    goal = (cp.sum_squares(u - a) + cp.sum_squares(u_prime - b) if objective == "squares"
+            else cp.maximum(cp.norm(u - a), cp.norm(u_prime - b)))
+    constraints = [W.numpy() @ (u - u_prime) == 0, u >= 0, u <= 1, u_prime >= 0, u_prime <= 1]
+    problem = cp.Problem(cp.Minimize(goal), constraints)
+    problem.solve(solver=cp.CLARABEL)
+    return float(problem.value)
+
+
+def _binary_images(count: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mostly-saturated pixels, as in MNIST: the box binds on many coordinates."""
+    g = torch.Generator().manual_seed(seed)
+    def draw():
+        return (torch.rand(count, n, generator=g, dtype=torch.float64) ** 3).round().clamp(0, 1) * 0.9 \
+            + 0.1 * torch.rand(count, n, generator=g, dtype=torch.float64)
+    return draw(), draw()
+
+
+def test_box_projection_is_the_constrained_least_squares_point():
+    """project() with a box against cvxpy's QP on random linearizations (Jacobians equal at both
+    points: an affine map), with pairs whose unboxed projection leaves the box."""
+    torch.manual_seed(0)
+    J = torch.randn(6, 3, 16, dtype=torch.float64)
+    x, x_prime = _binary_images(6, 16, seed=1)
+    midpoint = (x + x_prime) / 2
+    r = torch.zeros(6, 3, dtype=torch.float64)
+    u, u_prime = jacobian.project(J, J, r, midpoint, midpoint, x, x_prime, box=(0.0, 1.0))
+    free_u, _ = jacobian.project(J, J, r, midpoint, midpoint, x, x_prime)
+    assert ((free_u < 0) | (free_u > 1)).any()          # the box binds: the test is not the unboxed case
+    assert u.min() >= 0 and u.max() <= 1 and u_prime.min() >= 0 and u_prime.max() <= 1
+    assert (J @ (u - u_prime).unsqueeze(2)).abs().max() < 1e-12   # on the linearized constraint
+    for k in range(6):
+        ours = float(((u[k] - x[k]) ** 2).sum() + ((u_prime[k] - x_prime[k]) ** 2).sum())
+        assert ours == pytest.approx(_cvxpy_boxed(J[k], x[k], x_prime[k], "squares"), rel=1e-6)
+
+
+@pytest.mark.parametrize("step", ["line_search", "decay"])
+def test_boxed_search_on_an_affine_map_matches_a_generic_solver(step):
+    """For u -> W u the boxed search's first step is the exact boxed least-squares point: its
+    objective is the QP optimum, its distance is at least the min-max optimum (SOCP) and at most
+    the least-squares point's, and every point lies in the box."""
+    torch.manual_seed(2)
+    W = torch.randn(4, 20, dtype=torch.float64)
+    x, x_prime = _binary_images(5, 20, seed=3)
+    result = jacobian.search(lambda u: u @ W.T, None, x, x_prime, step=step, dtype=torch.float64,
+                             box=(0.0, 1.0), return_points=True)
+    for k in range(5):
+        assert result.objective[k].item() == pytest.approx(_cvxpy_boxed(W, x[k], x_prime[k], "squares"), rel=1e-6)
+        assert result.distance[k].item() >= _cvxpy_boxed(W, x[k], x_prime[k], "max") * (1 - 1e-6)
+    unboxed = closed_form.affine_distance(W, x, x_prime)
+    assert (result.distance >= unboxed * (1 - 1e-9)).all() and (result.distance > unboxed * 1.001).any()
+    for points in (result.x_tilde, result.x_tilde_prime):
+        assert points.min() >= 0 and points.max() <= 1
+
+
+@pytest.mark.parametrize("step", ["line_search", "decay"])
+def test_boxed_search_on_a_relu_network_stays_in_the_box_and_verifies(step, pairs_of):
+    torch.manual_seed(4)
+    net = models.build("small", (1, 12, 12), 10)
+    width = net.tap_widths()["conv2"]
+    f = net.double().eval().extractor("conv2")
+    x, x_prime = pairs_of((1, 12, 12), 6, seed=5)
+    A = projection.draw(0, "box", "conv2", 5, 0, width, dtype=torch.float64)
+    result = jacobian.search(f, A, x, x_prime, step=step, dtype=torch.float64, box=(0.0, 1.0), return_points=True)
+    for points in (result.x_tilde, result.x_tilde_prime):
+        assert points.min() >= 0 and points.max() <= 1
+    g = lambda u: f(u) @ A.T  # noqa: E731
+    with torch.no_grad():
+        residual = (g(result.x_tilde_prime) - g(result.x_tilde)).norm(dim=1)
+    assert (residual <= DEFAULT_VERIFY_TOL[torch.float64] * result.feature_gap).all()
+    assert (result.distance < closed_form.input_distance(x, x_prime)).any()   # found better than the midpoint
+
+
+def test_pairs_outside_the_box_are_refused(pairs_of):
+    x, x_prime = pairs_of((6,), 2, seed=6)
+    with pytest.raises(ValueError, match=r"outside the box \[0, 0.5\]"):
+        jacobian.search(lambda u: u, None, x, x_prime, box=(0.0, 0.5))
+
+
+def test_line_search_iterates_are_collisions_that_only_get_closer(pairs_of):
+    """Every accepted iterate of the line search is a verified collision with a lower objective, so
+    the result can never be worse than the midpoint and its iteration count respects max_iter."""
+    torch.manual_seed(7)
+    net = models.build("small", (1, 12, 12), 10)
+    width = net.tap_widths()["fc3"]
+    x, x_prime = pairs_of((1, 12, 12), 6, seed=8)
+    f = net.double().eval().extractor("fc3")
+    A = projection.draw(0, "ls", "fc3", 4, 0, width, dtype=torch.float64)
+    few = jacobian.search(f, A, x, x_prime, step="line_search", max_iter=3, dtype=torch.float64, box=None)
+    many = jacobian.search(f, A, x, x_prime, step="line_search", max_iter=15, dtype=torch.float64, box=None)
+    assert (few.iterations <= 3).all() and (many.iterations <= 15).all()
+    assert (many.distance <= closed_form.input_distance(x, x_prime) + 1e-12).all()
+    # More budget continues the same monotone descent: never a worse collision.
+    assert (many.objective <= few.objective + 1e-12).all() and (many.objective < few.objective).any()

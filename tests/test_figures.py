@@ -89,16 +89,31 @@ def test_loss_curves_plot_the_table_in_network_order_with_baselines():
         assert lines["input RP (m=5)"].get_linestyle() == ":"
         # The training budget is marked.
         assert lines["training $\\epsilon$ = 1.5"].get_xdata()[0] == 1.5
-    # Bands: min to max over projections, one per projected curve (the input baseline has none).
+    # Bands: the bootstrap interval (examples and projections), one per curve with any spread (the
+    # unprojected input baseline has one too: its examples are resampled).
     bands = ce_ax.collections
-    assert len(bands) == 4
+    assert len(bands) == 5
+    fc1 = _curve(tables, "net_pgd", "fc1")
+    vertices = {tuple(np.round(v, 9)) for v in bands[0].get_paths()[0].vertices}
+    for eps, low, high in zip(fc1.eps, fc1.ce_lo, fc1.ce_hi):
+        assert (round(eps, 9), round(low, 9)) in vertices and (round(eps, 9), round(high, 9)) in vertices
+    title = fig.texts[0].get_text() if fig.texts else fig._suptitle.get_text()
+    for needle in ("mnist5k", "net_pgd", "PGD-1.5", "m=5", "3 random projections", "95% bootstrap interval",
+                   "l2, unboxed adversary"):
+        assert needle in title
+
+
+def test_without_a_bootstrap_the_bands_fall_back_to_the_projection_range():
+    tables = _tables()
+    for column in ("ce_lo", "ce_hi", "zero_one_lo", "zero_one_hi"):
+        tables[column] = np.nan
+    fig = figures.loss_curves_figure(tables, TAPS, _metrics(), 5, WIDTHS, KEY[1])
+    bands = fig.axes[0].collections
+    assert len(bands) == 4   # the unprojected input has no projection range
     fc1 = _curve(tables, "net_pgd", "fc1")
     vertices = {tuple(np.round(v, 9)) for v in bands[0].get_paths()[0].vertices}
     for eps, low, high in zip(fc1.eps, fc1.ce_min, fc1.ce_max):
         assert (round(eps, 9), round(low, 9)) in vertices and (round(eps, 9), round(high, 9)) in vertices
-    title = fig.texts[0].get_text() if fig.texts else fig._suptitle.get_text()
-    for needle in ("mnist5k", "net_pgd", "PGD-1.5", "m=5", "3 random projections", "min-max"):
-        assert needle in title
 
 
 def test_figures_are_written_as_valid_png_and_pdf(tmp_path):
@@ -248,11 +263,24 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
         assert row.eps_ce_half_log2 == (reached.min() if len(reached) else pytest.approx(np.nan, nan_ok=True))
         assert row.grid_eps == 1.5
         assert row.ce_at_eval_eps == curve.set_index("eps").loc[1.5, "ce_mean"]
-        assert row.training == "PGD-1.5"
+        assert row.ce_at_eval_eps_lo <= row.ce_at_eval_eps_hi
+        # The eps range the noise allows: where the interval's upper end reaches log(2)/2 first,
+        # where its lower end does last.
+        high_reached = curve.loc[curve.ce_hi >= math.log(2) / 2, "eps"]
+        assert row.eps_ce_half_log2_lo == (high_reached.min() if len(high_reached) else pytest.approx(np.nan, nan_ok=True))
+        assert row.training == "PGD-1.5" and row.adversary == "l2, unboxed"
     assert (summary.loc[summary.model == "net_benign", "grid_eps"] == 1.0).all()
     page = report.summary_html(summary, 2.5)
     assert page.count("<table>") == 2 and "net_pgd (PGD-1.5)" in page
-    assert "Latest to reach log(2)/2 (most robust): <b>" in page
+    assert "Latest to reach log(2)/2: <b>" in page and "within the sampling noise of it" in page
+    assert "most robust" not in page and "A&#8728;f_j" in page
+
+
+def test_within_noise_marks_overlapping_intervals_only():
+    values = pd.Series([0.30, 0.35, 0.60])
+    lows, highs = pd.Series([0.20, 0.31, 0.50]), pd.Series([0.40, 0.45, 0.70])
+    assert report.within_noise(values, lows, highs, "min").tolist() == [True, True, False]
+    assert report.within_noise(values, lows, highs, "max").tolist() == [False, False, True]
 
 
 # --- the workflow's figure targets ------------------------------------------------------------------

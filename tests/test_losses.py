@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from layerbound import losses
 from layerbound.graph import optimal_01_loss, optimal_ce_loss
 from layerbound.losses import (
     KEY_COLUMNS,
@@ -107,3 +108,35 @@ def test_summarize_stacks_tables_with_keys_in_order(tmp_path):
     assert summarize({}).columns.tolist() == KEY_COLUMNS + TABLE_COLUMNS
     with pytest.raises(ValueError):
         summarize({("mnist5k", "small"): tables[("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv1", 10)]})
+
+
+# --- bootstrap intervals ---------------------------------------------------------------------------
+
+def test_bootstrap_interval_of_a_single_conflict_edge_is_known():
+    """One edge (a0, b0) below eps among S x S pairs: on a resample with k_a copies of a0 and k_b of
+    b0 the optimal 0-1 loss is min(k_a, k_b) / 2S (a complete bipartite block between the copies),
+    with k_a, k_b ~ Binomial(S, 1/S) independent. For S = 8, P(min >= 2) = 0.070 and
+    P(min >= 3) = 0.0045, so the 2.5% / 97.5% percentiles are 0 and 2/16; the mean is 1/16."""
+    S = 8
+    d = np.full((1, S, S), 10.0)
+    d[0, 3, 5] = 0.5
+    table = losses.loss_table(d, [1.0], replicates=400)
+    row = table.iloc[0]
+    assert row.zero_one_mean == 1 / 16
+    assert row.zero_one_lo == 0.0 and row.zero_one_hi == 2 / 16
+    assert row.ce_lo == 0.0 and row.ce_lo <= row.ce_mean <= row.ce_hi
+
+
+def test_bootstrap_collapses_without_sampling_noise_and_is_seeded():
+    # Every pair at the same distance: every resample has the same graph, so no interval width.
+    d = np.full((2, 5, 5), 1.0)
+    table = losses.loss_table(d, [0.5, 1.0, 2.0], replicates=50)
+    for name in ("ce", "zero_one"):
+        np.testing.assert_array_equal(table[f"{name}_lo"], table[f"{name}_mean"])
+        np.testing.assert_array_equal(table[f"{name}_hi"], table[f"{name}_mean"])
+    # Seeded: the same distances give the same interval; 0 replicates give none (NaN).
+    rng = np.random.default_rng(1)
+    d = rng.uniform(0, 3, (2, 6, 6))
+    a, b = losses.loss_table(d, [1.0, 2.0]), losses.loss_table(d, [1.0, 2.0])
+    np.testing.assert_array_equal(a["ce_lo"], b["ce_lo"])
+    assert losses.loss_table(d, [1.0], replicates=0)[["ce_lo", "zero_one_hi"]].isna().all(axis=None)

@@ -70,17 +70,25 @@ def test_a_bad_key_is_named_in_one_line(mutate, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_collision_options_json_round_trips_and_keeps_the_v1_format():
+def test_collision_options_json_round_trips_with_the_box_and_step_control():
     options = CollisionOptions(chunk_size=8, method_options=SearchOptions(gamma=0.9))
     assert CollisionOptions.from_dict(json.loads(options.to_json())) == options
-    # The JSON (and so every shard's config_digest) has the shape shards have always recorded.
+    # The JSON (and so every shard's config_digest) records the adversary's box and the step control.
     assert json.loads(options.to_json()) == {
         "method": "jacobian", "dtype": "float32", "batch_size": 64, "chunk_size": 8, "keep_points": 4,
-        "search": {"alpha": 1.0, "gamma": 0.9, "max_iter": 40, "tol": None, "verify_tol": None, "rows_per_pass": None}}
+        "box": [0.0, 1.0],
+        "search": {"step": "line_search", "alpha": 1.0, "gamma": 0.9, "max_iter": 15, "tol": None,
+                   "verify_tol": None, "rows_per_pass": None}}
+    unboxed = CollisionOptions(box=None)
+    assert json.loads(unboxed.to_json())["box"] is None and unboxed.digest() != CollisionOptions().digest()
+    assert CollisionOptions(box=[0, 1]) == CollisionOptions(box=(0.0, 1.0))   # one form, one digest
+    assert unboxed.adversary() == "l2, unboxed" and CollisionOptions().adversary() == "l2, in [0, 1]^n"
+    with pytest.raises(ValueError, match="need lo < hi"):
+        CollisionOptions(box=(1.0, 0.0))
     with pytest.raises(ValueError, match="unknown collision method 'cone'"):
         CollisionOptions.from_dict({"method": "cone"})
-    with pytest.raises(ValueError, match="unknown collision.search options: step"):
-        CollisionOptions.from_dict({"search": {"step": 1}})
+    with pytest.raises(ValueError, match="unknown collision.search options: stride"):
+        CollisionOptions.from_dict({"search": {"stride": 1}})
     assert set(collide.METHODS) == set(config.schema()["properties"]["collision"]["properties"]["methods"]["items"]["enum"])
 
 

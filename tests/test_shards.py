@@ -1,5 +1,6 @@
 """Shards and merge: deterministic, recomputable alone, atomic, and merge refuses bad input by name."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from layerbound.collide import CollisionOptions, closed_form, jacobian
 
 S, P, CHUNK = 4, 2, 6          # 16 pairs in chunks of 6, 6, 4; two projections
 OPTIONS = CollisionOptions.from_dict({"chunk_size": CHUNK, "batch_size": 4, "keep_points": 2,
-                                             "search": {"max_iter": 15}})
+                                      "search": {"max_iter": 15}})
+UNBOXED = CollisionOptions.from_dict({**json.loads(OPTIONS.to_json()), "box": None})
 
 
 # One torch thread for the whole module (tests/conftest.py).
@@ -39,7 +41,8 @@ def setup(tmp_path_factory, pairs_of):
     return root, ps, pairs_file, ckpt
 
 
-def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int = P) -> list[Path]:
+def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int = P,
+            options: CollisionOptions = OPTIONS) -> list[Path]:
     _, ps, pairs_file, ckpt = setup
     n_j = ps.x_a[0].numel() if model == plan.INPUT_MODEL else models.build("small", (1, 12, 12), 10).tap_widths()[layer]
     count = plan.projections_for(model, layer, m, n_j, projections)
@@ -47,7 +50,7 @@ def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int 
     for p in range(count):
         for c in range(plan.num_chunks(ps.num_pairs, CHUNK)):
             s = plan.Shard("mnist5k", ps.name, "jacobian", model, layer, m, p, c)
-            paths.append(shards.run(s, s.path(root), pairs_file=pairs_file, options=OPTIONS,
+            paths.append(shards.run(s, s.path(root), pairs_file=pairs_file, options=options,
                                     experiment_seed=0,
                                     checkpoint_file=None if model == plan.INPUT_MODEL else ckpt,
                                     arch="small", device="cpu", log=lambda _: None))
@@ -183,7 +186,7 @@ def test_input_baselines_are_the_closed_forms(setup, tmp_path):
     root, ps, _, _ = setup
     plain = run_all(tmp_path, setup, "input", "input", 5)
     assert len(plain) == 3                                   # never projected: one projection
-    rp = run_all(tmp_path, setup, "input", "input_rp", 5)
+    rp = run_all(tmp_path, setup, "input", "input_rp", 5, options=UNBOXED)
     assert len(rp) == 3 * P
     k = np.arange(ps.num_pairs)
     x, x_prime = ps.gather(k)
@@ -199,7 +202,7 @@ def test_input_baselines_are_the_closed_forms(setup, tmp_path):
 
 def test_affine_tap_uses_the_closed_form_and_algorithm_1_agrees(setup, tmp_path):
     root, ps, pairs_file, ckpt = setup
-    paths = run_all(tmp_path, setup, "tiny", "conv1_pre", 5, projections=1)
+    paths = run_all(tmp_path, setup, "tiny", "conv1_pre", 5, projections=1, options=UNBOXED)
     columns, attrs = shards.read(paths[0])
     assert attrs["solver"] == "closed_form_affine"
     net = checkpoint.load(ckpt).double()
@@ -207,6 +210,22 @@ def test_affine_tap_uses_the_closed_form_and_algorithm_1_agrees(setup, tmp_path)
     x, x_prime = ps.gather(columns["pair"])
     found = jacobian.search(net.extractor("conv1_pre").eval(), A, x.double(), x_prime.double(), dtype=torch.float64)
     assert np.allclose(columns["distance"], found.distance.numpy(), rtol=1e-5)
+
+
+def test_with_a_box_affine_maps_are_searched_and_never_closer_than_unboxed(setup, tmp_path):
+    """The closed forms ignore the box; boxed shards search instead, keep the colliding points in
+    the box, and cannot beat the unboxed optimum (a weaker adversary)."""
+    _, ps, _, _ = setup
+    for model, layer in (("input", "input_rp"), ("tiny", "conv1_pre")):
+        boxed = shards.read(run_all(tmp_path / "boxed", setup, model, layer, 5, projections=1)[0])
+        unboxed = shards.read(run_all(tmp_path / "unboxed", setup, model, layer, 5, projections=1, options=UNBOXED)[0])
+        assert boxed[1]["solver"] == "jacobian" and unboxed[1]["solver"].startswith("closed_form")
+        assert (boxed[0]["distance"] >= unboxed[0]["distance"] * (1 - 1e-5)).all()
+        points = np.concatenate([boxed[0]["points/x_tilde"], boxed[0]["points/x_tilde_prime"]])
+        assert points.min() >= 0.0 and points.max() <= 1.0
+    # The identity keeps its closed form: the midpoint of two points of the box lies in it.
+    plain = shards.read(run_all(tmp_path / "boxed", setup, "input", "input", 5)[0])
+    assert plain[1]["solver"] == "closed_form_input"
 
 
 @pytest.mark.parametrize("input_shape", [(1, 12, 12), (3, 8, 8)])

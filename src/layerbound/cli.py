@@ -42,12 +42,19 @@ def _cmd_losses(args: argparse.Namespace) -> None:
 
     arrays, attrs = shards.read_merged(args.distances)
     eps = plan.eps_grid(json.loads(args.eps_json))
-    table = losses.loss_table(arrays["distances"], eps)
+    from .collide.options import adversary_label
+
+    box = json.loads(attrs["options_json"]).get("box")   # absent before boxes existed: unboxed
+    replicates = losses.BOOTSTRAP_REPLICATES if args.bootstrap is None else args.bootstrap
+    if replicates < 0:
+        raise ValueError(f"--bootstrap must be 0 or more, not {replicates}")
+    table = losses.loss_table(arrays["distances"], eps, replicates, adversary_label(box))
     key = tuple(attrs[k] for k in losses.KEY_COLUMNS)
     losses.write_table(losses.summarize({key: table}), args.out)
     top = table.iloc[-1]
     print(f"{'/'.join(map(str, key))}: {len(eps)} budgets, {arrays['distances'].shape[0]} projections; at eps={top.eps:g} "
-          f"cross-entropy {top.ce_mean:.4f} +- {top.ce_std:.4f}, 0-1 {top.zero_one_mean:.4f}")
+          f"cross-entropy {top.ce_mean:.4f} (95% bootstrap interval {top.ce_lo:.4f}..{top.ce_hi:.4f}), "
+          f"0-1 {top.zero_one_mean:.4f}; adversary {top.adversary}")
 
 
 def _cmd_summarize(args: argparse.Namespace) -> None:
@@ -109,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("losses", help="optimal cross-entropy and 0-1 losses over an eps grid for one merged distance file")
     p.add_argument("--distances", required=True, help="merged distance file (.h5)")
     p.add_argument("--eps-json", required=True, help='eps grid: a JSON list, or {"start": 0, "stop": 4, "num": 41}')
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="bootstrap replicates of the 95%% interval (0: none; default: the config schema's losses.bootstrap)")
     p.add_argument("--out", required=True, help="loss table (.csv)")
     p.set_defaults(func=_cmd_losses)
 

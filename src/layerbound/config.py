@@ -104,6 +104,9 @@ def check_across_keys(config: dict[str, Any]) -> None:
             raise ConfigError(f"pairs.per_class = {per_class}, but {dataset} has {available} training examples of "
                               f"class {a if meta.train_per_class[a] <= meta.train_per_class[b] else b} "
                               f"(allowed 1..{available})")
+    box = config["collision"]["box"]
+    if box is not None and not box[0] < box[1]:
+        raise ConfigError(f"collision.box = {box}: need lo < hi (or null for an unboxed adversary)")
     projections, shown = int(config["collision"]["projections"]), int(config["figures"]["collision_projection"])
     if shown >= projections:
         raise ConfigError(f"figures.collision_projection = {shown}, but collision.projections = {projections} "

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .figures_style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPREAD, _curve,
+from .figures_style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPREAD, _curve, adversary, band,
                             _projections, _title, layer_colors, layer_display, save, select_eps, training_label)
 from .plan import INPUT_MODEL
 
@@ -36,9 +36,9 @@ def _plot_curves(ax, curves: list[tuple[str, pd.DataFrame, dict]], column: str) 
     for label, table, style in curves:
         eps = table["eps"].to_numpy()
         line, = ax.plot(eps, table[f"{column}_mean"].to_numpy(), label=label, **style)
-        if (table[f"{column}_max"] > table[f"{column}_min"]).any():
-            ax.fill_between(eps, table[f"{column}_min"].to_numpy(), table[f"{column}_max"].to_numpy(),
-                            color=line.get_color(), alpha=0.15, linewidth=0)
+        low, high = band(table, column)
+        if (high > low).any():
+            ax.fill_between(eps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
 
 
 def _loss_axes(ax, column: str, eps_max: float) -> None:
@@ -88,7 +88,8 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
             curves.append((layer_display(layer, m), table, {**BASELINE_STYLE[layer], "linewidth": 1.4}))
     used = pd.concat([t for _, t, _ in curves])
     return _loss_panels(curves, metrics, r"map $A \circ f_j$ (layer j)",
-                        _title(metrics, m, _projections(used), pairset, "optimal loss of every layer"))
+                        _title(metrics, m, _projections(used), pairset, "optimal loss of every layer",
+                               adversary(used)))
 
 
 def _loss_panels(curves: list, metrics: Mapping, legend_title: str, title: str) -> Figure:
@@ -135,7 +136,8 @@ def m_sweep_figure(tables: pd.DataFrame, layer: str, ms: Sequence[int], metrics:
             break
     used = pd.concat([t for _, t, _ in curves])
     return _loss_panels(curves, metrics, f"{layer_display(layer, None, {layer: width} if width else None)}",
-                        _title(metrics, ms, _projections(used), pairset, f"layer {layer} for several m"))
+                        _title(metrics, ms, _projections(used), pairset, f"layer {layer} for several m",
+                               adversary(used)))
 
 
 # --- training methods compared --------------------------------------------------------------------
@@ -185,8 +187,9 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
                     row = select_eps(table, eps)
                     used_eps.add(float(row["eps"]))
                     values.append(row[f"{column}_mean"])
-                    low.append(row[f"{column}_mean"] - row[f"{column}_min"])
-                    high.append(row[f"{column}_max"] - row[f"{column}_mean"])
+                    row_low, row_high = band(row.to_frame().T, column)
+                    low.append(row[f"{column}_mean"] - row_low[0])
+                    high.append(row_high[0] - row[f"{column}_mean"])
                 ax.plot(x + offset, values, label=f"{training_label(metrics)} ({model})", color=colors[model],
                         marker=markers[index % len(markers)], markersize=5, linewidth=1.5)
                 ax.errorbar(x + offset, values, yerr=[low, high], fmt="none", ecolor=colors[model],
@@ -215,7 +218,7 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
     fig.suptitle(f"{dataset} - {arch}: training methods compared layer by layer "
                  f"({', '.join(training_label(metrics_by_model[o]) for o in models)})\n"
                  f"m={m}, {projections} random projections" + (f", pairs {pairset}" if pairset else "")
-                 + f"; error bars: {SPREAD}", fontsize=10)
+                 + f"; collisions of an {adversary(tables)} adversary\nerror bars: {SPREAD}", fontsize=10)
     return fig
 
 
@@ -256,6 +259,6 @@ def zero_one_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: M
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     used = pd.concat([t for _, t, _ in curves])
-    fig.suptitle(_title(metrics, m, _projections(used), pairset, "0-1 vs cross-entropy loss")
+    fig.suptitle(_title(metrics, m, _projections(used), pairset, "0-1 vs cross-entropy loss", adversary(used))
                  + f"\neach curve runs over the eps grid 0..{used['eps'].max():g}", fontsize=9)
     return fig

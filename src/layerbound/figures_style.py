@@ -23,7 +23,8 @@ LOG2 = math.log(2.0)
 BASELINE_STYLE = {"input": {"color": "black", "linestyle": "--"}, "input_rp": {"color": "black", "linestyle": ":"}}
 METHOD_NAMES = {"benign": "benign", "pgd": "PGD", "trades": "TRADES"}
 METHOD_COLORS = {"benign": "tab:gray", "pgd": "tab:blue", "trades": "tab:orange"}
-SPREAD = "min-max over projections"
+SPREAD = ("95% bootstrap interval over the S examples per class and the projections "
+          "(min-max over projections where a table has no bootstrap)")
 NORM_LABEL = r"$\|\tilde{{x}} - x\|$ = {:.3f}"
 NORM_PRIME_LABEL = r"$\|\tilde{{x}}' - x'\|$ = {:.3f}"
 
@@ -62,7 +63,8 @@ def layer_display(layer: str, m: int | None = None, widths: Mapping[str, int] | 
     return layer
 
 
-def _title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: str | None, what: str) -> str:
+def _title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: str | None, what: str,
+           threat: str | None = None) -> str:
     name = metrics.get("model", "?")
     arch = metrics.get("arch", "?")
     dataset = metrics.get("dataset", "?")
@@ -71,6 +73,8 @@ def _title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: 
     line2 = f"{ms}, {projections} random projection{'s' if projections != 1 else ''}"
     if pairset:
         line2 += f", pairs {pairset}"
+    if threat:
+        line2 += f"; collisions of an {threat} adversary"
     acc = _accuracy_text(metrics)
     return line1 + "\n" + line2 + (f"\n{acc}" if acc else "")
 
@@ -110,6 +114,21 @@ def select_eps(table: pd.DataFrame, eps: float) -> pd.Series:
 
 def _projections(tables: pd.DataFrame) -> int:
     return int(tables["projections"].max()) if len(tables) else 0
+
+
+def adversary(tables: pd.DataFrame) -> str:
+    """The threat model of the tables' distances ('l2, in [0, 1]^n'), several joined by ' / '."""
+    if "adversary" not in tables or not len(tables):
+        return "l2, unboxed"   # tables from before boxes existed
+    return " / ".join(sorted({str(a) for a in tables["adversary"].fillna("l2, unboxed")}))
+
+
+def band(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) band of a loss column: the bootstrap interval, or min-max without one."""
+    lo, hi = f"{column}_lo", f"{column}_hi"
+    if lo in table and table[lo].notna().all():
+        return table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float)
+    return table[f"{column}_min"].to_numpy(dtype=float), table[f"{column}_max"].to_numpy(dtype=float)
 
 
 # --- output -----------------------------------------------------------------------------------------

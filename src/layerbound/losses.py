@@ -2,7 +2,10 @@
 
 A distance tensor has shape (P, S_A, S_B): P random projections, class-A examples by class-B
 examples.  For every budget eps of a grid, the optimal cross-entropy and 0-1 losses of each
-projection's conflict graph are averaged over projections, with their spread.
+projection's conflict graph are averaged over projections, with their spread, and with a
+bootstrap interval: the S examples of each class are a sample, so the mean is recomputed on
+resampled examples (and resampled projections), and the 2.5 and 97.5 percentiles of those
+replicates bound a 95% interval that covers both sources of noise.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import config
+from .collide.options import adversary_label
 from .graph import loss_sweep
 from .plan import eps_grid
 
@@ -31,6 +36,11 @@ TABLE_COLUMNS = [
     "zero_one_max",
     "edges_mean",
     "projections",
+    "ce_lo",
+    "ce_hi",
+    "zero_one_lo",
+    "zero_one_hi",
+    "adversary",
 ]
 # What identifies a merged distance file (and so a loss table): the pair set and the collision
 # method are part of it so two methods, or two pair sets, never mix in one summary.
@@ -48,7 +58,46 @@ def _spread(values: np.ndarray, name: str) -> dict:
     }
 
 
-def loss_table(distances, eps_grid) -> pd.DataFrame:
+# The bootstrap's replicates, interval and seed. One seed for every table: replicate r resamples
+# the same examples in every layer's table (of one pair set), so layers are compared on the
+# same resamples.
+BOOTSTRAP_REPLICATES = config.defaults("losses")["bootstrap"]
+BOOTSTRAP_LEVEL = 0.95
+BOOTSTRAP_SEED = 20261123
+
+
+def bootstrap(distances: np.ndarray, grid: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES,
+              level: float = BOOTSTRAP_LEVEL, seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
+    """Percentile bootstrap interval of the projection-averaged losses at every eps.
+
+    Replicate r draws S_A class-A and S_B class-B examples with replacement (a multiset: a point
+    drawn twice is two vertices with the same edges) and P projections with replacement, and
+    takes the mean over the drawn projections of the optimal losses on the drawn examples.
+    Returns {"ce_lo", "ce_hi", "zero_one_lo", "zero_one_hi"} of shape (len(grid),); NaN when
+    replicates is 0.
+    """
+    n_p, n_a, n_b = distances.shape
+    if replicates <= 0:
+        nan = np.full(grid.size, np.nan)
+        return {"ce_lo": nan, "ce_hi": nan, "zero_one_lo": nan, "zero_one_hi": nan}
+    examples = np.random.default_rng(seed)
+    projections = np.random.default_rng(seed + 1)   # separate: examples do not depend on P
+    stack = []
+    for _ in range(replicates):
+        a, b = examples.integers(n_a, size=n_a), examples.integers(n_b, size=n_b)
+        p = projections.integers(n_p, size=n_p)
+        stack.append(distances[p][:, a][:, :, b])
+    res = loss_sweep(np.concatenate(stack), grid)   # all replicates as one stack: one batched solve
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name in ("ce", "zero_one"):
+        means = res[name].reshape(replicates, n_p, grid.size).mean(axis=1)
+        out[f"{name}_lo"], out[f"{name}_hi"] = np.percentile(means, [tail, 100 - tail], axis=0)
+    return out
+
+
+def loss_table(distances, eps_grid, replicates: int = BOOTSTRAP_REPLICATES,
+               adversary: str = adversary_label(None)) -> pd.DataFrame:
     """Optimal losses over projections for every eps, one row per eps (sorted).
 
     Parameters
@@ -61,7 +110,9 @@ def loss_table(distances, eps_grid) -> pd.DataFrame:
     Returns
     -------
     DataFrame with columns :data:`TABLE_COLUMNS`; ``*_std`` is the sample standard deviation
-    over projections (0 for a single projection).
+    over projections (0 for a single projection), ``*_lo`` / ``*_hi`` the bootstrap interval
+    (:func:`bootstrap`, `replicates` replicates; NaN for 0), ``adversary`` the threat model the
+    distances are for (collide.options.adversary_label), on every row.
     """
     d = np.asarray(distances, dtype=np.float64)
     if d.ndim != 3:
@@ -71,6 +122,8 @@ def loss_table(distances, eps_grid) -> pd.DataFrame:
     table = {"eps": grid, **_spread(res["ce"], "ce"), **_spread(res["zero_one"], "zero_one")}
     table["edges_mean"] = res["edges"].mean(axis=0)
     table["projections"] = np.full(grid.size, d.shape[0], dtype=np.int64)
+    table.update(bootstrap(d, grid, replicates))
+    table["adversary"] = [adversary] * grid.size
     return pd.DataFrame(table, columns=TABLE_COLUMNS)
 
 

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 
 from .architectures import network_order
-from .figures_style import BASELINES, LOG2, _curve, layer_display, select_eps, training_label
+from .figures_style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
 from .plan import INPUT_MODEL
 
 __all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html"]
 
-SUMMARY_COLUMNS = ["dataset", "pairset", "method", "model", "training", "m", "layer", "projections",
-                   "eps_ce_half_log2", "eval_eps", "grid_eps", "ce_at_eval_eps", "zero_one_at_eval_eps",
+SUMMARY_COLUMNS = ["dataset", "pairset", "method", "adversary", "model", "training", "m", "layer", "projections",
+                   "eps_ce_half_log2", "eps_ce_half_log2_lo", "eps_ce_half_log2_hi", "eval_eps", "grid_eps",
+                   "ce_at_eval_eps", "ce_at_eval_eps_lo", "ce_at_eval_eps_hi", "zero_one_at_eval_eps",
                    "ce_at_max_eps", "clean_acc", "robust_acc"]
 
 
@@ -25,9 +26,11 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
     """One row per (model, m, layer), in network order, with the baselines first in each block.
 
     eps_ce_half_log2: the first grid eps at which the mean optimal cross-entropy reaches
-    log(2)/2 (NaN when it never does on the grid). ce/zero_one_at_eval_eps: the losses at the
-    grid eps nearest the model's robust-evaluation budget (the training budget of adversarially
-    trained models, the config's evaluation eps for benign ones).
+    log(2)/2 (NaN when it never does on the grid); its _lo / _hi: the first eps at which the
+    upper / lower end of the 95% bootstrap interval reaches it (the range the sampling noise
+    allows). ce/zero_one_at_eval_eps: the losses at the grid eps nearest the model's
+    robust-evaluation budget (the training budget of adversarially trained models, the config's
+    evaluation eps for benign ones), the cross-entropy with its bootstrap interval.
     """
     rows = []
     group_cols = ["dataset", "pairset", "method", "m"]
@@ -42,22 +45,42 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
             entries += [(model, layer) for layer in layers]
             for owner, layer in entries:
                 curve = _curve(block, owner, layer)
-                reached = curve.loc[curve["ce_mean"] >= LOG2 / 2 - 1e-12, "eps"]
+                low, high = band(curve, "ce")
                 row = select_eps(curve, eval_eps) if math.isfinite(eval_eps) else None
+                row_low, row_high = band(row.to_frame().T, "ce") if row is not None else ([np.nan], [np.nan])
                 rows.append({
-                    "dataset": dataset, "pairset": pairset, "method": method, "model": model,
+                    "dataset": dataset, "pairset": pairset, "method": method, "adversary": adversary(curve),
+                    "model": model,
                     "training": training_label(metrics) if "train" in metrics else "?", "m": int(m),
                     "layer": layer, "projections": int(curve["projections"].max()),
-                    "eps_ce_half_log2": float(reached.min()) if len(reached) else float("nan"),
+                    "eps_ce_half_log2": _first_reaching(curve["eps"], curve["ce_mean"].to_numpy()),
+                    "eps_ce_half_log2_lo": _first_reaching(curve["eps"], high),
+                    "eps_ce_half_log2_hi": _first_reaching(curve["eps"], low),
                     "eval_eps": eval_eps,
                     "grid_eps": float(row["eps"]) if row is not None else float("nan"),
                     "ce_at_eval_eps": float(row["ce_mean"]) if row is not None else float("nan"),
+                    "ce_at_eval_eps_lo": float(row_low[0]), "ce_at_eval_eps_hi": float(row_high[0]),
                     "zero_one_at_eval_eps": float(row["zero_one_mean"]) if row is not None else float("nan"),
                     "ce_at_max_eps": float(curve["ce_mean"].iloc[-1]),
                     "clean_acc": float(metrics.get("clean_test_accuracy", float("nan"))),
                     "robust_acc": float(metrics.get("robust_test_accuracy", float("nan"))),
                 })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _first_reaching(eps: pd.Series, values: np.ndarray) -> float:
+    """The first eps at which values reach log(2)/2 (NaN when they never do on the grid)."""
+    reached = np.asarray(eps, dtype=float)[np.asarray(values, dtype=float) >= LOG2 / 2 - 1e-12]
+    return float(reached.min()) if len(reached) else float("nan")
+
+
+def within_noise(values: pd.Series, lows: pd.Series, highs: pd.Series, best: str) -> pd.Series:
+    """Which entries the sampling noise does not separate from the best one ('max' or 'min' of
+    values): their 95% bootstrap intervals [low, high] overlap the best entry's."""
+    pick = values.fillna(np.inf)   # a layer that never reaches log(2)/2 is the latest
+    i = pick.idxmax() if best == "max" else pick.idxmin()
+    lo, hi = lows.fillna(np.inf), highs.fillna(np.inf)
+    return (lo <= hi[i]) & (hi >= lo[i])
 
 
 def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
@@ -73,35 +96,54 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
         "td:first-child,th:first-child{text-align:left}tr.baseline td{color:#555;font-style:italic}</style></head><body>",
         "<h1>Layer-by-layer summary</h1>",
         "<p>For each model and projection dimension m, layers in network order (the input-space baselines first, in "
-        "italics). <b>eps at CE = log(2)/2</b>: the first budget of the eps grid at which the optimal cross-entropy "
-        "loss (mean over projections) reaches half its ceiling log 2; larger means a more robust feature extractor. "
-        "<b>CE / 0-1 at eval eps</b>: the optimal losses at the grid budget nearest the model's robust-evaluation "
-        "budget (its training eps for PGD and TRADES models). Lower losses mean more robust features.</p>",
+        "italics). Every number is a lower bound on the loss that any classifier built on the map A&#8728;f_j "
+        "(f_j itself where a layer is not projected) must pay on the 2S sampled training points against the stated "
+        "l2 adversary; it is not a bound for classifiers on f_j when A is a projection, nor on other points. "
+        "<b>eps at CE = log(2)/2</b>: the first budget of the eps grid at which the optimal cross-entropy loss "
+        "(mean over projections) reaches half its ceiling log 2; a larger value means the two classes' sampled points "
+        "collide only at larger budgets under that map. <b>CE / 0-1 at eval eps</b>: the optimal losses at the grid "
+        "budget nearest the model's robust-evaluation budget (its training eps for PGD and TRADES models). "
+        "Brackets are 95% bootstrap intervals over the S examples per class and the projections; layers marked "
+        "&#8776; are not separated from the extreme layer by that noise (their intervals overlap).</p>",
     ]
     for (dataset, pairset, method, model, m), block in summary.groupby(["dataset", "pairset", "method", "model", "m"], sort=False):
         first = block.iloc[0]
         parts.append(f"<h2>{html.escape(str(dataset))} / {html.escape(str(model))} ({html.escape(str(first['training']))}), "
                      f"m = {int(m)}</h2>")
-        parts.append(f"<p>pairs {html.escape(str(pairset))}, collision method {html.escape(str(method))}; "
-                     f"clean test accuracy {fmt(first['clean_acc'])}, robust test accuracy {fmt(first['robust_acc'])} "
-                     f"(PGD, eps = {fmt(first['eval_eps'], 2)}).</p>")
+        parts.append(f"<p>pairs {html.escape(str(pairset))}, collision method {html.escape(str(method))}, adversary "
+                     f"{html.escape(str(first['adversary']))}; clean test accuracy {fmt(first['clean_acc'])}, robust test "
+                     f"accuracy {fmt(first['robust_acc'])} (PGD, eps = {fmt(first['eval_eps'], 2)}, images kept in the "
+                     "pixel box).</p>")
         layers = block.loc[~block["layer"].isin(BASELINES)]
+        late_near = ce_near = pd.Series(False, index=block.index)
         if len(layers):
             late = layers["eps_ce_half_log2"].fillna(np.inf)
             ce = layers["ce_at_eval_eps"].fillna(np.inf)
+            late_near = within_noise(late, layers["eps_ce_half_log2_lo"], layers["eps_ce_half_log2_hi"], "max")
+            ce_near = within_noise(ce, layers["ce_at_eval_eps_lo"], layers["ce_at_eval_eps_hi"], "min")
             best = ", ".join(html.escape(str(v)) for v in layers.loc[late == late.max(), "layer"])
             lowest = ", ".join(html.escape(str(v)) for v in layers.loc[ce == ce.min(), "layer"])
+            late_others = [html.escape(str(v)) for v in layers.loc[late_near & (late != late.max()), "layer"]]
+            ce_others = [html.escape(str(v)) for v in layers.loc[ce_near & (ce != ce.min()), "layer"]]
             reach = never if not math.isfinite(late.max()) else f"eps = {late.max():g}"
-            parts.append(f"<p>Latest to reach log(2)/2 (most robust): <b>{best}</b> ({reach}); lowest cross-entropy "
-                         f"at eps = {fmt(first['grid_eps'], 2)}: <b>{lowest}</b> ({fmt(ce.min())}).</p>")
-        parts.append("<table><tr><th>layer</th><th>projections</th><th>eps at CE = log(2)/2</th>"
-                     f"<th>CE at eps = {fmt(first['grid_eps'], 2)}</th><th>0-1 at eps = {fmt(first['grid_eps'], 2)}</th>"
+            parts.append(f"<p>Latest to reach log(2)/2: <b>{best}</b> ({reach}); within the sampling noise of it: "
+                         f"{', '.join(late_others) or 'no other layer'}. Lowest cross-entropy at eps = "
+                         f"{fmt(first['grid_eps'], 2)}: <b>{lowest}</b> ({fmt(ce.min())}); within the sampling noise of "
+                         f"it: {', '.join(ce_others) or 'no other layer'}.</p>")
+        parts.append("<table><tr><th>layer</th><th>projections</th><th>eps at CE = log(2)/2 [95%]</th>"
+                     f"<th>CE at eps = {fmt(first['grid_eps'], 2)} [95%]</th><th>0-1 at eps = {fmt(first['grid_eps'], 2)}</th>"
                      "<th>CE at largest eps</th></tr>")
-        for _, row in block.iterrows():
+        for index, row in block.iterrows():
             cls = " class='baseline'" if row["layer"] in BASELINES else ""
-            half = never if not math.isfinite(row["eps_ce_half_log2"]) else f"{row['eps_ce_half_log2']:g}"
+
+            def eps_text(v):
+                return never if not math.isfinite(v) else f"{v:g}"
+            half = (f"{eps_text(row['eps_ce_half_log2'])} [{eps_text(row['eps_ce_half_log2_lo'])}, "
+                    f"{eps_text(row['eps_ce_half_log2_hi'])}]{' &#8776;' if late_near.get(index, False) else ''}")
+            ce_text = (f"{fmt(row['ce_at_eval_eps'])} [{fmt(row['ce_at_eval_eps_lo'])}, {fmt(row['ce_at_eval_eps_hi'])}]"
+                       f"{' &#8776;' if ce_near.get(index, False) else ''}")
             parts.append(f"<tr{cls}><td>{html.escape(layer_display(row['layer'], int(m)))}</td><td>{int(row['projections'])}</td>"
-                         f"<td>{half}</td><td>{fmt(row['ce_at_eval_eps'])}</td><td>{fmt(row['zero_one_at_eval_eps'])}</td>"
+                         f"<td>{half}</td><td>{ce_text}</td><td>{fmt(row['zero_one_at_eval_eps'])}</td>"
                          f"<td>{fmt(row['ce_at_max_eps'])}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")

@@ -118,10 +118,13 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
 
     x_d, x_prime_d = x.to(device=dev, dtype=dtype), x_prime.to(device=dev, dtype=dtype)
     verify_tol = verify_tol_for(dtype, getattr(options.method_options, "verify_tol", None))
-    if s.model == INPUT_MODEL:
+    # The affine closed forms ignore a box: with one, only the identity keeps its closed form (the
+    # midpoint of two points in a box lies in it), and the other affine maps are searched.
+    boxed = options.box is not None
+    if s.model == INPUT_MODEL and (s.layer == "input" or A is None or not boxed):
         solver = "closed_form_input" if s.layer == "input" else "closed_form_input_rp"
         result = closed_form.collisions(g, None if A is None else A.double().cpu(), x_d, x_prime_d, verify_tol)
-    elif net is not None and net.pre_activation_taps and s.layer == net.pre_activation_taps[0]:
+    elif not boxed and net is not None and net.pre_activation_taps and s.layer == net.pre_activation_taps[0]:
         # f_j is affine (the first layer before its activation): the closed form of paper 002.
         solver = "closed_form_affine"
         L = closed_form.linear_part(g, pairs.input_shape, dtype=dtype, device=dev)

@@ -14,6 +14,7 @@ rule losses_table:
         lb_plan.pattern("losses"),
     params:
         eps=eps_grid_json,
+        bootstrap=config["losses"]["bootstrap"],
     log:
         lb_plan.pattern("losses", under="logs", suffix=".log"),
     benchmark:
@@ -21,7 +22,7 @@ rule losses_table:
     conda:
         "../../envs/layerbound.yaml"
     shell:
-        "python -m layerbound losses --distances {input:q} --eps-json {params.eps:q} --out {output:q} > {log:q} 2>&1"
+        "python -m layerbound losses --distances {input:q} --eps-json {params.eps:q} --bootstrap {params.bootstrap} --out {output:q} > {log:q} 2>&1"
 
 
 rule losses_summary:

@@ -25,18 +25,18 @@ CPU_POINTS_PER_PASS = 64
 
 
 def run(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *, options: SearchOptions,
-        dtype: torch.dtype, batch_size: int, return_points: bool) -> Collisions:
+        dtype: torch.dtype, batch_size: int, box: tuple[float, float] | None, return_points: bool) -> Collisions:
     """The registry's entry point (collide.METHODS["jacobian"]): `search` with a shard's options."""
-    return search(f, A, x, x_prime, dtype=dtype, batch_size=batch_size, return_points=return_points,
+    return search(f, A, x, x_prime, dtype=dtype, batch_size=batch_size, box=box, return_points=return_points,
                   progress=True, **asdict(options))
 
 
 def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *,
-           alpha: float = SearchOptions.alpha, gamma: float = SearchOptions.gamma,
+           step: str = SearchOptions.step, alpha: float = SearchOptions.alpha, gamma: float = SearchOptions.gamma,
            max_iter: int = SearchOptions.max_iter, tol: float | None = SearchOptions.tol,
            verify_tol: float | None = SearchOptions.verify_tol, batch_size: int | None = None,
            rows_per_pass: int | None = SearchOptions.rows_per_pass, dtype: torch.dtype | None = None,
-           return_points: bool = False, progress: bool = False) -> Collisions:
+           box: tuple[float, float] | None = None, return_points: bool = False, progress: bool = False) -> Collisions:
     """Collision distances d_{A o f}(x_k, x'_k) for a batch of pairs, by Algorithm 1.
 
     f maps a batch (B, *shape) to flattened features (B, n_j); an nn.Module must be in eval mode
@@ -50,7 +50,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     m Jacobian rows one batched backward pass computes (default: all m on accelerators, 1 on the
     CPU, where the smaller working set measured ~1.5x faster for the Medium CNN at 64 pairs); on
     the CPU the rows are also computed CPU_POINTS_PER_PASS points at a time, for the same reason.
-    `progress` shows a progress bar over the pairs (on stderr).
+    `box` (lo, hi) keeps every iterate, hence every collision, inside [lo, hi]^n (the pairs must
+    lie in it); None searches all of R^n. `progress` shows a progress bar over the pairs (on stderr).
     """
     if _in_training_mode(f):
         raise ValueError("the feature extractor has BatchNorm or Dropout layers in training mode; call "
@@ -62,7 +63,15 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     verify_tol = verify_tol_for(dtype, verify_tol)
     if not (0 < gamma < 1 and 0 < alpha <= 1 and max_iter >= 0):
         raise ValueError("need 0 < alpha <= 1, 0 < gamma < 1 and max_iter >= 0")
+    if step not in STEPS:
+        raise ValueError(f"unknown step control {step!r}; known: {', '.join(STEPS)}")
     x, x_prime = x.to(dtype), x_prime.to(dtype)
+    if box is not None:
+        lo, hi = box
+        outside = ((x < lo) | (x > hi)).flatten(1).any(1) | ((x_prime < lo) | (x_prime > hi)).flatten(1).any(1)
+        if outside.any():
+            raise ValueError(f"{int(outside.sum())} of {len(x)} pairs have coordinates outside the box [{lo:g}, {hi:g}] "
+                             "their collisions must stay in")
     if A is None:
         g = f
     else:
@@ -75,8 +84,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     if x.device.type == "cuda" and len(x):
         # One search step on a few pairs measures the memory a pair needs on this device.
         def step(n: int) -> Collisions:
-            return algorithm1(g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=1, tol=tol,
-                              verify_tol=verify_tol, rows_per_pass=rows_per_pass)
+            return STEPS[step](g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=1, tol=tol,
+                               verify_tol=verify_tol, rows_per_pass=rows_per_pass, box=box)
         log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
         batch_size = memory.gpu_batch_size(step, len(x), batch_size, x.device, log)
     if rows_per_pass is None:
@@ -85,16 +94,17 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     parts = []
     with tqdm(total=len(x), desc="collision search", unit="pair", disable=not progress, mininterval=2.0) as bar:
         for s in range(0, len(x), batch_size):
-            parts.append(algorithm1(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
+            parts.append(STEPS[step](g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
                                     max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
-                                    rows_per_pass=rows_per_pass, points_per_pass=points_per_pass))
+                                    rows_per_pass=rows_per_pass, points_per_pass=points_per_pass, box=box))
             bar.update(len(x[s:s + batch_size]))
     return Collisions.concatenate(parts)
 
 
 def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float,
                max_iter: int, tol: float, verify_tol: float, return_points: bool = False,
-               rows_per_pass: int | None = None, points_per_pass: int | None = None) -> Collisions:
+               rows_per_pass: int | None = None, points_per_pass: int | None = None,
+               box: tuple[float, float] | None = None) -> Collisions:
     """Algorithm 1 of paper 001 on one batch of pairs (x_k, x'_k), with the paper's names.
 
     Iterate i holds (x_tilde, x_tilde_prime); H_i is the collision constraint linearized there,
@@ -113,10 +123,7 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
     midpoint = (x + x_prime) / 2
     objective_0 = norms(x - x_prime) ** 2 / 2     # the midpoint's objective, the objective scale
 
-    # Best verified collision per pair, starting from the midpoint (always a collision).
-    best_tilde, best_tilde_prime = midpoint.clone(), midpoint.clone()
-    best_distance = norms(x - x_prime) / 2
-    best_objective = objective_0.clone()
+    best = _Best(midpoint, norms(x - x_prime) / 2, objective_0)
     iterations = torch.zeros(B, dtype=torch.int64, device=x.device)
     converged = torch.zeros(B, dtype=torch.bool, device=x.device)
 
@@ -143,10 +150,8 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
             distance = torch.maximum(norms(x_tilde - x_a), norms(x_tilde_prime - x_prime_a))
             finite = torch.isfinite(residual) & torch.isfinite(objective)
             # Half the tolerance here, so float noise cannot fail the independent check below.
-            better = finite & (residual <= verify_tol / 2 * scale[active]) & (distance < best_distance[active])
-            won = active[better]
-            best_tilde[won], best_tilde_prime[won] = x_tilde[better], x_tilde_prime[better]
-            best_distance[won], best_objective[won] = distance[better], objective[better]
+            best.offer(active, x_tilde, x_tilde_prime, distance, objective,
+                       finite & (residual <= verify_tol / 2 * scale[active]))
             iterations[active] = i
             done = finite & (residual < tol * scale[active]) & ((objective_prev - objective).abs() < tol * objective_0[active])
             converged[active[done]] = True
@@ -163,27 +168,48 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
         a = alpha * gamma ** i
         p = (1 - a) * x_tilde + a * x_a
         p_prime = (1 - a) * x_tilde_prime + a * x_prime_a
-        c = r + _apply(J_prime, p_prime - x_tilde_prime) - _apply(J, p - x_tilde)   # M p - b
-        y = _solve_psd(J @ J.transpose(1, 2) + J_prime @ J_prime.transpose(1, 2), c)
-        x_tilde = p + (J.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
-        x_tilde_prime = p_prime - (J_prime.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
+        x_tilde, x_tilde_prime = project(J, J_prime, r, x_tilde, x_tilde_prime, p, p_prime, box)
 
-    # Verify every returned collision independently; a pair that fails falls back to the midpoint.
-    with torch.no_grad():
-        check_tilde, check_tilde_prime = g(torch.cat([best_tilde, best_tilde_prime])).chunk(2)
-    residual = (check_tilde_prime - check_tilde).norm(dim=1)
-    failed = ~(residual <= verify_tol * scale)
-    if failed.any():
-        best_tilde[failed], best_tilde_prime[failed] = midpoint[failed], midpoint[failed]
-        best_distance[failed], best_objective[failed] = norms(x - x_prime)[failed] / 2, objective_0[failed]
-        residual[failed] = 0.0   # x~ = x~': g(x~') - g(x~) is exactly zero
-    cpu = lambda t: t.detach().to("cpu", torch.float64)  # noqa: E731
-    return Collisions(
-        distance=cpu(best_distance), objective=cpu(best_objective), residual=cpu(residual),
-        feature_gap=cpu(feature_gap), iterations=iterations.cpu(), converged=converged.cpu(),
-        x_tilde=best_tilde.detach().cpu() if return_points else None,
-        x_tilde_prime=best_tilde_prime.detach().cpu() if return_points else None,
-    )
+    return best.verified(g, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
+                         converged, return_points)
+
+
+class _Best:
+    """Per pair, the best collision found so far, starting from the midpoint (always a collision)."""
+
+    def __init__(self, midpoint: torch.Tensor, distance: torch.Tensor, objective: torch.Tensor):
+        self.tilde, self.tilde_prime = midpoint.clone(), midpoint.clone()
+        self.distance, self.objective = distance.clone(), objective.clone()
+
+    def offer(self, pairs: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor, distance: torch.Tensor,
+              objective: torch.Tensor, collides: torch.Tensor) -> None:
+        """Keep (u, u') for the pairs where it collides and is closer than their best so far."""
+        better = collides & (distance < self.distance[pairs])
+        won = pairs[better]
+        self.tilde[won], self.tilde_prime[won] = u[better], u_prime[better]
+        self.distance[won], self.objective[won] = distance[better], objective[better]
+
+    def verified(self, g: Features, x: torch.Tensor, x_prime: torch.Tensor, midpoint: torch.Tensor,
+                 objective_0: torch.Tensor, scale: torch.Tensor, verify_tol: float, feature_gap: torch.Tensor,
+                 iterations: torch.Tensor, converged: torch.Tensor, return_points: bool) -> Collisions:
+        """Verify every kept collision by an independent forward pass; a pair that fails falls back
+        to the midpoint."""
+        with torch.no_grad():
+            check_tilde, check_tilde_prime = g(torch.cat([self.tilde, self.tilde_prime])).chunk(2)
+        residual = (check_tilde_prime - check_tilde).norm(dim=1)
+        failed = ~(residual <= verify_tol * scale)
+        if failed.any():
+            self.tilde[failed], self.tilde_prime[failed] = midpoint[failed], midpoint[failed]
+            self.distance[failed] = (x - x_prime)[failed].flatten(1).norm(dim=1) / 2
+            self.objective[failed] = objective_0[failed]
+            residual[failed] = 0.0   # x~ = x~': g(x~') - g(x~) is exactly zero
+        cpu = lambda t: t.detach().to("cpu", torch.float64)  # noqa: E731
+        return Collisions(
+            distance=cpu(self.distance), objective=cpu(self.objective), residual=cpu(residual),
+            feature_gap=cpu(feature_gap), iterations=iterations.cpu(), converged=converged.cpu(),
+            x_tilde=self.tilde.detach().cpu() if return_points else None,
+            x_tilde_prime=self.tilde_prime.detach().cpu() if return_points else None,
+        )
 
 
 def _in_training_mode(f: Features) -> bool:
@@ -240,3 +266,192 @@ def _solve_psd(G: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         w_inv = torch.where(w > cutoff, 1 / w, torch.zeros_like(w))
         y[bad] = (Q @ (w_inv.unsqueeze(2) * (Q.transpose(1, 2) @ c[bad].unsqueeze(2)))).squeeze(2)
     return y
+
+
+# Semi-smooth Newton iterations of the box-constrained projection; each is one m x m solve per pair.
+BOX_NEWTON_STEPS = 20
+BOX_NEWTON_HALVINGS = 6
+
+
+def project(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, x_tilde: torch.Tensor,
+            x_tilde_prime: torch.Tensor, p: torch.Tensor, p_prime: torch.Tensor,
+            box: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean projection of the pair (p, p') onto the linearized collision constraint H_i,
+
+        r + J' (u' - x~') - J (u - x~) = 0,
+
+    and, with a box (lo, hi), onto H_i intersected with lo <= u, u' <= hi. Without a box it is
+    one m x m solve: (u, u') = (p + J^T y, p' - J'^T y) with (J J^T + J' J'^T) y = c(p, p'). With a
+    box the minimizer is (clip(p + J^T y), clip(p' - J'^T y)) for the y that satisfies the
+    constraint (the Lagrangian separates per coordinate); y solves that piecewise-linear equation
+    by semi-smooth Newton, whose matrix keeps only the unclipped coordinates, with a halving step
+    on the residual norm. Points are always inside the box; the constraint holds to solver accuracy
+    where H_i meets the box (elsewhere the closest the iteration gets), and the search verifies
+    every collision it keeps anyway.
+    """
+    def constraint(u: torch.Tensor, u_prime: torch.Tensor) -> torch.Tensor:
+        return r + _apply(J_prime, u_prime - x_tilde_prime) - _apply(J, u - x_tilde)
+
+    def back(M: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (M.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
+
+    y = _solve_psd(J @ J.transpose(1, 2) + J_prime @ J_prime.transpose(1, 2), constraint(p, p_prime))
+    if box is None:
+        return p + back(J, y), p_prime - back(J_prime, y)
+    lo, hi = box
+
+    # v = p + J^T y and v' = p' - J'^T y are affine in y: the trial points of a step are cheap.
+    v, v_prime = p + back(J, y), p_prime - back(J_prime, y)
+    # Converged once the constraint holds to rounding of the violation there was to remove.
+    floor = 16 * torch.finfo(p.dtype).eps * (constraint(p, p_prime).norm(dim=1) + r.norm(dim=1))
+    c = constraint(v.clamp(lo, hi), v_prime.clamp(lo, hi))
+    size = c.norm(dim=1)
+    done = size <= floor
+    for _ in range(BOX_NEWTON_STEPS):
+        if done.all():
+            break
+        free = ((lo < v) & (v < hi)).flatten(1).to(p.dtype).unsqueeze(1)
+        free_prime = ((lo < v_prime) & (v_prime < hi)).flatten(1).to(p.dtype).unsqueeze(1)
+        H = (J * free) @ J.transpose(1, 2) + (J_prime * free_prime) @ J_prime.transpose(1, 2)
+        step = _solve_psd(H, c)
+        dv, dv_prime = back(J, step), -back(J_prime, step)
+        accepted = torch.zeros_like(done)
+        t = 1.0
+        for _ in range(BOX_NEWTON_HALVINGS):   # halve the step until the constraint violation decreases
+            trial, trial_prime = v + t * dv, v_prime + t * dv_prime
+            trial_c = constraint(trial.clamp(lo, hi), trial_prime.clamp(lo, hi))
+            trial_size = trial_c.norm(dim=1)
+            take = ~accepted & ~done & (trial_size < size)
+            v[take], v_prime[take], c[take], size[take] = trial[take], trial_prime[take], trial_c[take], trial_size[take]
+            accepted |= take
+            if (accepted | done).all():
+                break
+            t /= 2
+        done = done | ~accepted | (size <= floor)
+    u, u_prime = v.clamp(lo, hi), v_prime.clamp(lo, hi)
+    return u, u_prime
+
+
+# Line-search step control (step = "line_search"): step fractions tried per iteration, the factor
+# a rejected fraction shrinks by, and the chord steps that restore a trial point's collision with
+# the iterate's Jacobians (each a forward pass; a Jacobian costs one forward and m backward passes).
+LINE_SEARCH_TRIES = 4
+LINE_SEARCH_SHRINK = 0.5
+CHORD_STEPS = 8
+
+
+def line_search(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,
+                tol: float, verify_tol: float, return_points: bool = False, rows_per_pass: int | None = None,
+                points_per_pass: int | None = None, box: tuple[float, float] | None = None) -> Collisions:
+    """Algorithm 1's linearize-and-project step, with a per-pair step length and every iterate a
+    verified collision (a feasible descent).
+
+    At the iterate z = (x~, x~'), a collision, with Jacobians J, J': the projections onto H_i
+    of z (P_z) and of the original pair (P_x, the Gauss-Newton step) bound a segment of points that
+    satisfy the linearized constraint (and the box); Algorithm 1's projection of (1 - a) z +
+    a (x, x') lies on it. A trial point (1 - a) P_z + a P_x is restored to a collision by up to
+    CHORD_STEPS projections with the same J, J' (forward passes only: on a ReLU network the
+    linearization stays exact until a unit changes sign, so these converge in a few steps), and
+    accepted when it collides (residual <= verify_tol / 2 of the feature gap) and lowers
+    ||x~ - x||^2 + ||x~' - x'||^2; otherwise a halves, up to LINE_SEARCH_TRIES trials. Only an
+    accepted point gets new Jacobian rows; a then doubles (up to 1). A pair stops when the
+    Gauss-Newton step is below tol of the midpoint objective (stationary), when no trial is
+    accepted, or after max_iter Jacobian evaluations (the midpoint's included). The first a is
+    alpha; gamma (algorithm1's decay) is not used. Every trial is offered as the best collision,
+    verified independently at the end as in algorithm1.
+    """
+    B = x.shape[0]
+    norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
+    with torch.no_grad():
+        g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
+    feature_gap = norms(g_x_prime - g_x)
+    scale = feature_gap.clamp_min(torch.finfo(x.dtype).tiny)
+    midpoint = (x + x_prime) / 2
+    objective_0 = norms(x - x_prime) ** 2 / 2
+    best = _Best(midpoint, norms(x - x_prime) / 2, objective_0)
+    iterations = torch.zeros(B, dtype=torch.int64, device=x.device)
+    converged = torch.zeros(B, dtype=torch.bool, device=x.device)
+
+    # Per-pair state: the iterate (a collision) and its objective, and the step fraction a.
+    z, z_prime = midpoint.clone(), midpoint.clone()
+    objective = objective_0.clone()
+    a = torch.full((B,), float(alpha), dtype=x.dtype, device=x.device)
+    active = torch.arange(B, device=x.device)
+    if max_iter > 0:
+        g_mid, J = jacobian_rows(g, midpoint, rows_per_pass, points_per_pass)
+        J_prime, r = J, torch.zeros_like(g_mid)   # both points are the midpoint: one set of rows
+        iterations[:] = 1
+    else:
+        active = active[:0]
+    while len(active):
+        x_a, x_prime_a = x[active], x_prime[active]
+        za, za_prime = z[active], z_prime[active]
+        restore = project(J, J_prime, r, za, za_prime, za, za_prime, box)        # P_z
+        newton = project(J, J_prime, r, za, za_prime, x_a, x_prime_a, box)       # P_x
+        still = norms(newton[0] - za) ** 2 + norms(newton[1] - za_prime) ** 2 < tol * objective_0[active]
+        converged[active[still]] = True
+        fraction = a[active].clone()
+        searching = ~still
+        accepted = torch.zeros_like(searching)
+        new_z, new_z_prime, new_objective = za.clone(), za_prime.clone(), objective[active].clone()
+        for _ in range(LINE_SEARCH_TRIES):
+            idx = searching.nonzero().squeeze(1)
+            if not len(idx):
+                break
+            w = fraction[idx].view(-1, *([1] * (x.dim() - 1)))
+            u = (1 - w) * restore[0][idx] + w * newton[0][idx]
+            u_prime = (1 - w) * restore[1][idx] + w * newton[1][idx]
+            pairs = active[idx]
+            J_i, J_prime_i = J[idx], J_prime[idx]
+            for chord in range(CHORD_STEPS + 1):
+                with torch.no_grad():
+                    g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
+                r_u = g_u_prime - g_u
+                residual = r_u.norm(dim=1)
+                if chord == CHORD_STEPS or (residual <= verify_tol / 2 * scale[pairs]).all():
+                    break
+                u, u_prime = _chord_step(J_i, J_prime_i, r_u, u, u_prime, box)
+            obj = norms(u - x_a[idx]) ** 2 + norms(u_prime - x_prime_a[idx]) ** 2
+            distance = torch.maximum(norms(u - x_a[idx]), norms(u_prime - x_prime_a[idx]))
+            # Half the tolerance here, so float noise cannot fail the independent check at the end.
+            collides = torch.isfinite(residual) & torch.isfinite(obj) & (residual <= verify_tol / 2 * scale[pairs])
+            best.offer(pairs, u, u_prime, distance, obj, collides)
+            ok = collides & (obj < objective[pairs])
+            took = idx[ok]
+            accepted[took], searching[took] = True, False
+            new_z[took], new_z_prime[took], new_objective[took] = u[ok], u_prime[ok], obj[ok]
+            fraction[idx[~ok]] *= LINE_SEARCH_SHRINK
+        moved = active[accepted]
+        z[moved], z_prime[moved], objective[moved] = new_z[accepted], new_z_prime[accepted], new_objective[accepted]
+        a[active] = torch.where(accepted, (fraction * 2).clamp(max=1.0), fraction)
+        # The pairs that moved and have budget left get Jacobian rows at their new iterate.
+        active = moved[iterations[moved] < max_iter]
+        if len(active):
+            values, rows = jacobian_rows(g, torch.cat([z[active], z_prime[active]]), rows_per_pass, points_per_pass)
+            (v, v_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
+            r = v_prime - v
+            iterations[active] += 1
+    return best.verified(g, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
+                         converged, return_points)
+
+
+def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor,
+                box: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The least-norm correction of (u, u') that zeroes the linearized residual r = g(u') - g(u)
+    with the given Jacobians. With a box, only coordinates strictly inside it move (one m x m
+    solve, no Newton iteration: the line search checks the result anyway) and the result is
+    clipped to the box."""
+    if box is None:
+        return project(J, J_prime, r, u, u_prime, u, u_prime)
+    lo, hi = box
+    free = ((u > lo) & (u < hi)).flatten(1).to(u.dtype).unsqueeze(1)
+    free_prime = ((u_prime > lo) & (u_prime < hi)).flatten(1).to(u.dtype).unsqueeze(1)
+    JD, JD_prime = J * free, J_prime * free_prime
+    y = _solve_psd(JD @ J.transpose(1, 2) + JD_prime @ J_prime.transpose(1, 2), r)
+    step = (JD.transpose(1, 2) @ y.unsqueeze(2)).reshape(u.shape)
+    step_prime = (JD_prime.transpose(1, 2) @ y.unsqueeze(2)).reshape(u.shape)
+    return (u + step).clamp(lo, hi), (u_prime - step_prime).clamp(lo, hi)
+
+
+# The step controls of `search` (option `step`): the paper's decaying schedule, and the line search.
+STEPS = {"decay": algorithm1, "line_search": line_search}

@@ -26,6 +26,7 @@ class SearchOptions:
     rows_per_pass None means 1 Jacobian row per backward pass on the CPU, all m on a GPU.
     """
 
+    step: str = _DEFAULTS["search"]["step"]
     alpha: float = _DEFAULTS["search"]["alpha"]
     gamma: float = _DEFAULTS["search"]["gamma"]
     max_iter: int = _DEFAULTS["search"]["max_iter"]
@@ -58,6 +59,7 @@ class CollisionOptions:
     batch_size: int = _DEFAULTS["batch_size"]
     chunk_size: int = _DEFAULTS["chunk_size"]
     keep_points: int = _DEFAULTS["keep_points"]
+    box: tuple[float, float] | None = tuple(_DEFAULTS["box"]) if _DEFAULTS["box"] is not None else None
     method_options: Any = field(default_factory=SearchOptions)   # the method's own options
 
     def __post_init__(self) -> None:
@@ -65,6 +67,11 @@ class CollisionOptions:
             raise ValueError(f"unknown collision method {self.method!r}; known: {', '.join(METHODS)}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"collision dtype must be float32 or float64, not {self.dtype!r}")
+        if self.box is not None:
+            lo, hi = (float(b) for b in self.box)
+            if not lo < hi:
+                raise ValueError(f"collision box {list(self.box)}: need lo < hi")
+            object.__setattr__(self, "box", (lo, hi))   # a tuple of floats: one JSON form, one digest
         if not isinstance(self.method_options, METHODS[self.method].options):
             raise ValueError(f"method {self.method!r} takes {METHODS[self.method].options.__name__}, "
                              f"not {type(self.method_options).__name__}")
@@ -100,6 +107,8 @@ class CollisionOptions:
     def to_json(self) -> str:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "method_options"}
         d[METHODS[self.method].options_key] = asdict(self.method_options)
+        if d["box"] is not None:
+            d["box"] = list(d["box"])
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
@@ -111,4 +120,16 @@ class CollisionOptions:
 
         module = importlib.import_module(f"{__package__}.{METHODS[self.method].module}")
         return module.run(f, A, x, x_prime, options=self.method_options, dtype=getattr(torch, self.dtype),
-                          batch_size=self.batch_size, return_points=return_points)
+                          batch_size=self.batch_size, box=self.box, return_points=return_points)
+
+    def adversary(self) -> str:
+        """The threat model the distances are for, in words (figures, tables and the report)."""
+        return adversary_label(self.box)
+
+
+def adversary_label(box) -> str:
+    """'l2, in [0, 1]^n' or 'l2, unboxed': the adversary of a collision analysis."""
+    if box is None:
+        return "l2, unboxed"
+    lo, hi = (float(b) for b in box)
+    return f"l2, in [{lo:g}, {hi:g}]^n"
