@@ -197,7 +197,8 @@ def _write_collision_files(tmp_path, S=3, P=2, K=2):
             h5["points/x_tilde_prime"] = x_tilde_prime
             h5.attrs.update({"format": shards.MERGED_FORMAT, "dataset": "mnist5k", "pairset": "c3v7-S3-seed0",
                              "method": "jacobian", "model": model, "layer": layer, "m": 5, "n_j": 75,
-                             "projected": int(projections > 1), "projections": projections})
+                             "projected": int(projections > 1), "projections": projections,
+                             "options_json": '{"box": [0.0, 1.0]}'})
         files.append(path)
         stored[layer] = path
     return pairs_file, files, stored, x_a, x_b
@@ -227,6 +228,7 @@ def test_collision_figure_shows_the_norms_of_the_stored_points(tmp_path):
         np.testing.assert_allclose(axes[r, 0].images[0].get_array(), x_a[i][0])
         np.testing.assert_allclose(axes[r, 3].images[0].get_array(), x_b[j][0])
         np.testing.assert_allclose(axes[r, 4].images[0].get_array(), row["x_tilde"][0] - x_a[i][0])
+    assert "adversary l2, in [0, 1]^n" in fig._suptitle.get_text()   # from the files' options
     # The CLI orders the rows (baselines first, then network order) and writes both files.
     metrics_file = tmp_path / "net_pgd.json"
     metrics_file.write_text(json.dumps(_metrics()))

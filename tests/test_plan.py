@@ -77,7 +77,7 @@ def test_collision_options_json_round_trips_with_the_box_and_step_control():
     assert json.loads(options.to_json()) == {
         "method": "jacobian", "dtype": "float32", "batch_size": 64, "chunk_size": 8, "keep_points": 4,
         "box": [0.0, 1.0],
-        "search": {"step": "line_search", "alpha": 1.0, "gamma": 0.9, "max_iter": 15, "tol": None,
+        "search": {"step": "decay", "alpha": 1.0, "gamma": 0.9, "max_iter": 40, "tol": None,
                    "verify_tol": None, "rows_per_pass": None}}
     unboxed = CollisionOptions(box=None)
     assert json.loads(unboxed.to_json())["box"] is None and unboxed.digest() != CollisionOptions().digest()
@@ -163,3 +163,15 @@ def test_m_sweep_of_a_later_layer_uses_a_layer_present_at_every_m():
     # The input baseline is the main grid's (it does not depend on m).
     assert any("/input/input/m10.csv" in t for t in tables)
     assert any("/m_sweep/a.png" in t for t in p.figure_targets())
+
+
+def test_method_polytope_is_planned_for_unprojected_maps_only():
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    raw["collision"]["methods"] = ["polytope"]
+    with pytest.raises(config.ConfigError, match=r"method polytope searches unprojected maps only .* "
+                                                  r"medium_benign/conv1 has n_j = 25088 > m = 10"):
+        plan.units(validate(raw))
+    raw["collision"].update(layers=["logits"], m=[10])     # logits: n_j = 10 = m, not projected
+    units = plan.units(validate(raw))
+    assert {(u.model, u.layer) for u in units} == {(name, "logits") for name in raw["models"]} | {("input", "input")}
+    assert all(u.projections == 1 for u in units)          # and no projected input baseline

@@ -250,3 +250,20 @@ def test_cpu_feature_map_matches_the_plain_network(input_shape):
     for p, q in zip(net.parameters(), plain.parameters()):
         assert (p.grad is None) == (q.grad is None)   # layers past the tap get none
         assert p.grad is None or torch.allclose(p.grad, q.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_polytope_method_shards_verify_and_are_never_worse_than_the_midpoint(setup, tmp_path):
+    """Method polytope through the shard runner (unprojected conv1 of the small CNN, through its
+    matrix): verified collisions, the method recorded, and the plan refuses projected units."""
+    shared = {k: v for k, v in json.loads(OPTIONS.to_json()).items() if k != "search"}
+    options = CollisionOptions.from_dict({**shared, "method": "polytope", "polytope": {"max_iter": 2}})
+    _, ps, pairs_file, ckpt = setup
+    s = plan.Shard("mnist5k", ps.name, "polytope", "tiny", "conv1", 576, 0, 0)
+    path = shards.run(s, s.path(tmp_path), pairs_file=pairs_file, options=options, experiment_seed=0,
+                      checkpoint_file=ckpt, arch="small", device="cpu", log=lambda _: None)
+    columns, attrs = shards.read(path)
+    assert attrs["solver"] == "polytope" and attrs["projected"] == 0
+    assert (columns["residual"] <= 1e-3 * columns["feature_gap"]).all()
+    assert (columns["distance"] <= columns["midpoint_bound"] + 1e-6).all()
+    points = np.concatenate([columns["points/x_tilde"], columns["points/x_tilde_prime"]])
+    assert points.min() >= -1e-6 and points.max() <= 1 + 1e-6     # the default box holds

@@ -38,6 +38,7 @@ def feature_map(net: torch.nn.Module, layer: str, device: torch.device) -> Featu
 
     def f_channels_last(u: torch.Tensor) -> torch.Tensor:
         return f(u.contiguous(memory_format=torch.channels_last))
+    f_channels_last.extractor = f   # the network's stages, for methods that need them (polytope)
     return f_channels_last
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from .collide.options import adversary_label
 from .figures_style import NORM_LABEL, NORM_PRIME_LABEL, layer_display, training_label, _accuracy_text
 
 __all__ = ["collision_rows", "collisions_figure"]
@@ -45,12 +47,14 @@ def collision_rows(merged: Mapping[str, tuple[Mapping[str, np.ndarray], Mapping]
             "norm": float(np.linalg.norm((x_tilde - x).ravel())),
             "norm_prime": float(np.linalg.norm((x_tilde_prime - x_prime).ravel())),
             "distance": float(arrays["distances"][p, i, j]),
+            "adversary": adversary_label(json.loads(attrs.get("options_json", "{}")).get("box")),
         })
     return rows
 
 
 def _image(a: np.ndarray) -> tuple[np.ndarray, dict]:
-    """(C, H, W) pixels in [0, 1] as an imshow array; values outside [0, 1] are clipped for display."""
+    """(C, H, W) pixels in [0, 1] as an imshow array; values outside [0, 1] (collisions of an unboxed
+    adversary) are clipped for display."""
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] == 1:
         return np.clip(a[0], 0, 1), {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
@@ -113,7 +117,8 @@ def collisions_figure(rows: Sequence[Mapping], metrics: Mapping, pair: int, clas
     m = next((row["m"] for row in rows if row["projected"]), rows[0]["m"])
     title = (f"{dataset} - {name} ({arch}, {training_label(metrics)}): colliding examples of pair {pair}\n"
              + r"collisions $A f_j(\tilde{x}) = A f_j(\tilde{x}')$" + f", m={m}" + (f", pairs {pairset}" if pairset else "")
-             + r"; $d = \max(\|\tilde{x} - x\|, \|\tilde{x}' - x'\|)$")
+             + r"; $d = \max(\|\tilde{x} - x\|, \|\tilde{x}' - x'\|)$"
+             + "; adversary " + " / ".join(sorted({row.get("adversary", "l2, unboxed") for row in rows})))
     acc = _accuracy_text(metrics)
     fig.suptitle(title + (f"\n{acc}" if acc else ""), fontsize=9.5)
     return fig

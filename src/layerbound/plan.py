@@ -210,6 +210,10 @@ def units(config: dict[str, Any]) -> list[Unit]:
                         if (method, name, layer, m) in seen:
                             continue
                         seen.add((method, name, layer, m))
+                        if collide.METHODS[method].unprojected_only and is_projected(name, layer, m, widths[layer]):
+                            raise ConfigError(f"{where}: method {method} searches unprojected maps only (paper 002), "
+                                              f"but {name}/{layer} has n_j = {widths[layer]} > m = {m}; set m >= "
+                                              f"{widths[layer]} for it or use method jacobian")
                         out.append(Unit(entry["dataset"], pairset, method, name, layer, m, widths[layer],
                                         projections_for(name, layer, m, widths[layer], P), chunks, entry["arch"]))
     for dataset in datasets:
@@ -217,6 +221,8 @@ def units(config: dict[str, Any]) -> list[Unit]:
         for method in methods:
             for layer in collision["baselines"]:
                 for m in (int(m) for m in collision["m"]):
+                    if collide.METHODS[method].unprojected_only and is_projected(INPUT_MODEL, layer, m, n0):
+                        continue   # no projected input baseline for a method of unprojected maps
                     out.append(Unit(dataset, pairset, method, INPUT_MODEL, layer, m, n0,
                                     projections_for(INPUT_MODEL, layer, m, n0, P), chunks))
     return out

@@ -36,17 +36,30 @@ class SearchOptions:
 
 
 @dataclass(frozen=True)
+class PolytopeOptions:
+    """Paper 002's polytope descent (method `polytope`, config `collision.polytope`).
+
+    max_iter: cone programs per pair at most; verify_tol None means the dtype's default.
+    """
+
+    max_iter: int = _DEFAULTS["polytope"]["max_iter"]
+    verify_tol: float | None = _DEFAULTS["polytope"]["verify_tol"]
+
+
+@dataclass(frozen=True)
 class Method:
     """A collision method: its options class, the config key holding them, and its entry point."""
 
     options: type        # its options dataclass (below)
     options_key: str     # the config section of `collision:` holding them
     module: str          # the module of layerbound.collide with its `run` function
+    unprojected_only: bool = False   # searches only maps with m >= n_j (the plan refuses others)
 
 
 # The dispatch point of the collision methods (the path component `{collision_method}` of shards).
 METHODS: dict[str, Method] = {
     "jacobian": Method(SearchOptions, "search", "jacobian"),
+    "polytope": Method(PolytopeOptions, "polytope", "polytope", unprojected_only=True),
 }
 
 

@@ -1,0 +1,280 @@
+"""Paper 002's collision search (method `polytope`): descent over the activation polytopes of a
+ReLU network, each step an exact second-order cone program.
+
+For f = f_l o ... o f_1 with f_i(z) = relu(W_i z + k_i) (the last stage without its ReLU for a
+`<tap>_pre` tap), fixing one ReLU sign pattern per layer for x~ = x + delta (s_i) and one for
+x~' = x' + delta' (s'_i) makes every pre-activation affine in (delta, delta'), and the pairs whose
+patterns are these form a polytope. Inside it the collision problem
+
+    min t  s.t.  ||delta|| <= t, ||delta'|| <= t,  sign constraints of every pattern,
+                 f(x + delta) = f(x' + delta')   (linear in the polytope)
+
+is a cone program (paper 002, Section 3.2 and Appendices C-D). The descent starts in the
+midpoint's polytope (the midpoint is a collision there), solves it, and flips each ReLU whose sign
+constraint has a positive dual variable (crossing it could lower t): independently for x~ and x~'
+in the hidden layers, and, as the collision shares the tap layer's pattern, a tap ReLU only when
+both its duals are positive. The previous optimum lies in the new polytope (the flipped units are
+at zero there), so t never increases; the search stops when no flip is allowed, when t stops
+improving, or after max_iter cone programs. Input space reduction (paper 002, Section 4): only the
+component of delta in the row space of W_1 moves any feature, so delta = V alpha with V the right
+singular vectors of W_1, and the cone program has 2 rank(W_1) + 1 variables.
+
+Solver: cvxpy with Clarabel, an interior-point conic solver. Interior-point duals are strictly
+complementary (a constraint that is not binding gets a dual near zero, not an arbitrary one),
+which the flip rule reads; Clarabel ships with cvxpy and solves the second-order cones natively.
+
+Only unprojected maps (m >= n_j) are searched, as in paper 002. Every returned collision is
+verified by a forward pass like Algorithm 1's (midpoint fallback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .base import Collisions, Features, verify_tol_for
+from .closed_form import input_distance, linear_part, row_space
+from .options import PolytopeOptions
+
+# Largest affine stage expanded into a matrix (rows x columns, float64): 64 M entries = 512 MB.
+MAX_MATRIX_ENTRIES = 64 * 2**20
+# A sign constraint's dual counts as positive above this fraction of the largest dual of its solve.
+DUAL_TOL = 1e-6
+
+
+@dataclass
+class Stage:
+    """One affine stage z -> W z + k of the chain, and whether a ReLU follows it."""
+
+    W: np.ndarray
+    k: np.ndarray
+    relu: bool
+
+
+def run(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *, options: PolytopeOptions,
+        dtype: torch.dtype, batch_size: int, box: tuple[float, float] | None, return_points: bool) -> Collisions:
+    """The registry's entry point (collide.METHODS["polytope"])."""
+    if A is not None:
+        raise ValueError("method polytope searches unprojected maps only (paper 002): use m >= n_j for its "
+                         "analyses, or method jacobian for projected ones")
+    return search(stages_of(f, tuple(x.shape[1:])), x, x_prime, max_iter=options.max_iter, verify_tol=options.verify_tol,
+                  dtype=dtype, box=box, return_points=return_points, progress=True, f=f)
+
+
+def stages_of(f: Features, input_shape: tuple[int, ...]) -> list[Stage]:
+    """The affine stages of a layerbound network up to f's tap, as matrices (float64).
+
+    f must be a network's extractor (models.TappedNet.extractor, or the CPU wrapper of
+    features.feature_map). Each stage's affine part (linear or convolution, with batch norm) becomes
+    its matrix; a stage followed by anything but a ReLU (max pooling) is refused, as is a matrix
+    beyond MAX_MATRIX_ENTRIES.
+    """
+    extractor = getattr(f, "extractor", f)
+    net, tap = getattr(extractor, "net", None), getattr(extractor, "tap", None)
+    if net is None or tap is None:
+        raise ValueError("method polytope needs a layerbound network's extractor (its affine stages), "
+                         "not an arbitrary function")
+    index, post_activation = net._locate(tap)
+    stages, shape = [], tuple(input_shape)
+    device = next(net.parameters()).device
+    for j in range(index + 1):
+        pre, post = net.pre[j], net.post[j]
+        out_shape = tuple(_shape_after(pre, shape, device))
+        entries = int(np.prod(out_shape)) * int(np.prod(shape))
+        if entries > MAX_MATRIX_ENTRIES:
+            raise ValueError(f"method polytope: stage {j + 1} of {net.arch} maps {int(np.prod(shape))} to "
+                             f"{int(np.prod(out_shape))} values, a {entries / 2**20:.0f} M-entry matrix "
+                             f"(limit {MAX_MATRIX_ENTRIES / 2**20:.0f} M); use method jacobian for this layer")
+        applies_relu = (j < index or post_activation) and not isinstance(post, torch.nn.Identity)   # logits: none
+        if applies_relu and not _is_plain_relu(post):
+            raise ValueError(f"method polytope handles ReLU activations only; stage {j + 1} of {net.arch} "
+                             f"applies {post}")
+
+        def affine(u: torch.Tensor, pre=pre) -> torch.Tensor:
+            return pre(u).flatten(1)
+        # In the network's own dtype (its weights' values, exactly), then float64 for the solver.
+        net_dtype = next(pre.parameters()).dtype
+        W = linear_part(affine, shape, dtype=net_dtype, device=device).detach().double().numpy()
+        with torch.no_grad():
+            k = affine(torch.zeros((1, *shape), dtype=net_dtype, device=device)).double().cpu().numpy()[0]
+        stages.append(Stage(W, k, applies_relu))
+        shape = out_shape
+    return stages
+
+
+def _shape_after(module: torch.nn.Module, shape: tuple[int, ...], device) -> torch.Size:
+    with torch.no_grad():
+        return module(torch.zeros((1, *shape), dtype=next(module.parameters()).dtype, device=device)).shape[1:]
+
+
+def _is_plain_relu(module: torch.nn.Module) -> bool:
+    if isinstance(module, torch.nn.ReLU):
+        return True
+    return isinstance(module, torch.nn.Sequential) and len(module) == 1 and isinstance(module[0], torch.nn.ReLU)
+
+
+def forward(stages: list[Stage], u: np.ndarray) -> np.ndarray:
+    """The chain's features at the rows of u (float64): the reference the searches are checked by."""
+    z = u.reshape(len(u), -1)
+    for stage in stages:
+        z = z @ stage.W.T + stage.k
+        if stage.relu:
+            z = np.maximum(z, 0)
+    return z
+
+
+def search(stages: list[Stage], x: torch.Tensor, x_prime: torch.Tensor, *, max_iter: int = PolytopeOptions.max_iter,
+           verify_tol: float | None = PolytopeOptions.verify_tol, dtype: torch.dtype = torch.float64,
+           box: tuple[float, float] | None = None, return_points: bool = False, progress: bool = False,
+           f: Features | None = None) -> Collisions:
+    """Collision distances of the pairs (x_k, x'_k) under the chain `stages`, by polytope descent.
+
+    The cone programs run in float64 on the CPU. The collisions are verified by `f` (in `dtype`, on
+    x's device) when given, else by the chain itself; a pair that fails keeps the midpoint.
+    """
+    verify_tol = verify_tol_for(dtype, verify_tol)
+    shape = x.shape[1:]
+    xs = x.detach().double().cpu().reshape(len(x), -1).numpy()
+    xs_prime = x_prime.detach().double().cpu().reshape(len(x), -1).numpy()
+    V = row_space(torch.from_numpy(stages[0].W)).numpy().T           # n0 x r
+    results = []
+    for k in tqdm(range(len(xs)), desc="polytope descent", unit="pair", disable=not progress, mininterval=2.0):
+        results.append(_descend(stages, V, xs[k], xs_prime[k], max_iter, box))
+    u = np.stack([r[0] for r in results]) if results else np.zeros((0, xs.shape[1]))
+    u_prime = np.stack([r[1] for r in results]) if results else np.zeros((0, xs.shape[1]))
+    iterations = torch.tensor([r[2] for r in results], dtype=torch.int64)
+    converged = torch.tensor([r[3] for r in results], dtype=torch.bool)
+
+    # Verify by an independent forward pass (of f in the shard's dtype when given).
+    def features(a: np.ndarray) -> torch.Tensor:
+        if f is None:
+            return torch.from_numpy(forward(stages, a))
+        t = torch.from_numpy(a).reshape(len(a), *shape).to(device=x.device, dtype=dtype)
+        with torch.no_grad():
+            return f(t).double().cpu()
+    midpoint = (xs + xs_prime) / 2
+    feature_gap = (features(xs_prime) - features(xs)).norm(dim=1)
+    residual = (features(u_prime) - features(u)).norm(dim=1)
+    failed = ~(residual <= verify_tol * feature_gap)
+    if failed.any():
+        bad = failed.numpy()
+        u[bad], u_prime[bad] = midpoint[bad], midpoint[bad]
+        residual[failed] = 0.0
+    delta, delta_prime = np.linalg.norm(u - xs, axis=1), np.linalg.norm(u_prime - xs_prime, axis=1)
+    distance = torch.from_numpy(np.maximum(delta, delta_prime))
+    points = (lambda a: torch.from_numpy(a).reshape(len(a), *shape).to(x.dtype)) if return_points else None
+    return Collisions(
+        distance=distance, objective=torch.from_numpy(delta ** 2 + delta_prime ** 2), residual=residual,
+        feature_gap=feature_gap, iterations=iterations, converged=converged,
+        x_tilde=points(u) if points else None, x_tilde_prime=points(u_prime) if points else None)
+
+
+def _descend(stages: list[Stage], V: np.ndarray, x: np.ndarray, x_prime: np.ndarray, max_iter: int,
+             box: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """One pair's descent: (x~, x~', cone programs solved, stopped because no flip improves)."""
+    midpoint = (x + x_prime) / 2
+    best = (midpoint.copy(), midpoint.copy(), float(np.linalg.norm(x - x_prime)) / 2)
+    pre = _pre_activations(stages, midpoint)
+    pattern = [p > 0 for p in pre]                                   # x~'s patterns
+    pattern_prime = [p.copy() for p in pattern]                      # x~''s (the tap's is shared)
+    solved = 0
+    # Paper 002 stops when t stops decreasing; moving on across polytopes of equal t (never back
+    # to one already solved) reaches the global optimum of more of the tiny networks of the tests.
+    visited = {b"".join(np.packbits(p).tobytes() for p in pattern + pattern_prime)}
+    for solved in range(1, max_iter + 1):
+        solution = _cone_program(stages, V, x, x_prime, pattern, pattern_prime, box)
+        if solution is None:                                           # solver failure: keep the best
+            return best[0], best[1], solved, False
+        t, u, u_prime, duals, duals_prime = solution
+        if t <= best[2]:
+            best = (u, u_prime, t)
+        flips = False
+        scale = max([float(d.max(initial=0.0)) for d in duals + duals_prime] + [1e-300])
+        for i, stage in enumerate(stages):
+            if not stage.relu:
+                continue
+            up, up_prime = duals[i] > DUAL_TOL * scale, duals_prime[i] > DUAL_TOL * scale
+            if i == len(stages) - 1:                                   # the tap's shared pattern
+                up = up_prime = up & up_prime
+            if up.any() or up_prime.any():
+                flips = True
+                pattern[i] = np.where(up, ~pattern[i], pattern[i])
+                pattern_prime[i] = np.where(up_prime, ~pattern_prime[i], pattern_prime[i])
+        key = b"".join(np.packbits(p).tobytes() for p in pattern + pattern_prime)
+        if not flips or key in visited:
+            return best[0], best[1], solved, True
+        visited.add(key)
+    return best[0], best[1], solved, False
+
+
+def _pre_activations(stages: list[Stage], u: np.ndarray) -> list[np.ndarray]:
+    z, out = u, []
+    for stage in stages:
+        z = stage.W @ z + stage.k
+        out.append(z)
+        if stage.relu:
+            z = np.maximum(z, 0)
+    return out
+
+
+def _affine_chain(stages: list[Stage], V: np.ndarray, x: np.ndarray, patterns: list[np.ndarray]):
+    """Per stage, the pre-activation as c + M alpha for x~ = x + V alpha under `patterns`."""
+    c, M, out = x, V, []
+    for stage, s in zip(stages, patterns + [None] * (len(stages) - len(patterns))):
+        c, M = stage.W @ c + stage.k, stage.W @ M
+        out.append((c, M))
+        if stage.relu:
+            c, M = c * s, M * s[:, None]
+    return out
+
+
+def _cone_program(stages: list[Stage], V: np.ndarray, x: np.ndarray, x_prime: np.ndarray,
+                  pattern: list[np.ndarray], pattern_prime: list[np.ndarray], box: tuple[float, float] | None):
+    """Solve the polytope's cone program: (t, x~, x~', duals per stage for x~, for x~') or None."""
+    import cvxpy as cp
+
+    r = V.shape[1]
+    alpha, alpha_prime, t = cp.Variable(r), cp.Variable(r), cp.Variable()
+    chain = _affine_chain(stages, V, x, pattern)
+    chain_prime = _affine_chain(stages, V, x_prime, pattern_prime)
+    constraints = [cp.SOC(t, alpha), cp.SOC(t, alpha_prime)]
+    signs, signs_prime = [], []
+    for i, stage in enumerate(stages):
+        (c, M), (c_p, M_p) = chain[i], chain_prime[i]
+        if stage.relu:
+            sign, sign_prime = np.where(pattern[i], 1.0, -1.0), np.where(pattern_prime[i], 1.0, -1.0)
+            signs.append(sign[:, None] * M @ alpha >= -sign * c)
+            signs_prime.append(sign_prime[:, None] * M_p @ alpha_prime >= -sign_prime * c_p)
+        else:
+            signs.append(None)
+            signs_prime.append(None)
+    # The collision at the tap: equal pre-activations on its active units (both inactive units are
+    # zero already), or equal affine outputs for a pre-activation tap.
+    (c, M), (c_p, M_p) = chain[-1], chain_prime[-1]
+    rows = pattern[-1] if stages[-1].relu else np.ones(len(c), dtype=bool)
+    if rows.any():
+        constraints.append(M[rows] @ alpha - M_p[rows] @ alpha_prime == c_p[rows] - c[rows])
+    if box is not None:
+        lo, hi = box
+        constraints += [V @ alpha >= lo - x, V @ alpha <= hi - x, V @ alpha_prime >= lo - x_prime,
+                        V @ alpha_prime <= hi - x_prime]
+    problem = cp.Problem(cp.Minimize(t), constraints + [s for s in signs + signs_prime if s is not None])
+    try:
+        problem.solve(solver=cp.CLARABEL)
+    except cp.error.SolverError:
+        return None
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or alpha.value is None:
+        return None
+
+    def dual(s, n):
+        return np.zeros(n) if s is None or s.dual_value is None else np.maximum(np.asarray(s.dual_value, dtype=float), 0)
+    duals = [dual(s, len(st.k)) for s, st in zip(signs, stages)]
+    duals_prime = [dual(s, len(st.k)) for s, st in zip(signs_prime, stages)]
+    u, u_prime = x + V @ alpha.value, x_prime + V @ alpha_prime.value
+    if box is not None:
+        u, u_prime = np.clip(u, *box), np.clip(u_prime, *box)
+    t_value = float(max(np.linalg.norm(u - x), np.linalg.norm(u_prime - x_prime)))
+    return t_value, u, u_prime, duals, duals_prime

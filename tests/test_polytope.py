@@ -1,0 +1,122 @@
+"""Paper 002's polytope descent (layerbound.collide.polytope) against closed forms and against the
+global optimum found by enumerating every activation pattern of tiny ReLU networks."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from layerbound import models
+from layerbound.collide import METHODS, CollisionOptions, closed_form, polytope
+from layerbound.collide.options import PolytopeOptions
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def chain(widths: list[int], seed: int, relu_last: bool = True) -> list[polytope.Stage]:
+    """A random fully connected ReLU chain n0 -> widths[0] -> ... (float64)."""
+    rng = np.random.default_rng(seed)
+    stages = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        last = i == len(widths) - 2
+        stages.append(polytope.Stage(rng.normal(size=(n_out, n_in)), rng.normal(scale=0.5, size=n_out),
+                                     relu=relu_last or not last))
+    return stages
+
+
+def pairs(count: int, n0: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(count, n0, generator=g, dtype=torch.float64) * 2 - 1,
+            torch.rand(count, n0, generator=g, dtype=torch.float64) * 2 - 1)
+
+
+def global_optimum(stages: list[polytope.Stage], x: np.ndarray, x_prime: np.ndarray) -> float:
+    """min over every pattern combination (hidden layers per point, the tap's shared) of the
+    polytope's cone program: the exact collision distance of the chain."""
+    V = np.eye(len(x))      # no input reduction: the reference solves in the full input space
+    hidden = [len(s.k) for s in stages[:-1]]
+    tap = len(stages[-1].k)
+    best = np.inf
+    bits = 2 * sum(hidden) + tap
+    for code in itertools.product([False, True], repeat=bits):
+        code = np.array(code)
+        pattern, pattern_prime, at = [], [], 0
+        for n in hidden:
+            pattern.append(code[at:at + n])
+            pattern_prime.append(code[at + n:at + 2 * n])
+            at += 2 * n
+        pattern.append(code[at:at + tap])
+        pattern_prime.append(code[at:at + tap])
+        solution = polytope._cone_program(stages, V, x, x_prime, pattern, pattern_prime, None)
+        if solution is not None:
+            best = min(best, solution[0])
+    return best
+
+
+def test_affine_layer_is_the_closed_form():
+    # A pre-activation tap: one cone program, ||V^T (x - x')|| / 2 exactly.
+    stages = chain([12, 5], seed=0, relu_last=False)
+    x, x_prime = pairs(6, 12, seed=1)
+    result = polytope.search(stages, x, x_prime)
+    expected = closed_form.affine_distance(torch.from_numpy(stages[0].W), x, x_prime)
+    assert torch.allclose(result.distance, expected, rtol=1e-6)
+    assert (expected < 0.9 * closed_form.input_distance(x, x_prime)).all()   # a real reduction
+    assert result.converged.all() and (result.iterations == 1).all()
+
+
+def test_a_wide_full_rank_layer_only_collides_at_the_midpoint():
+    # n_1 > n_0 with a full-rank map: no two inputs share features, so d = ||x - x'|| / 2 (why
+    # paper 001's Figure 7 is flat: the first conv layer without projection is the input space).
+    stages = chain([4, 9], seed=2, relu_last=False)
+    x, x_prime = pairs(5, 4, seed=3)
+    result = polytope.search(stages, x, x_prime)
+    assert torch.allclose(result.distance, closed_form.input_distance(x, x_prime), rtol=1e-7)
+
+
+@pytest.mark.parametrize("widths", [[2, 3], [3, 5], [2, 3, 2], [3, 2, 3]])
+def test_descent_against_the_enumerated_global_optimum(widths):
+    """Never below the global optimum (it returns true collisions), never above the midpoint, and
+    at it on most pairs (the descent is local)."""
+    stages = chain(widths, seed=sum(widths))
+    x, x_prime = pairs(8, widths[0], seed=len(widths))
+    result = polytope.search(stages, x, x_prime)
+    midpoint = closed_form.input_distance(x, x_prime)
+    reached = 0
+    for k in range(len(x)):
+        optimum = global_optimum(stages, x[k].numpy(), x_prime[k].numpy())
+        d = result.distance[k].item()
+        assert d >= optimum - 1e-6 * (1 + optimum)
+        assert d <= midpoint[k].item() + 1e-12
+        reached += d <= optimum + 1e-5 * (1 + optimum)
+    assert reached >= 6, f"the descent reached the global optimum on {reached} of 8 pairs"
+
+
+def test_collisions_verify_through_the_network_and_the_registry(one_thread):
+    """Through a trained-architecture network: the stages equal the network, the collisions verify
+    with its forward pass, and CollisionOptions dispatches to the method."""
+    torch.manual_seed(0)
+    net = models.build("fcnn_smaller", (1, 6, 6), 10).double().eval()
+    x, x_prime = (t.reshape(3, 1, 6, 6).abs().clamp(0, 1) for t in pairs(3, 36, seed=5))
+    f = net.extractor("fc2")
+    stages = polytope.stages_of(f, (1, 6, 6))
+    u = torch.rand(4, 1, 6, 6, dtype=torch.float64)
+    np.testing.assert_allclose(polytope.forward(stages, u.reshape(4, -1).numpy()), f(u).detach().numpy(), atol=1e-12)
+    options = CollisionOptions(method="polytope", dtype="float64", box=None, method_options=PolytopeOptions())
+    result = options.run(f, None, x, x_prime, return_points=True)
+    with torch.no_grad():
+        residual = (f(result.x_tilde_prime) - f(result.x_tilde)).norm(dim=1)
+    assert torch.allclose(residual, result.residual, atol=1e-9)
+    assert (result.residual <= 1e-6 * result.feature_gap).all()
+    assert (result.distance < closed_form.input_distance(x, x_prime)).all()
+    assert "polytope" in METHODS
+    with pytest.raises(ValueError, match="unprojected maps only"):
+        options.run(f, torch.eye(3, 50, dtype=torch.float64), x, x_prime, return_points=False)
+
+
+def test_unsupported_layers_fail_with_one_line():
+    net = models.build("cnn4", (1, 28, 28), 10).double().eval()     # conv - BN - ReLU - max pool
+    with pytest.raises(ValueError, match="ReLU activations only"):
+        polytope.stages_of(net.extractor("conv2"), (1, 28, 28))
+    with pytest.raises(ValueError, match="needs a layerbound network"):
+        polytope.stages_of(lambda u: u, (1, 28, 28))
