@@ -99,7 +99,7 @@ def test_loss_curves_plot_the_table_in_network_order_with_baselines():
         assert (round(eps, 9), round(low, 9)) in vertices and (round(eps, 9), round(high, 9)) in vertices
     title = fig.texts[0].get_text() if fig.texts else fig._suptitle.get_text()
     for needle in ("mnist5k", "net_pgd", "PGD-1.5", "m=5", "3 random projections", "95% bootstrap interval",
-                   "l2, unboxed adversary"):
+                   "adversary: l2 unboxed"):
         assert needle in title
 
 
@@ -228,7 +228,7 @@ def test_collision_figure_shows_the_norms_of_the_stored_points(tmp_path):
         np.testing.assert_allclose(axes[r, 0].images[0].get_array(), x_a[i][0])
         np.testing.assert_allclose(axes[r, 3].images[0].get_array(), x_b[j][0])
         np.testing.assert_allclose(axes[r, 4].images[0].get_array(), row["x_tilde"][0] - x_a[i][0])
-    assert "adversary l2, in [0, 1]^n" in fig._suptitle.get_text()   # from the files' options
+    assert "adversary: l2 in [0, 1]^n" in fig._suptitle.get_text()   # from the files' options
     # The CLI orders the rows (baselines first, then network order) and writes both files.
     metrics_file = tmp_path / "net_pgd.json"
     metrics_file.write_text(json.dumps(_metrics()))
@@ -270,7 +270,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
         # where its lower end does last.
         high_reached = curve.loc[curve.ce_hi >= math.log(2) / 2, "eps"]
         assert row.eps_ce_half_log2_lo == (high_reached.min() if len(high_reached) else pytest.approx(np.nan, nan_ok=True))
-        assert row.training == "PGD-1.5" and row.adversary == "l2, unboxed"
+        assert row.training == "PGD-1.5" and row.adversary == "l2 unboxed"
     assert (summary.loc[summary.model == "net_benign", "grid_eps"] == 1.0).all()
     page = report.summary_html(summary, 2.5)
     assert page.count("<table>") == 2 and "net_pgd (PGD-1.5)" in page

@@ -82,7 +82,7 @@ def test_collision_options_json_round_trips_with_the_box_and_step_control():
     unboxed = CollisionOptions(box=None)
     assert json.loads(unboxed.to_json())["box"] is None and unboxed.digest() != CollisionOptions().digest()
     assert CollisionOptions(box=[0, 1]) == CollisionOptions(box=(0.0, 1.0))   # one form, one digest
-    assert unboxed.adversary() == "l2, unboxed" and CollisionOptions().adversary() == "l2, in [0, 1]^n"
+    assert unboxed.adversary() == "l2 unboxed" and CollisionOptions().adversary() == "l2 in [0, 1]^n"
     with pytest.raises(ValueError, match="need lo < hi"):
         CollisionOptions(box=(1.0, 0.0))
     with pytest.raises(ValueError, match="unknown collision method 'cone'"):

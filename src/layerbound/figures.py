@@ -218,7 +218,7 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
     fig.suptitle(f"{dataset} - {arch}: training methods compared layer by layer "
                  f"({', '.join(training_label(metrics_by_model[o]) for o in models)})\n"
                  f"m={m}, {projections} random projections" + (f", pairs {pairset}" if pairset else "")
-                 + f"; collisions of an {adversary(tables)} adversary\nerror bars: {SPREAD}", fontsize=10)
+                 + f"; adversary: {adversary(tables)}\nerror bars: {SPREAD}", fontsize=10)
     return fig
 
 

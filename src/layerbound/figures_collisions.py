@@ -118,7 +118,7 @@ def collisions_figure(rows: Sequence[Mapping], metrics: Mapping, pair: int, clas
     title = (f"{dataset} - {name} ({arch}, {training_label(metrics)}): colliding examples of pair {pair}\n"
              + r"collisions $A f_j(\tilde{x}) = A f_j(\tilde{x}')$" + f", m={m}" + (f", pairs {pairset}" if pairset else "")
              + r"; $d = \max(\|\tilde{x} - x\|, \|\tilde{x}' - x'\|)$"
-             + "; adversary " + " / ".join(sorted({row.get("adversary", "l2, unboxed") for row in rows})))
+             + "; adversary: " + " / ".join(sorted({row["adversary"] for row in rows})))
     acc = _accuracy_text(metrics)
     fig.suptitle(title + (f"\n{acc}" if acc else ""), fontsize=9.5)
     return fig

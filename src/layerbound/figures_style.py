@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from .collide.options import adversary_label
 from .plan import INPUT_LAYERS
 
 BASELINES = INPUT_LAYERS
@@ -74,7 +75,7 @@ def _title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: 
     if pairset:
         line2 += f", pairs {pairset}"
     if threat:
-        line2 += f"; collisions of an {threat} adversary"
+        line2 += f"; adversary: {threat}"
     acc = _accuracy_text(metrics)
     return line1 + "\n" + line2 + (f"\n{acc}" if acc else "")
 
@@ -117,10 +118,11 @@ def _projections(tables: pd.DataFrame) -> int:
 
 
 def adversary(tables: pd.DataFrame) -> str:
-    """The threat model of the tables' distances ('l2, in [0, 1]^n'), several joined by ' / '."""
+    """The threat model of the tables' distances ('l2 in [0, 1]^n'), several joined by ' / '."""
+    unboxed = adversary_label(None)   # tables from before boxes existed
     if "adversary" not in tables or not len(tables):
-        return "l2, unboxed"   # tables from before boxes existed
-    return " / ".join(sorted({str(a) for a in tables["adversary"].fillna("l2, unboxed")}))
+        return unboxed
+    return " / ".join(sorted({str(a) for a in tables["adversary"].fillna(unboxed)}))
 
 
 def band(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:

@@ -141,8 +141,8 @@ class CollisionOptions:
 
 
 def adversary_label(box) -> str:
-    """'l2, in [0, 1]^n' or 'l2, unboxed': the adversary of a collision analysis."""
+    """'l2 in [0, 1]^n' or 'l2 unboxed': the adversary of a collision analysis."""
     if box is None:
-        return "l2, unboxed"
+        return "l2 unboxed"
     lo, hi = (float(b) for b in box)
-    return f"l2, in [{lo:g}, {hi:g}]^n"
+    return f"l2 in [{lo:g}, {hi:g}]^n"
