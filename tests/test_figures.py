@@ -13,6 +13,7 @@ from matplotlib.colors import to_rgba
 
 from layerbound import architectures, figures, figures_collisions, figures_style, losses, pairs, plan, report, shards
 from layerbound.cli import main as cli_main
+from layerbound.config import validate
 from workflow_helpers import ROOT, job_counts, run_snakemake, write_config
 
 TAPS = ["fc1", "fc2", "logits"]            # fcnn_smaller, in network order
@@ -319,3 +320,43 @@ def test_workflow_plans_figures_from_the_config(tmp_path):
     config["figures"] = {"collision_pair": 2}
     result = _dry_run(tmp_path, config)
     assert result.returncode != 0 and "figures.collision_pair = 2" in result.stdout + result.stderr
+
+
+# --- collision methods compared ----------------------------------------------------------------------
+
+def test_collision_methods_figure_draws_each_methods_curve_per_layer():
+    rng = np.random.default_rng(3)
+    keyed = {}
+    for method, scale in (("polytope", 1.0), ("jacobian", 1.3)):
+        for layer in ("fc2", "fc1"):
+            keyed[("mnist5k", "c3v7-S4-seed0", method, "net_pgd", layer, 100)] = \
+                losses.loss_table(rng.uniform(0.2, 2.0, (1, 4, 4)) * scale, EPS, replicates=20)
+        keyed[("mnist5k", "c3v7-S4-seed0", method, "input", "input", 100)] = \
+            losses.loss_table(np.full((1, 4, 4), 2.2), EPS, replicates=20)
+    tables = losses.summarize(keyed)
+    fig = figures.collision_methods_figure(tables, TAPS, _metrics(), 100, WIDTHS, "c3v7-S4-seed0")
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_title() for ax in axes[0]] == ["fc1 (n=75)", "fc2 (n=50)"]    # network order
+    for c, layer in enumerate(["fc1", "fc2"]):
+        for r, column in enumerate(("ce", "zero_one")):
+            lines = _labelled_lines(axes[r, c])
+            for method in ("polytope", "jacobian"):
+                table = _curve(tables.loc[tables.method == method], "net_pgd", layer, 100)
+                line = lines[figures.METHOD_LABELS[method]]
+                np.testing.assert_allclose(line.get_ydata(), table[f"{column}_mean"])
+            assert "input (no projection)" in lines
+    assert "collision methods on the same pairs" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="two or more collision methods"):
+        figures.collision_methods_figure(tables.loc[tables.method == "jacobian"], TAPS, _metrics(), 100)
+
+
+def test_two_methods_on_the_same_unprojected_layers_get_a_comparison_figure(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "paper002_fcnn.yaml").read_text())
+    p = plan.Plan(validate(config))
+    comparisons = p.method_comparisons()
+    assert set(comparisons) == {("mnist5k", "c3v7-S8-seed0", model, 300) for model in config["models"]}
+    methods, layers = comparisons[("mnist5k", "c3v7-S8-seed0", "fcnn_benign", 300)]
+    assert methods == ["jacobian", "polytope"] and layers == ["fc1_pre", "fc1", "fc2_pre", "fc2"]
+    tables = p.method_comparison_tables("mnist5k", "c3v7-S8-seed0", "fcnn_benign", 300)
+    assert len(tables) == 2 * 4 + 2 and all("/fcnn_benign/" in t or "/input/" in t for t in tables)
+    assert "results/figures/mnist5k/c3v7-S8-seed0/collision_methods/fcnn_benign/m300.png" in p.figure_targets()

@@ -108,6 +108,22 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
     _save(fig, args)
 
 
+def _cmd_collision_methods(args: argparse.Namespace) -> None:
+    from . import architectures, figures, losses, plan
+
+    metrics = _one(args.metrics)
+    model = metrics["model"]
+    tables = losses.stack([losses.read_table(p) for p in args.tables])
+    tables = tables.loc[tables["model"].isin({model, plan.INPUT_MODEL})]
+    for column in ("dataset", "pairset"):
+        if tables[column].nunique() > 1:
+            raise ValueError(f"the tables mix {column}s {sorted(tables[column].unique())}; give the tables of one of them")
+    m = _single_m(tables, model)
+    taps, widths = taps_and_widths(metrics)
+    order = architectures.network_order(tables.loc[tables["model"] == model, "layer"], taps)
+    _save(figures.collision_methods_figure(tables, order, metrics, m, widths, _pairset(tables)), args)
+
+
 def _cmd_methods(args: argparse.Namespace) -> None:
     from . import architectures, figures
 
@@ -200,6 +216,11 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="the compared models' metrics sidecars")
     p.add_argument("--eps-json", required=True, help="budgets to compare at: a JSON number or list (nearest grid eps)")
     p.set_defaults(func=_cmd_methods)
+
+    p = figure_parser("collision-methods", "collision methods compared layer by layer on the same pairs", "tables",
+                      "keyed loss tables (.csv) of one model's layers and the input baseline, for two or more collision methods")
+    p.add_argument("--metrics", nargs=1, required=True, help="the model's metrics sidecar (.json)")
+    p.set_defaults(func=_cmd_collision_methods)
 
     p = figure_parser("collisions", "colliding examples of one pair across layers (paper 001 Fig 3)", "merged",
                       "merged distance files (.h5) of the model's layers (and the input baselines) at one m")

@@ -27,7 +27,7 @@ from .figures_style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPRE
                             _projections, _title, layer_colors, layer_display, save, select_eps, training_label)
 from .plan import INPUT_MODEL
 
-__all__ = ["loss_curves_figure", "m_sweep_figure", "methods_figure", "zero_one_figure", "save", "select_eps",
+__all__ = ["loss_curves_figure", "m_sweep_figure", "methods_figure", "zero_one_figure", "collision_methods_figure", "save", "select_eps",
            "training_label", "layer_display", "layer_colors", "BASELINES", "LOG2"]
 
 # --- Figures 8-15: every layer ------------------------------------------------------------------
@@ -261,4 +261,57 @@ def zero_one_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: M
     used = pd.concat([t for _, t, _ in curves])
     fig.suptitle(_title(metrics, m, _projections(used), pairset, "0-1 vs cross-entropy loss", adversary(used))
                  + f"\neach curve runs over the eps grid 0..{used['eps'].max():g}", fontsize=9)
+    return fig
+
+
+# --- collision methods compared ----------------------------------------------------------------------
+
+METHOD_STYLES = {"polytope": {"linestyle": "-", "color": "tab:blue"},
+                 "jacobian": {"linestyle": "--", "color": "tab:orange"}}
+METHOD_LABELS = {"polytope": "polytope descent (paper 002)", "jacobian": "Algorithm 1 (paper 001)"}
+
+
+def collision_methods_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: Mapping, m: int,
+                             widths: Mapping[str, int] | None = None, pairset: str | None = None) -> Figure:
+    """The collision methods on the same pairs, layer by layer: one column per layer (network
+    order), cross-entropy (top) and 0-1 (bottom) loss against eps, one curve per method with its
+    bootstrap band, and the input space (closed form, the same for every method) in black.
+
+    A method whose curve lies left of another's found closer collisions on these pairs: every
+    distance is a verified collision, so the leftmost curve is the tightest bound measured.
+    """
+    model = metrics["model"]
+    methods = sorted(set(tables["method"]) & set(METHOD_STYLES)) + sorted(set(tables["method"]) - set(METHOD_STYLES))
+    layers = [layer for layer in layer_order if not tables.loc[(tables["model"] == model) & (tables["layer"] == layer)].empty]
+    if len(methods) < 2 or not layers:
+        raise ValueError(f"need the tables of two or more collision methods for a layer of {model!r}")
+    fig = Figure(figsize=(3.2 * len(layers) + 1.5, 6.2), layout="constrained")
+    axes = fig.subplots(2, len(layers), squeeze=False, sharey="row")
+    eps_max = float(tables["eps"].max())
+    for c, layer in enumerate(layers):
+        for r, column in enumerate(("ce", "zero_one")):
+            ax = axes[r, c]
+            for method in methods:
+                table = _curve(tables.loc[tables["method"] == method], model, layer, m)
+                if table.empty:
+                    continue
+                style = METHOD_STYLES.get(method, {})
+                line, = ax.plot(table["eps"], table[f"{column}_mean"], label=METHOD_LABELS.get(method, method),
+                                linewidth=1.6, **style)
+                low, high = band(table, column)
+                if (high > low).any():
+                    ax.fill_between(table["eps"], low, high, color=line.get_color(), alpha=0.12, linewidth=0)
+            baseline = _curve(tables.loc[tables["method"] == methods[0]], INPUT_MODEL, "input", m)
+            if not baseline.empty:
+                ax.plot(baseline["eps"], baseline[f"{column}_mean"], label=layer_display("input", m),
+                        **{**BASELINE_STYLE["input"], "linewidth": 1.2})
+            _loss_axes(ax, column, eps_max)
+            if c:
+                ax.set_ylabel("")
+            if r == 0:
+                ax.set_title(layer_display(layer, m, widths), fontsize=10)
+                ax.set_xlabel("")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=8, ncols=len(methods) + 1)
+    fig.suptitle(_title(metrics, m, _projections(tables), pairset, "collision methods on the same pairs",
+                        adversary(tables)) + f"\nbands: {SPREAD}", fontsize=9.5)
     return fig

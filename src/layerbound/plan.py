@@ -46,6 +46,7 @@ PATTERNS = {
     "figure_collisions": _FIGURES + "/collisions/{model}/m{m}",
     "figure_m_sweep": _FIGURES + "/m_sweep/{model}",
     "figure_training_methods": _FIGURES + "/training_methods/{arch}/m{m}",
+    "figure_collision_methods": "figures/{dataset}/{pairset}/collision_methods/{model}/m{m}",
     "report_html": "report/layer_summary.html",
     "report_csv": "report/layer_summary.csv",
 }
@@ -339,6 +340,34 @@ class Plan:
                   for model in models for layer in self.layers_at(dataset, pairset, collision_method, model, m)]
         return tables + [u.losses_path(self.root) for u in self.baselines(dataset, pairset, collision_method, m)]
 
+    def method_comparisons(self) -> dict[tuple, tuple[list[str], list[str]]]:
+        """(dataset, pairset, model, m) -> (collision methods, their common layers), where two or
+        more methods searched the same layers of a model at m."""
+        found: dict[tuple, dict[str, list[str]]] = {}
+        for (dataset, pairset, method, model), per_m in self.figure_layers.items():
+            for m, layers in per_m.items():
+                found.setdefault((dataset, pairset, model, m), {})[method] = layers
+        out = {}
+        for key, by_method in found.items():
+            if len(by_method) < 2:
+                continue
+            first = next(iter(by_method.values()))
+            common = [layer for layer in first if all(layer in ls for ls in by_method.values())]
+            if common:
+                out[key] = (sorted(by_method), common)
+        return out
+
+    def method_comparison_tables(self, dataset, pairset, model, m) -> list[str]:
+        """Every compared method's loss tables of the common layers, and its input baseline."""
+        key = (dataset, pairset, model, int(m))
+        if key not in self.method_comparisons():
+            raise ConfigError(f"no two collision methods searched the same layers of {model} at m={m}")
+        methods, layers = self.method_comparisons()[key]
+        tables = [self.unit(dataset, pairset, method, model, layer, m).losses_path(self.root)
+                  for method in methods for layer in layers]
+        return tables + [u.losses_path(self.root) for method in methods
+                         for u in self.baselines(dataset, pairset, method, m) if u.layer == "input"]
+
     def figure_models(self) -> list[str]:
         return sorted({key[3] for key in self.figure_layers})
 
@@ -356,6 +385,8 @@ class Plan:
         for dataset, pairset, method, arch, m in self.training_groups:
             names.append(path("figure_training_methods", self.root, dataset=dataset, pairset=pairset,
                               collision_method=method, arch=arch, m=m))
+        for dataset, pairset, model, m in self.method_comparisons():
+            names.append(path("figure_collision_methods", self.root, dataset=dataset, pairset=pairset, model=model, m=m))
         targets = [f"{name}.{suffix}" for name in names for suffix in ("png", "pdf")]
         if self.figure_layers:
             targets += [path("report_html", self.root), path("report_csv", self.root)]

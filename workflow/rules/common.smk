@@ -89,6 +89,11 @@ def figures_model_inputs(wildcards):
             "metrics": PLAN.model_file("metrics", wildcards.model)}
 
 
+def figures_collision_methods_inputs(wildcards):
+    return {"tables": PLAN.method_comparison_tables(wildcards.dataset, wildcards.pairset, wildcards.model, wildcards.m),
+            "metrics": PLAN.model_file("metrics", wildcards.model)}
+
+
 def figures_m_sweep_inputs(wildcards):
     return {"tables": PLAN.m_sweep_tables(*_figure_of(wildcards), wildcards.model),
             "metrics": PLAN.model_file("metrics", wildcards.model)}

@@ -46,6 +46,27 @@ rule figures_zero_one:
         " {input.tables:q} > {log:q} 2>&1"
 
 
+rule figures_collision_methods:
+    input:
+        unpack(figures_collision_methods_inputs),
+    output:
+        png=report(
+            lb_plan.pattern("figure_collision_methods", suffix=".png"),
+            caption="../report/collision_methods.rst",
+            category="6. Collision methods",
+            subcategory="{dataset} {model}",
+            labels={"model": "{model}", "m": "{m}", "figure": "collision methods"},
+        ),
+        pdf=lb_plan.pattern("figure_collision_methods", suffix=".pdf"),
+    log:
+        lb_plan.pattern("figure_collision_methods", under="logs", suffix=".log"),
+    conda:
+        "../../envs/layerbound.yaml"
+    shell:
+        "python -m layerbound figures collision-methods --metrics {input.metrics:q} --png {output.png:q}"
+        " --pdf {output.pdf:q} {input.tables:q} > {log:q} 2>&1"
+
+
 rule figures_m_sweep:
     input:
         unpack(figures_m_sweep_inputs),
