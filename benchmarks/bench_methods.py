@@ -46,6 +46,9 @@ def main() -> None:
             continue
         for layer in layers:
             units = {method: p.unit(dataset, pairset, method, model, layer, m) for method in ("jacobian", "polytope")}
+            if not all(Path(u.merged_path(str(results))).is_file() for u in units.values()):
+                print(f"{model:<22}{layer:<9}{'(not computed yet)':>28}")
+                continue
             d = {method: shards.read_merged(u.merged_path(str(results)))[0]["distances"][0].ravel()
                  for method, u in units.items()}
             pairs = d["polytope"].size
