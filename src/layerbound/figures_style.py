@@ -71,7 +71,7 @@ def _title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: 
     dataset = metrics.get("dataset", "?")
     ms = f"m={m}" if isinstance(m, (int, np.integer)) else "m=" + ", ".join(str(v) for v in m)
     line1 = f"{dataset} - {name} ({arch}, {training_label(metrics)}): {what}"
-    line2 = f"{ms}, {projections} random projection{'s' if projections != 1 else ''}"
+    line2 = f"{ms}, {projections} random projection{'s' if projections != 1 else ''} (none where m >= n_j)"
     if pairset:
         line2 += f", pairs {pairset}"
     if threat:
