@@ -3,8 +3,10 @@ global optimum found by enumerating every activation pattern of tiny ReLU networ
 
 import itertools
 
+import cvxpy as cp
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from layerbound import models
@@ -52,6 +54,82 @@ def global_optimum(stages: list[polytope.Stage], x: np.ndarray, x_prime: np.ndar
         if solution is not None:
             best = min(best, solution[0])
     return best
+
+
+def dense_cone_program(stages, x, x_prime, pattern, pattern_prime):
+    """The reference: the same cone program in its dense form (every sign constraint a row of the
+    chained product W_i diag(s) ... W_1 acting on delta), solved through cvxpy. Returns t and the
+    sign constraints' duals per stage, for x~ and for x~'."""
+    def chain(point, pats):
+        c, M, out = point, np.eye(len(point)), []
+        for stage, s in zip(stages, pats):
+            W = stage.W.toarray() if sp.issparse(stage.W) else stage.W
+            c, M = W @ c + stage.k, W @ M
+            out.append((c, M))
+            if stage.relu:
+                c, M = c * s, M * s[:, None]
+        return out
+    delta, delta_prime, t = cp.Variable(len(x)), cp.Variable(len(x)), cp.Variable()
+    constraints, signs = [cp.SOC(t, delta), cp.SOC(t, delta_prime)], ([], [])
+    for side, (var, point, pats) in enumerate(((delta, x, pattern), (delta_prime, x_prime, pattern_prime))):
+        for stage, (c, M), s in zip(stages, chain(point, pats), pats):
+            sign = np.where(s, 1.0, -1.0)
+            signs[side].append(sign[:, None] * M @ var >= -sign * c if stage.relu else None)
+    (c, M), (c_p, M_p) = chain(x, pattern)[-1], chain(x_prime, pattern_prime)[-1]
+    rows = pattern[-1] if stages[-1].relu else np.ones(len(c), dtype=bool)
+    constraints.append(M[rows] @ delta - M_p[rows] @ delta_prime == c_p[rows] - c[rows])
+    problem = cp.Problem(cp.Minimize(t), constraints + [s for side in signs for s in side if s is not None])
+    problem.solve(solver=cp.CLARABEL)
+    duals = [[np.zeros(len(st.k)) if s is None else np.maximum(s.dual_value, 0) for s, st in zip(side, stages)]
+             for side in signs]
+    return problem.value, duals
+
+
+@pytest.mark.parametrize("widths", [[6, 8, 5], [5, 3, 4]])
+def test_layered_cone_program_equals_the_dense_form(widths):
+    """The sparse layered program (with the input reduction when the first layer is narrow) has
+    the dense form's optimum and duals on random polytopes; a sparse stage matrix changes nothing."""
+    stages = chain(widths, seed=7 * sum(widths))
+    xs, xs_prime = (t.numpy() for t in pairs(12, widths[0], seed=11))
+    rng = np.random.default_rng(5)
+    V = polytope.input_basis(stages[0].W)
+    assert (V is None) == (widths[1] >= widths[0])
+    sparse_stages = [polytope.Stage(sp.csr_matrix(s.W), s.k, s.relu) for s in stages]
+    solved = 0
+    for k in range(len(xs)):
+        x, x_prime = xs[k], xs_prime[k]
+        # The midpoint's polytope (always feasible), and on every other pair each point's hidden
+        # patterns taken near the midpoint instead (the tap's shared).
+        mid = (x + x_prime) / 2
+        noise = 0.3 * (k % 2)
+        pattern = [p > 0 for p in polytope._pre_activations(stages, mid + noise * rng.normal(size=len(x)))]
+        pattern_prime = [p > 0 for p in polytope._pre_activations(stages, mid + noise * rng.normal(size=len(x)))]
+        pattern_prime[-1] = pattern[-1].copy()
+        result = polytope._cone_program(stages, V, x, x_prime, pattern, pattern_prime, None)
+        t_ref, duals_ref = dense_cone_program(stages, x, x_prime, pattern, pattern_prime)
+        if result is None or t_ref is None or not np.isfinite(t_ref):
+            assert (result is None) == (t_ref is None or not np.isfinite(t_ref))   # infeasible for both
+            continue
+        solved += 1
+        t, u, u_prime, duals, duals_prime = result
+        assert t == pytest.approx(t_ref, rel=1e-6, abs=1e-8)
+        # Duals need not be unique; what the flip rule relies on is complementarity: a positive dual
+        # only on a sign constraint that binds at the optimum (its pre-activation at zero).
+        for point, pats, ds in ((u, pattern, duals), (u_prime, pattern_prime, duals_prime)):
+            z = point
+            for stage, s, d in zip(stages, pats, ds):
+                z = stage.W @ z + stage.k
+                if stage.relu:
+                    sign = np.where(s, 1.0, -1.0)
+                    assert (sign * z >= -1e-6).all()                         # inside the polytope
+                    assert (d * np.abs(z) <= 1e-6 * (1 + d.max())).all()      # complementary
+                    z = z * s
+        scale = max(d.max(initial=0) for d in duals + duals_prime)
+        scale_ref = max(d.max(initial=0) for d in duals_ref[0] + duals_ref[1])
+        assert (scale > 0) == (scale_ref > 1e-9)
+        t_sparse = polytope._cone_program(sparse_stages, V, x, x_prime, pattern, pattern_prime, None)[0]
+        assert t_sparse == pytest.approx(t, rel=1e-9)
+    assert solved >= 8
 
 
 def test_affine_layer_is_the_closed_form():
