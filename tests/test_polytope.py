@@ -3,14 +3,13 @@ global optimum found by enumerating every activation pattern of tiny ReLU networ
 
 import itertools
 
-import cvxpy as cp
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
 from layerbound import models
-from layerbound.collide import METHODS, CollisionOptions, closed_form, polytope
+from layerbound.collide import METHODS, CollisionOptions, closed_form, polytope, polytope_reference
 from layerbound.collide.options import PolytopeOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,35 +55,6 @@ def global_optimum(stages: list[polytope.Stage], x: np.ndarray, x_prime: np.ndar
     return best
 
 
-def dense_cone_program(stages, x, x_prime, pattern, pattern_prime):
-    """The reference: the same cone program in its dense form (every sign constraint a row of the
-    chained product W_i diag(s) ... W_1 acting on delta), solved through cvxpy. Returns t and the
-    sign constraints' duals per stage, for x~ and for x~'."""
-    def chain(point, pats):
-        c, M, out = point, np.eye(len(point)), []
-        for stage, s in zip(stages, pats):
-            W = stage.W.toarray() if sp.issparse(stage.W) else stage.W
-            c, M = W @ c + stage.k, W @ M
-            out.append((c, M))
-            if stage.relu:
-                c, M = c * s, M * s[:, None]
-        return out
-    delta, delta_prime, t = cp.Variable(len(x)), cp.Variable(len(x)), cp.Variable()
-    constraints, signs = [cp.SOC(t, delta), cp.SOC(t, delta_prime)], ([], [])
-    for side, (var, point, pats) in enumerate(((delta, x, pattern), (delta_prime, x_prime, pattern_prime))):
-        for stage, (c, M), s in zip(stages, chain(point, pats), pats):
-            sign = np.where(s, 1.0, -1.0)
-            signs[side].append(sign[:, None] * M @ var >= -sign * c if stage.relu else None)
-    (c, M), (c_p, M_p) = chain(x, pattern)[-1], chain(x_prime, pattern_prime)[-1]
-    rows = pattern[-1] if stages[-1].relu else np.ones(len(c), dtype=bool)
-    constraints.append(M[rows] @ delta - M_p[rows] @ delta_prime == c_p[rows] - c[rows])
-    problem = cp.Problem(cp.Minimize(t), constraints + [s for side in signs for s in side if s is not None])
-    problem.solve(solver=cp.CLARABEL)
-    duals = [[np.zeros(len(st.k)) if s is None else np.maximum(s.dual_value, 0) for s, st in zip(side, stages)]
-             for side in signs]
-    return problem.value, duals
-
-
 @pytest.mark.parametrize("widths", [[6, 8, 5], [5, 3, 4]])
 def test_layered_cone_program_equals_the_dense_form(widths):
     """The sparse layered program (with the input reduction when the first layer is narrow) has
@@ -106,7 +76,7 @@ def test_layered_cone_program_equals_the_dense_form(widths):
         pattern_prime = [p > 0 for p in polytope._pre_activations(stages, mid + noise * rng.normal(size=len(x)))]
         pattern_prime[-1] = pattern[-1].copy()
         result = polytope._cone_program(stages, V, x, x_prime, pattern, pattern_prime, None)
-        t_ref, duals_ref = dense_cone_program(stages, x, x_prime, pattern, pattern_prime)
+        t_ref, duals_ref = polytope_reference.cone_program(stages, x, x_prime, pattern, pattern_prime)
         if result is None or t_ref is None or not np.isfinite(t_ref):
             assert (result is None) == (t_ref is None or not np.isfinite(t_ref))   # infeasible for both
             continue
