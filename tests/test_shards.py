@@ -243,6 +243,12 @@ def test_cpu_feature_map_matches_the_plain_network(input_shape):
         values, rows = jacobian.jacobian_rows(lambda t: f(t)[:, :4], u, rows_per_pass)
         assert torch.allclose(values, expected_values, rtol=1e-12, atol=1e-12)
         assert torch.allclose(rows, expected_rows, rtol=1e-10, atol=1e-12)
+    # Forward mode too: linear_part of a layer wider than its input, through the patched network's
+    # stages as method polytope builds its matrices (polytope.stages_of).
+    wide = features.feature_map(net, "conv1_pre", torch.device("cpu")).extractor
+    L = closed_form.linear_part(wide, input_shape)
+    assert L.shape == (32 * input_shape[1] * input_shape[2], int(np.prod(input_shape)))
+    assert torch.allclose(L, closed_form.linear_part(plain.extractor("conv1_pre"), input_shape), rtol=1e-12, atol=1e-12)
     for p in net.parameters():
         p.requires_grad_(True)
     f(u).square().sum().backward()

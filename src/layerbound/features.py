@@ -81,6 +81,7 @@ class _ConvFoldBackward(torch.autograd.Function):
         ctx.input_size = tuple(x.shape[-2:])
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, weight)
+        ctx.save_for_forward(x, weight)
 
     @staticmethod
     def backward(ctx, grad):
@@ -97,3 +98,16 @@ class _ConvFoldBackward(torch.autograd.Function):
                 grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, ctx.stride, ctx.padding,
                 ctx.dilation, False, [0, 0], 1, [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
         return grad_x, grad_w, grad_b, None, None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, weight_t, bias_t, *_):
+        # Forward mode (collide.closed_form.linear_part on a wide first layer): the product rule.
+        x, weight = ctx.saved_tensors
+        conv = torch.nn.functional.conv2d
+        out = None
+        for term in ((conv(x_t, weight, None, ctx.stride, ctx.padding, ctx.dilation) if x_t is not None else None),
+                     (conv(x, weight_t, None, ctx.stride, ctx.padding, ctx.dilation) if weight_t is not None else None),
+                     (bias_t[:, None, None] if bias_t is not None else None)):
+            if term is not None:
+                out = term if out is None else out + term
+        return out
