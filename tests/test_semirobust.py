@@ -180,6 +180,13 @@ def test_algorithm1_bookkeeping_and_determinism(trained):
     assert never.difference == never.best_accuracy - never.acc_star
     assert never.rho == {"fc2": min(seen), "logits": -max(seen)}
     assert never.rho_best == never.trials[never.best].mi
+    # The best trial's network: f_a* bit for bit, f_b retrained away from the regular network's.
+    best = copy.deepcopy(robust)
+    best.load_state_dict(never.best_state)
+    assert f_a_unchanged(best, never.split, f_a_state(robust, never.split)) == []
+    assert not torch.equal(best.pre[2].weight, regular.pre[2].weight)
+    torch.manual_seed(seeds.derive("3/semirobust/eval"))
+    assert adversarial_accuracy(best, x_test, y_test, ATTACK)[0] == never.best_accuracy
     # Acc* and Acc_sr are the attack's accuracies of the robust network and of (f_a*, f_b).
     torch.manual_seed(seeds.derive("3/semirobust/eval"))
     assert never.acc_star == adversarial_accuracy(robust, x_test, y_test, ATTACK)[0]

@@ -276,6 +276,7 @@ class Algorithm1Result:
     acc_star: float                          # Acc*
     acc_sr: float                            # Acc_sr
     trials: list[Trial]
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)   # (f_a*, f~_b) of the best trial
 
     @property
     def best(self) -> int:
@@ -335,7 +336,8 @@ def algorithm1(robust: nn.Module, regular: nn.Module, split: Split, train: tuple
                progress: bool = True) -> Algorithm1Result:
     """Paper 003's Algorithm 1 on trained networks (f_a*, f_b*) = `robust` and (f_a, f_b) = `regular`.
 
-    Neither network is changed. Every evaluation draws the same attack randomness (torch's global
+    Neither network is changed; the result holds the best trial's retrained network as a state dict
+    (on the CPU). Every evaluation draws the same attack randomness (torch's global
     RNG is seeded from `seed` before it) and trial t's training from its own seed, so results are
     reproducible and a trial does not depend on the others. `mi=None` skips the I_{j,t}.
     """
@@ -381,6 +383,8 @@ def algorithm1(robust: nn.Module, regular: nn.Module, split: Split, train: tuple
         if mi is not None:
             trial.mi = mi(net, split, x_adv, y_test)
         trials.append(trial)
+        if len(trials) == 1 or trial.accuracy > max(t.accuracy for t in trials[:-1]):
+            best_state = {key: value.detach().cpu().clone() for key, value in net.state_dict().items()}
         bar.set_postfix(acc=f"{accuracy:.3f}", target=f"{acc_star - options.k:.3f}")
     bar.close()
-    return Algorithm1Result(split, options.k, acc_star, acc_sr, trials)
+    return Algorithm1Result(split, options.k, acc_star, acc_sr, trials, best_state)
