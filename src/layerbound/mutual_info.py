@@ -98,7 +98,7 @@ def _check_pair(x: np.ndarray, y: np.ndarray, minimum: int, what: str) -> None:
 
 def projected_dimension(n: int, d: int) -> int:
     """d' = min(d, floor(log2(N / 10))), at least 1: about 10 samples per hash cell per axis."""
-    return max(1, min(d, math.floor(math.log2(n / 10)))) if n >= 10 else 1
+    return max(1, min(d, math.floor(math.log2(max(n, 1) / 10))))
 
 
 def _knn_distance_1d(values: np.ndarray, k: int, queries: np.ndarray) -> float:
