@@ -11,7 +11,7 @@ from layerbound import models, seeds
 from layerbound.errors import CheckpointMismatch
 from layerbound.mutual_info import class_conditional_mi
 from layerbound.semirobust import (PGDAttack, RetrainOptions, adversarial_accuracy, algorithm1, f_a_state,
-                                   f_a_unchanged, f_b_parameters, freeze_f_a, layer_mi, layer_outputs,
+                                   f_a_changes, f_b_parameters, freeze_f_a, layer_mi, layer_outputs,
                                    load_f_b, paper_iterations, split_after, split_last, train_f_b_epoch,
                                    train_mode)
 
@@ -83,7 +83,7 @@ def test_f_a_weights_and_batchnorm_statistics_stay_bit_identical(k):
     for _ in range(2):
         train_f_b_epoch(net, split, optimizer, x, y, ATTACK, 32, torch.Generator().manual_seed(0))
     assert any("running_mean" in key for key in before_a) and any("num_batches_tracked" in key for key in before_a)
-    assert f_a_unchanged(net, split, before_a) == []
+    assert f_a_changes(net, split, before_a) == []
     f_b_keys = [n for n, _ in net.named_parameters() if int(n.split(".")[1]) >= split.a]
     assert all(not torch.equal(before_b[n], dict(net.named_parameters())[n]) for n in f_b_keys)
     # f_b's own batch norm (k = 3: conv2's) does learn its statistics.
@@ -98,10 +98,10 @@ def test_the_check_sees_batchnorm_statistics_move_in_train_mode():
     before = f_a_state(net, split)
     train_mode(net, split)
     net(x)
-    assert f_a_unchanged(net, split, before) == []
+    assert f_a_changes(net, split, before) == []
     net.train()
     net(x)
-    assert "pre.0.1.running_mean" in f_a_unchanged(net, split, before)
+    assert "pre.0.1.running_mean" in f_a_changes(net, split, before)
 
 
 def test_load_f_b_copies_only_f_b():
@@ -183,7 +183,7 @@ def test_algorithm1_bookkeeping_and_determinism(trained):
     # The best trial's network: f_a* bit for bit, f_b retrained away from the regular network's.
     best = copy.deepcopy(robust)
     best.load_state_dict(never.best_state)
-    assert f_a_unchanged(best, never.split, f_a_state(robust, never.split)) == []
+    assert f_a_changes(best, never.split, f_a_state(robust, never.split)) == []
     assert not torch.equal(best.pre[2].weight, regular.pre[2].weight)
     torch.manual_seed(seeds.derive("3/semirobust/eval"))
     assert adversarial_accuracy(best, x_test, y_test, ATTACK)[0] == never.best_accuracy

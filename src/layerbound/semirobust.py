@@ -86,7 +86,7 @@ def _weight_layers(stage: nn.Module) -> int:
 def split_last(net: nn.Module, k: int) -> Split:
     """f_b = the last k weight layers (conv or linear; batch norm does not count)."""
     counts = [_weight_layers(stage) for stage in net.pre]
-    ends = {sum(counts[a:]): a for a in range(1, len(counts))}   # weight layers after stage a - 1
+    ends = {sum(counts[a:]): a for a in range(1, len(counts))}   # k -> a: stages a.. hold k weight layers
     if k not in ends:
         raise ValueError(f"{net.arch} has {sum(counts)} weight layers in stages of {counts}: f_b cannot be "
                          f"its last {k} (f_a and f_b need one stage each); choose k in {sorted(ends)}")
@@ -128,7 +128,7 @@ def f_a_state(net: nn.Module, split: Split) -> dict[str, torch.Tensor]:
             if _in_stages(key, range(split.a))}
 
 
-def f_a_unchanged(net: nn.Module, split: Split, reference: dict[str, torch.Tensor]) -> list[str]:
+def f_a_changes(net: nn.Module, split: Split, reference: dict[str, torch.Tensor]) -> list[str]:
     """The entries of f_a's state that differ from `reference` (bit for bit); empty if none."""
     state = f_a_state(net, split)
     return sorted(k for k in set(state) | set(reference)
@@ -376,7 +376,7 @@ def algorithm1(robust: nn.Module, regular: nn.Module, split: Split, train: tuple
                 reached = True
                 break
         bar.update(options.epochs - len(accuracies))
-        changed = f_a_unchanged(net, split, frozen)
+        changed = f_a_changes(net, split, frozen)
         if changed:
             raise RuntimeError(f"f_a changed during retraining of trial {t}: {', '.join(changed)}")
         trial = Trial(accuracies, reached)
