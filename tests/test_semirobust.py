@@ -212,3 +212,19 @@ def test_algorithm1_stops_at_the_first_epoch_meeting_the_criterion(trained):
             first = next(e for e, acc in enumerate(trial.accuracies) if never.acc_star - acc <= k)
             stopped = run(trained, k=k).trials[t]
             assert stopped.accuracies == trial.accuracies[:first + 1] and stopped.reached
+
+
+def test_algorithm1_keeps_batchnorm_f_a_of_cnn4():
+    # The driver on a BatchNorm network: the best trial's f_a* (weights, running statistics, batch
+    # counts) is the robust network's, bit for bit; f_b's batch norm (conv2's, f_b = last 3) moved.
+    x, y = tiny_data(64, seed=15)
+    robust = fit(build("cnn4", 16), x, y, epochs=1, attack=ATTACK)
+    regular = fit(build("cnn4", 17), x, y, epochs=1)
+    split = split_last(robust, 3)
+    result = algorithm1(robust, regular, split, (x, y), tiny_data(32, seed=18), ATTACK, ATTACK,
+                        RetrainOptions(trials=1, epochs=1, k=-1.0, batch_size=32), mi=None, progress=False)
+    best = copy.deepcopy(robust)
+    best.load_state_dict(result.best_state)
+    assert f_a_changes(best, split, f_a_state(robust, split)) == []
+    assert not torch.equal(best.pre[1][1].running_mean, regular.pre[1][1].running_mean)
+    assert result.trials[0].mi == {} and result.rho == {}
