@@ -106,7 +106,7 @@ def check_across_keys(config: dict[str, Any]) -> None:
     model_specs(config)   # every model's merged training block (names the model if inconsistent)
     for name, entry in config["models"].items():
         if sources.is_loaded(entry):
-            check_loaded(name, entry)
+            check_loaded(f"models.{name}", entry)
     a, b = (int(c) for c in config["pairs"]["classes"])
     per_class = int(config["pairs"]["per_class"])
     if a == b:
@@ -130,10 +130,23 @@ def check_across_keys(config: dict[str, Any]) -> None:
                           f"(allowed 0..{projections - 1})")
 
 
-def check_loaded(name: str, entry: dict[str, Any]) -> None:
-    """The checks of a loaded model's entry that need no torch: keys that fit its source, the
-    normalization's length, the weights file present (nothing is ever downloaded)."""
-    where = f"models.{name}"
+def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
+    """A loaded model's entry (`source` ...) with the schema's defaults filled in, validated."""
+    import jsonschema
+
+    node = schema()["$defs"]["loaded_model"]
+    _fill_defaults(node, entry)
+    errors = list(jsonschema.Draft202012Validator({**node, "$defs": schema()["$defs"]}).iter_errors(entry))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"invalid model key {_where(best.absolute_path)}: {best.message}")
+    return entry
+
+
+def check_loaded(where: str, entry: dict[str, Any]) -> None:
+    """The checks of a loaded model's entry (`where`: its key, models.NAME) that need no torch: keys
+    that fit its source, the normalization's length, the weights file present (nothing is ever
+    downloaded)."""
     source = entry["source"]
     channels = dataset_info.info(entry["dataset"]).input_shape[0]
     if entry["small_inputs"] and source != "torchvision":

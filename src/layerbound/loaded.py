@@ -135,7 +135,7 @@ def network(spec: Mapping[str, Any], input_shape: Shape, num_classes: int, weigh
             raise ModelLoadError(f"unknown model source {source!r}; known: torchvision, python, robustbench")
     if not isinstance(net, nn.Module):
         raise ModelLoadError(f"{spec.get('factory')} returned a {type(net).__name__}, not a torch.nn.Module")
-    _out_of_place(net)
+    disable_inplace(net)
     if weights and source != "robustbench" and spec.get("weights"):
         net.load_state_dict(read_weights(spec["weights"], net, describe(spec)))
     return net.eval()
@@ -223,7 +223,7 @@ def _robustbench(spec: Mapping[str, Any], with_weights: bool) -> nn.Module:
                       threat_model=spec["threat_model"])
 
 
-def _out_of_place(net: nn.Module) -> None:
+def disable_inplace(net: nn.Module) -> None:
     """Switch in-place activations off: a tap before one (a BatchNorm before its ReLU) must keep its
     own values, not the ones the activation writes over it. The outputs are unchanged."""
     for module in net.modules():
