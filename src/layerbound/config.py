@@ -155,7 +155,7 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
                "robustbench": {"arch", "threat_model", "model_dir"}}[source]
     # Keys of other sources would be ignored silently; the schema's defaults are not the user's.
     stray = [k for k in ("arch", "factory", "threat_model") if k in entry and k not in allowed]
-    stray += [k for k in ("weights", "kwargs") if entry[k] not in (None, {}) and k not in allowed]
+    stray += [k for k in ("weights", "kwargs") if entry.get(k) not in (None, {}) and k not in allowed]
     if stray:
         raise ConfigError(f"{where}.{stray[0]} does not apply to source {source} (its keys: {', '.join(sorted(allowed))})")
     for key in ("weights", "pretrained", "num_classes"):
@@ -168,7 +168,7 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
             if len(norm[key]) != channels:
                 raise ConfigError(f"{where}.normalization.{key} has {len(norm[key])} values, but {entry['dataset']} "
                                   f"images have {channels} channel{'s' if channels != 1 else ''}")
-    if entry["weights"] is not None and not Path(entry["weights"]).is_file():
+    if entry.get("weights") is not None and not Path(entry["weights"]).is_file():
         raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
     if source == "robustbench":
         problem = sources.robustbench_missing(entry)

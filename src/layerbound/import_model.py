@@ -34,9 +34,9 @@ def import_model(spec: LoadedSpec, evaluation: EvalConfig, seed: int, out: str |
     """Load model `spec`, evaluate it on its dataset's test split, write checkpoint and sidecar."""
     started = time.perf_counter()
     dev = select_device(device)
-    print(describe_device(dev), file=sys.stderr, flush=True)
     meta = data.info(spec.dataset)
-    model = loaded.build(spec.source, meta.input_shape, meta.num_classes).to(dev)
+    model = loaded.build(spec.source, meta.input_shape, meta.num_classes).to(dev)   # checks the weights first
+    print(describe_device(dev), file=sys.stderr, flush=True)
     print(f"{spec.name}: {loaded.describe(spec.source)} with weights "
           f"{spec.source.get('weights') or '(from its source)'}", file=sys.stderr, flush=True)
     x_test, y_test = (t.to(dev) for t in data.load(spec.dataset, "test", data_dir, download))
