@@ -146,6 +146,22 @@ def test_python_factory_source_builds_the_user_s_module(tmp_path, monkeypatch):
         assert torch.equal(model.features(x, "2"), torch.relu(model.net[1](x.flatten(1))))
 
 
+def test_untraceable_factory_fails_in_one_line_naming_torch_fx(tmp_path, monkeypatch):
+    (tmp_path / "branchy.py").write_text(
+        "import torch\n"
+        "class Branchy(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.flatten(1)) if x.sum() > 0 else -self.fc(x.flatten(1))\n"
+        "def make():\n"
+        "    return Branchy()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="python branchy:make cannot be traced by torch.fx"):
+        loaded.tap_table({"source": "python", "factory": "branchy:make"}, *MNIST)
+
+
 def test_loaded_checkpoint_rebuilds_the_model_and_loads_with_weights_only(tmp_path, resnet):
     path = tmp_path / "r.pt"
     checkpoint.save(path, resnet, {"model": "r"})
@@ -227,6 +243,7 @@ def test_plan_uses_the_loaded_model_s_taps_and_widths(resnet_weights):
     (lambda e, c: e.update(weights="nowhere.pt"), "models.r.weights: file nowhere.pt does not exist"),
     (lambda e, c: e.update(source="python", factory="m:f"), "models.r.small_inputs adapts torchvision architectures only"),
     (lambda e, c: e.pop("weights"), "'weights' is a required property"),
+    (lambda e, c: e.update(taps=["layer1", "nope"]), r"models.r.taps: resnet18 has no layer 'nope'"),
 ])
 def test_bad_loaded_entries_fail_in_one_line_naming_the_key(resnet_weights, change, needle):
     entry = {**RESNET, "weights": str(resnet_weights)}
@@ -255,3 +272,16 @@ def test_example_script_runs_and_its_loss_at_eps_zero_is_zero(tmp_path):
     losses = dict(re.findall(r"eps = ([0-9.]+): optimal cross-entropy loss ([0-9.]+)", result.stdout))
     assert float(losses["0"]) == 0.0 and float(losses["4"]) <= np.log(2) + 1e-9
     assert (tmp_path / "fig.png").stat().st_size > 1000
+
+
+def test_wrapped_module_has_taps_by_name_and_its_normalization_inside():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 30 * 30, 10))
+    model = api.wrap(module, (3, 32, 32), 10, normalization={"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5]})
+    assert api.taps(model) == {"0": 4 * 30 * 30, "1": 4 * 30 * 30, "2": 4 * 30 * 30, "3": 10}
+    x = _x(2, (3, 32, 32))
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.5]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        pre = model.features(x, "0")
+        torch.testing.assert_close(pre, module[0]((x - mean) / std).flatten(1))
+        assert (pre < 0).any() and torch.equal(model.features(x, "1"), pre.clamp_min(0))

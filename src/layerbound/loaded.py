@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import torch.fx
 from torch import nn
 
 from . import sources
@@ -348,6 +349,9 @@ def tap_table(spec: Mapping[str, Any], input_shape: Shape, num_classes: int) -> 
             raise
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if isinstance(err, torch.fx.proxy.TraceError):
+                raise ModelLoadError(f"{describe(spec)} cannot be traced by torch.fx, which naming its layers needs "
+                                     f"(torchvision's feature extraction): {first}") from None
             hint = ("; small_inputs: true adapts an ImageNet architecture's stem to the dataset's channels and size"
                     if spec["source"] == "torchvision" and not spec.get("small_inputs") else "")
             raise ModelLoadError(f"{describe(spec)} cannot take inputs of shape {tuple(input_shape)}: {first}{hint}") from None
