@@ -231,8 +231,8 @@ def units(config: dict[str, Any]) -> list[Unit]:
                 if layer not in widths:
                     listed = (f"`layerbound taps {name} --configfile ...` lists its layer names" if loaded
                               else f"taps: {', '.join(widths)}")
-                    raise ConfigError(f"{where}.layers: model {name!r} ({sources.display_arch(entry) if loaded else entry['arch']}) "
-                                      f"has no tap {layer!r}; {listed}")
+                    raise ConfigError(f"{where}.layers: model {name!r} ({sources.display_arch(entry)}) has no tap "
+                                      f"{layer!r}; {listed}")
             if entry["dataset"] not in datasets:
                 datasets.append(entry["dataset"])
             for method in methods:
@@ -250,7 +250,7 @@ def units(config: dict[str, Any]) -> list[Unit]:
                                               f"{widths[layer]} for it or use method jacobian")
                         out.append(Unit(entry["dataset"], pairset, method, name, layer, m, widths[layer],
                                         projections_for(name, layer, m, widths[layer], P), chunks,
-                                        sources.display_arch(entry) if loaded else entry["arch"]))
+                                        sources.display_arch(entry)))
     for dataset in datasets:
         n0 = int(np.prod(dataset_info.info(dataset).input_shape))
         for method in methods:

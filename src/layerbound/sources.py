@@ -45,7 +45,8 @@ def spec(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def display_arch(entry: dict[str, Any]) -> str:
-    """The architecture's name in titles and checkpoints: the torchvision or zoo name, or the factory."""
+    """The architecture's name in titles and checkpoints: the registry, torchvision or zoo name, or
+    the factory."""
     return entry.get("arch") or entry["factory"]
 
 
