@@ -184,7 +184,7 @@ def adapt_small_inputs(net: nn.Module, arch: str, channels: int, num_classes: in
         for index in (2, 5, 12):
             net.features[index] = nn.MaxPool2d(kernel_size=2, stride=2)
         net.avgpool = nn.Identity()
-        net.classifier = nn.Sequential(nn.Flatten(), nn.Linear(256, num_classes))
+        net.classifier = nn.Linear(256, num_classes)   # AlexNet.forward flattens before its classifier
         return net
     raise ModelLoadError(f"small_inputs is defined for torchvision's ResNet (resnet*, resnext*, wide_resnet*), VGG "
                          f"(vgg*) and AlexNet architectures, as paper 003's reference code adapts them; not for {arch!r}")
