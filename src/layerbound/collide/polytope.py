@@ -82,9 +82,9 @@ def stages_of(f: Features, input_shape: tuple[int, ...]) -> list[Stage]:
     """
     extractor = getattr(f, "extractor", f)
     net, tap = getattr(extractor, "net", None), getattr(extractor, "tap", None)
-    if net is None or tap is None:
-        raise ValueError("method polytope needs a layerbound network's extractor (its affine stages), "
-                         "not an arbitrary function")
+    if net is None or tap is None or not hasattr(net, "pre"):
+        raise ValueError("method polytope needs a layerbound network's extractor (a registry network's affine "
+                         "stages), not an arbitrary function or a loaded model; use method jacobian")
     index, post_activation = net._locate(tap)
     stages, shape = [], tuple(input_shape)
     device = next(net.parameters()).device
