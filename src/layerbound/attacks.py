@@ -60,7 +60,7 @@ BOX = (0.0, 1.0)
 TABLE_COLUMNS = ["dataset", "model", "attack", "label", "norm", "eps", "examples", "clean_accuracy",
                  "robust_accuracy", "robust_examples", "invalid", "settings", "library"]
 FAB_PAIR_COLUMNS = ["example", "label", "dataset_index", "found", "norm", "ce_clean", "ce_fab",
-                    "prediction_clean", "prediction_fab"]
+                    "ce_all_clean", "ce_all_fab", "prediction_clean", "prediction_fab"]
 
 
 class AttacksUnavailable(LayerboundError, RuntimeError):
@@ -336,7 +336,8 @@ def fab_pairs(model: torch.nn.Module, pair_set, fab_options: Mapping[str, Any], 
               batch_size: int = 250) -> pd.DataFrame:
     """FAB-l2 on the pair set's 2S examples (class a first, then class b): per example, whether
     FAB found a misclassified point, its l2 norm, and the two-class cross-entropy at the clean and
-    at the FAB point (FAB_PAIR_COLUMNS)."""
+    at the FAB point (FAB_PAIR_COLUMNS); ce_all_*: the model's cross-entropy over all its classes at
+    the same points, for reference (the paper's curve may be that one)."""
     device = next(model.parameters()).device
     x = torch.cat([pair_set.x_a, pair_set.x_b]).to(device)
     y = torch.cat([pair_set.y_a, pair_set.y_b]).to(device)
@@ -350,6 +351,8 @@ def fab_pairs(model: torch.nn.Module, pair_set, fab_options: Mapping[str, Any], 
         "dataset_index": torch.cat([pair_set.index_a, pair_set.index_b]).numpy(),
         "found": np.isfinite(norms.cpu().numpy()), "norm": norms.cpu().numpy(),
         "ce_clean": ce_clean.cpu().numpy(), "ce_fab": ce_fab.cpu().numpy(),
+        "ce_all_clean": F.cross_entropy(logits_clean.double(), y, reduction="none").cpu().numpy(),
+        "ce_all_fab": F.cross_entropy(logits_fab.double(), y, reduction="none").cpu().numpy(),
         "prediction_clean": logits_clean.argmax(1).cpu().numpy(), "prediction_fab": logits_fab.argmax(1).cpu().numpy(),
     }, columns=FAB_PAIR_COLUMNS)
 

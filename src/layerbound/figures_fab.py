@@ -26,15 +26,17 @@ from .figures_style import LOG2, _projections, _title, adversary, band
 
 __all__ = ["fab_loss_curve", "fab_comparison_table", "fab_figure", "COMPARISON_COLUMNS"]
 
-COMPARISON_COLUMNS = ["dataset", "pairset", "method", "model", "layer", "m", "eps", "fab_ce", "fab_within_eps",
-                      "collision_ce", "collision_ce_lo", "collision_ce_hi", "fab_minus_collision", "examples"]
+COMPARISON_COLUMNS = ["dataset", "pairset", "method", "model", "layer", "m", "eps", "fab_ce", "fab_ce_all_classes",
+                      "fab_within_eps", "fab_to_pair_class", "collision_ce", "collision_ce_lo", "collision_ce_hi",
+                      "fab_minus_collision", "examples"]
 
 
-def fab_loss_curve(points: pd.DataFrame, eps: Sequence[float]) -> np.ndarray:
+def fab_loss_curve(points: pd.DataFrame, eps: Sequence[float], loss: str = "ce") -> np.ndarray:
     """At each eps, the mean over the examples of the two-class cross-entropy at the FAB point when
-    its norm is at most eps, else at the clean point (points: attacks.FAB_PAIR_COLUMNS)."""
+    its norm is at most eps, else at the clean point (points: attacks.FAB_PAIR_COLUMNS).
+    `loss="ce_all"`: the cross-entropy over all the model's classes instead."""
     norms = points["norm"].to_numpy(dtype=np.float64)
-    clean, fab = points["ce_clean"].to_numpy(dtype=np.float64), points["ce_fab"].to_numpy(dtype=np.float64)
+    clean, fab = points[f"{loss}_clean"].to_numpy(dtype=np.float64), points[f"{loss}_fab"].to_numpy(dtype=np.float64)
     eps = np.asarray(eps, dtype=np.float64)
     reached = norms[None, :] <= eps[:, None]
     return np.where(reached, fab[None, :], clean[None, :]).mean(axis=1)
@@ -49,11 +51,18 @@ def fab_comparison_table(points: pd.DataFrame, table: pd.DataFrame) -> pd.DataFr
     eps = table["eps"].to_numpy(dtype=np.float64)
     low, high = band(table, "ce")
     fab = fab_loss_curve(points, eps)
-    within = (points["norm"].to_numpy(dtype=np.float64)[None, :] <= eps[:, None]).mean(axis=1)
+    reached = points["norm"].to_numpy(dtype=np.float64)[None, :] <= eps[:, None]
+    # FAB is untargeted: its point may cross into a third class, where the two-class classifier
+    # still prefers the true class. Which examples it moved into the pair set's other class:
+    labels = points["label"].to_numpy()
+    other = np.where(labels == labels.min(), labels.max(), labels.min())
+    to_pair = points["found"].to_numpy(dtype=bool) & (points["prediction_fab"].to_numpy() == other)
     first = table.iloc[0]
     return pd.DataFrame({
         "dataset": first["dataset"], "pairset": first["pairset"], "method": first["method"], "model": first["model"],
-        "layer": "logits", "m": int(first["m"]), "eps": eps, "fab_ce": fab, "fab_within_eps": within,
+        "layer": "logits", "m": int(first["m"]), "eps": eps, "fab_ce": fab,
+        "fab_ce_all_classes": fab_loss_curve(points, eps, "ce_all"), "fab_within_eps": reached.mean(axis=1),
+        "fab_to_pair_class": (reached & to_pair[None, :]).mean(axis=1),
         "collision_ce": table["ce_mean"].to_numpy(dtype=np.float64), "collision_ce_lo": low, "collision_ce_hi": high,
         "fab_minus_collision": fab - table["ce_mean"].to_numpy(dtype=np.float64), "examples": len(points),
     }, columns=COMPARISON_COLUMNS)
@@ -63,11 +72,13 @@ def fab_figure(comparison: pd.DataFrame, table: pd.DataFrame, metrics: Mapping, 
     """Figure 5: the FAB loss and the optimal collision loss at the logits against eps."""
     first = comparison.iloc[0]
     eps = comparison["eps"].to_numpy()
-    fig = Figure(figsize=(8.0, 5.4), layout="constrained")
+    fig = Figure(figsize=(9.0, 6.2), layout="constrained")
     ax = fig.subplots()
-    pair = f"classes {classes[0]} vs {classes[1]}" if classes is not None else "the pair set's two classes"
+    pair = f"classes {classes[0]} and {classes[1]}" if classes is not None else "the pair set's two classes"
     ax.plot(eps, comparison["fab_ce"], color="tab:red", linewidth=1.8, marker="o", markersize=2.5,
-            label=f"FAB-l2 (minimum norm, full model): two-class CE at the FAB point if within eps, else clean")
+            label="FAB-l2 (minimum norm, full model): two-class CE at the FAB point if within eps, else clean")
+    ax.plot(eps, comparison["fab_ce_all_classes"], color="tab:red", linewidth=1.2, linestyle="--",
+            label="the same FAB points, cross-entropy over all classes (for reference)")
     line, = ax.plot(eps, comparison["collision_ce"], color="tab:blue", linewidth=1.8,
                     label=f"optimal collision loss, layer logits (m={int(first['m'])})")
     low, high = comparison["collision_ce_lo"].to_numpy(), comparison["collision_ce_hi"].to_numpy()
@@ -81,12 +92,12 @@ def fab_figure(comparison: pd.DataFrame, table: pd.DataFrame, metrics: Mapping, 
         ax.axvline(float(train["eps"]), color="tab:red", linewidth=0.8, linestyle="-.", alpha=0.7,
                    label=rf"training $\epsilon$ = {float(train['eps']):g}")
     ax.set_xlabel(r"adversarial budget $\epsilon$ ($\ell_2$, pixel space)")
-    ax.set_ylabel(f"cross-entropy, {pair} (mean over the {int(first['examples'])} examples)")
-    top = max(float(np.nanmax(comparison["fab_ce"])), LOG2)
+    ax.set_ylabel(f"cross-entropy (mean over the {int(first['examples'])} examples of {pair})")
+    top = max(float(np.nanmax(comparison[["fab_ce", "fab_ce_all_classes", "collision_ce_hi"]].to_numpy())), LOG2)
     ax.set_ylim(-0.02 * top, top * 1.12)
     ax.set_xlim(0, eps.max() if eps.max() > 0 else 1)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7.5)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7.5, ncols=2)
     fig.suptitle(_title(metrics, int(first["m"]), _projections(table), str(first["pairset"]),
                      "FAB loss vs optimal collision loss at the logits (paper 001, Fig. 5)", adversary(table))
                  + "\nband: 95% bootstrap interval of the collision loss over the S examples per class", fontsize=9)
