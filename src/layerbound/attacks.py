@@ -179,8 +179,10 @@ def in_box(x_adv: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]) if len(x) else \
-        torch.zeros(0, dtype=torch.long, device=x.device)
+    """The model's predicted classes, in batches."""
+    if not len(x):
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def _seeded(key: str) -> int:
