@@ -187,6 +187,13 @@ def test_the_headline_is_autoattack_at_the_training_budget_and_is_in_the_grid():
     assert benign["headline"]["eps"] == cfg["evaluation"]["eps"]
 
 
+def test_the_schema_lists_exactly_the_registered_attacks():
+    run = config.schema()["properties"]["attacks"]["properties"]["run"]
+    assert run["items"]["enum"] == run["default"] == list(attack_info.ATTACKS)
+    assert {a.norm for a in attack_info.ATTACKS.values()} == set(attack_info.NORMS)
+    assert all(attack_info.autoattack_of(norm) in attack_info.ATTACKS for norm in attack_info.NORMS)
+
+
 @pytest.mark.parametrize("mutate,needle", [
     (lambda c: c["attacks"].update(models=["nope"]), "attacks.models names 'nope'"),
     (lambda c: c["attacks"].update(run=["pgd_l3"]), "attacks.run[0]: 'pgd_l3' is not one of"),
