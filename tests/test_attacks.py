@@ -111,6 +111,13 @@ def test_any_attack_is_robust_only_where_no_attack_broke_the_example():
               ("pgd_linf", 1.0): torch.tensor([f, f, f, f, f])}
     assert attacks.any_attack(robust, "l2")[1.0].tolist() == [f, f, f, t, t]
     assert attacks.any_attack(robust, "linf")[1.0].tolist() == [f] * 5
+    # An attack run at a smaller budget only (the headline AutoAttack) still counts at larger ones.
+    robust[("autoattack_l2", 0.5)] = torch.tensor([t, t, t, f, t])
+    robust[("pgd_l2", 2.0)] = torch.tensor([t, t, t, t, t])
+    any_l2 = attacks.any_attack(robust, "l2")
+    assert any_l2[0.5].tolist() == [t, t, t, f, t]
+    assert any_l2[1.0].tolist() == [f, f, f, f, t]
+    assert any_l2[2.0].tolist() == [f, f, f, f, t]           # pgd_l2 at 2 alone broke nothing
 
 
 def test_robust_accuracy_table_any_rows_are_at_most_every_attack_and_fall_with_eps(ten_class):
