@@ -7,9 +7,15 @@ CORES ?= all
 
 .PHONY: install workflow test test-fast dry-run lint clean-results
 
-$(VENV)/.installed: pyproject.toml
+# torchattacks (the evaluation attacks) goes in without its dependencies: its wheel pins
+# requests~=2.25.1, which none of its modules imports; with them pip would downgrade the requests
+# Snakemake uses to a release with published advisories (README, Attacks).
+TORCHATTACKS := torchattacks==3.5.1
+
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install --no-deps '$(TORCHATTACKS)'
 	touch $@
 
 install: $(VENV)/.installed

@@ -279,6 +279,46 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
     assert "most robust" not in page and "A&#8728;f_j" in page
 
 
+def test_layer_summary_shows_the_attack_stages_headline_where_there_is_one():
+    tables = _tables(models=("net_benign", "net_pgd"))
+    metrics = {"net_benign": _metrics("net_benign", "benign", eps=1.0), "net_pgd": _metrics("net_pgd", "pgd", eps=1.5)}
+    headline = {"net_pgd": {"model": "net_pgd", "examples": 100, "headline": {
+        "attack": "autoattack_l2", "label": "AutoAttack-l2 (standard)", "norm": "l2", "eps": 1.5, "robust_accuracy": 0.42}}}
+    summary = report.layer_summary(tables, metrics, {"net_benign": TAPS, "net_pgd": TAPS}, headline)
+    pgd, benign = summary.loc[summary.model == "net_pgd"], summary.loc[summary.model == "net_benign"]
+    assert (pgd["headline_robust_acc"] == 0.42).all() and (pgd["headline_eps"] == 1.5).all()
+    assert benign["headline_robust_acc"].isna().all()
+    page = report.summary_html(summary, 2.5)
+    assert "<b>robust test accuracy 0.420</b> under AutoAttack-l2 (standard) at eps = 1.50" in page
+    assert "the first 100 test images" in page
+    assert page.count("PGD robust test accuracy") == 2   # the training sidecar's, for both models
+
+
+def test_fab_comparison_table_and_figure_put_both_curves_on_the_loss_grid():
+    from layerbound import figures_fab
+
+    tables = _tables()
+    logits = tables.loc[(tables.model == "net_pgd") & (tables.layer == "logits")]
+    # Two examples of class 3, two of class 7; FAB moves example 1 into class 7, example 2 into class 5.
+    points = pd.DataFrame({"example": range(4), "label": [3, 3, 7, 7], "dataset_index": range(4),
+                           "found": [True, True, True, False], "norm": [0.4, 1.2, 2.0, np.inf],
+                           "ce_clean": [0.1, 0.1, 0.2, 0.2], "ce_fab": [0.3, 0.9, 0.25, 0.2],
+                           "ce_all_clean": [0.2] * 4, "ce_all_fab": [0.8] * 3 + [0.2],
+                           "prediction_clean": [3, 3, 7, 7], "prediction_fab": [5, 7, 5, 7]})
+    comparison = figures_fab.fab_comparison_table(points, logits)
+    assert comparison["eps"].tolist() == EPS
+    at = comparison.set_index("eps")
+    assert at.loc[0.0, "fab_ce"] == pytest.approx(0.15) and at.loc[0.5, "fab_ce"] == pytest.approx(0.6 / 4 + 0.2 / 4 * 1)
+    assert at.loc[2.5, "fab_ce"] == pytest.approx((0.3 + 0.9 + 0.25 + 0.2) / 4)
+    assert at.loc[2.5, "fab_within_eps"] == 0.75 and at.loc[2.5, "fab_to_pair_class"] == 0.25
+    np.testing.assert_allclose(comparison["collision_ce"], logits.sort_values("eps")["ce_mean"])
+    fig = figures_fab.fab_figure(comparison, logits, _metrics(), (3, 7))
+    lines = _labelled_lines(fig.axes[0])
+    np.testing.assert_allclose(lines["optimal collision loss, layer logits (m=5)"].get_ydata(), comparison["collision_ce"])
+    with pytest.raises(ValueError):
+        figures_fab.fab_comparison_table(points, tables.loc[tables.model == "net_pgd"])
+
+
 def test_within_noise_marks_overlapping_intervals_only():
     values = pd.Series([0.30, 0.35, 0.60])
     lows, highs = pd.Series([0.20, 0.31, 0.50]), pd.Series([0.40, 0.45, 0.70])

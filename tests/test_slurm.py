@@ -18,7 +18,7 @@ import yaml
 
 from workflow_helpers import ROOT, job_counts, run_snakemake
 
-GPU_RULES = {"train_model", "collide_shard"}
+GPU_RULES = {"train_model", "collide_shard", "attacks_model", "attacks_fab_pairs"}
 # A modest GPU node: the per-job requests must fit one of them.
 NODE = {"cpus": 32, "mem_mb": 256_000, "gpus": 4}
 

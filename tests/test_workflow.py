@@ -11,7 +11,14 @@ from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, wr
 def test_default_config_plans_one_training_job_per_model(tmp_path):
     result = run_snakemake(tmp_path, "-n", configfile=ROOT / "config.yaml")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["train_model"] == len(default_config()["models"])
+    counts = job_counts(result.stdout)
+    models = default_config()["models"]
+    assert counts["train_model"] == len(models)
+    # The attack stage: a robust-accuracy table and FAB points per model, a FAB figure per model's logits.
+    assert counts["attacks_model"] == counts["attacks_fab_pairs"] == counts["figures_fab"] == len(models)
+    for name in models:
+        assert f"results/attacks/mnist5k/{name}.csv" in result.stdout
+        assert f"results/figures/mnist5k/c3v7-S8-seed0/jacobian/fab/{name}/m10.png" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -74,6 +81,9 @@ def tiny_config() -> dict:
         "collision": {"m": [5], "projections": 2, "chunk_size": 8, "batch_size": 16, "keep_points": 2},
         "losses": {"eps": {"start": 0.0, "stop": 4.0, "num": 9}},
         "figures": {"compare_eps": [1.0, 2.0]},
+        "attacks": {"examples": 20, "batch_size": 20, "eps": {"l2": [0.5, 1.5], "linf": [0.1]},
+                    "run": ["fgsm", "pgd_l2", "fab_l2", "autoattack_l2"], "pgd": {"steps": 5}, "fab": {"steps": 5},
+                    "autoattack": {"steps": 3, "targets": 3, "square_queries": 10}, "fab_comparison": {"steps": 10}},
     }
 
 
@@ -159,6 +169,40 @@ def test_new_eps_grid_reruns_only_losses_and_figures(finished_run):
     assert {rule for rule in counts if rule != "all"} <= {"losses_table", "losses_summary"} | {
         rule for rule in counts if rule.startswith("figures_")}
     assert not {"train_model", "pairs_sample", "collide_shard", "collide_merge"} & set(counts)
+
+
+@pytest.mark.slow
+def test_attack_stage_writes_tables_headlines_and_the_fab_comparison(finished_run):
+    import json
+
+    import pandas as pd
+
+    results = finished_run["workdir"] / "results"
+    for name, eps in (("fcnn_benign", 1.5), ("fcnn_pgd", 1.5)):
+        table = pd.read_csv(results / "attacks" / "mnist5k" / f"{name}.csv")
+        assert set(table["attack"]) == {"fgsm", "pgd_l2", "fab_l2", "autoattack_l2", "any"}
+        assert (table["examples"] == 20).all()
+        summary = json.loads((results / "attacks" / "mnist5k" / f"{name}.json").read_text())
+        head = table.loc[(table["attack"] == "autoattack_l2") & (table["eps"] == eps), "robust_accuracy"].iloc[0]
+        assert summary["headline"]["eps"] == eps and summary["headline"]["robust_accuracy"] == head
+        curves = pd.read_csv(results / "attacks/mnist5k/c3v7-S4-seed0/jacobian/fab_vs_collision" / name / "m5.csv")
+        assert len(curves) == 9 and curves["examples"].eq(8).all()
+        assert (results / "figures/mnist5k/c3v7-S4-seed0/jacobian/fab" / name / "m5.png").stat().st_size > 1000
+    summary = pd.read_csv(results / "report" / "layer_summary.csv")
+    assert summary["headline_robust_acc"].notna().all()
+    assert "AutoAttack-l2" in (results / "report" / "layer_summary.html").read_text()
+
+
+@pytest.mark.slow
+def test_new_attack_settings_rerun_only_what_reads_them(finished_run):
+    # The robust-accuracy tables (and the summary, which shows their headline), nothing else.
+    counts = dry_run_with(finished_run, lambda c: c["attacks"]["pgd"].update(steps=6))
+    assert {rule for rule in counts if rule != "all"} == {"attacks_model", "figures_summary"}
+    assert counts["attacks_model"] == 2
+    # The FAB points on the pair set and their figures, nothing else.
+    counts = dry_run_with(finished_run, lambda c: c["attacks"]["fab_comparison"].update(steps=11))
+    assert {rule for rule in counts if rule != "all"} == {"attacks_fab_pairs", "figures_fab"}
+    assert counts["attacks_fab_pairs"] == counts["figures_fab"] == 2
 
 
 @pytest.mark.slow

@@ -122,7 +122,7 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_collide, cli_figures
+    from . import cli_attacks, cli_collide, cli_figures
 
     parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
     parser.add_argument("--version", action="version", version=f"layerbound {__version__}")
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_taps)
 
     cli_collide.add_subcommands(sub, shared)
+    cli_attacks.add_subcommands(sub, shared)
     cli_figures.add_subcommands(sub)
     return parser
 

@@ -8,7 +8,8 @@ set) and calls a pure function of :mod:`layerbound.figures`:
     layerbound figures collisions --metrics M.json --pairs PAIRS.h5 --pair 0 --png P --pdf D MERGED...  (Fig 3)
     layerbound figures training-methods --metrics M1.json M2.json --eps-json '[1, 2]' --png P --pdf D TABLE...
     layerbound figures zero-one   --metrics M.json --png P --pdf D TABLE...
-    layerbound figures summary    --summary results/summary.csv --metrics M.json... --html H --csv C
+    layerbound figures fab        --metrics M.json --points FAB.csv --table LOGITS.csv --csv C --png P --pdf D  (Fig 5)
+    layerbound figures summary    --summary results/summary.csv --metrics M.json... [--attacks A.json...] --html H --csv C
 
 TABLE arguments are keyed loss tables (results/losses/.../m{m}.csv): the model's layers and the
 pseudo-model `input` (its baselines); rows of other models are ignored.
@@ -172,6 +173,24 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
     _save(fig, args)
 
 
+def _cmd_fab(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from . import figures_fab, losses
+    from .store import atomic_write
+
+    metrics = _one(args.metrics)
+    points = pd.read_csv(args.points)
+    table = losses.read_table(args.table)
+    if set(table["model"]) != {metrics["model"]}:
+        raise ValueError(f"{args.table} is a loss table of {sorted(set(table['model']))}, not of {metrics['model']!r}")
+    comparison = figures_fab.fab_comparison_table(points, table)
+    if args.csv:
+        atomic_write(args.csv, lambda tmp: comparison.to_csv(tmp, index=False, float_format="%.17g"))
+    classes = sorted(int(c) for c in points["label"].unique())
+    _save(figures_fab.fab_figure(comparison, table, metrics, classes if len(classes) == 2 else None), args)
+
+
 def _cmd_summary(args: argparse.Namespace) -> None:
     from . import losses, report
 
@@ -180,7 +199,11 @@ def _cmd_summary(args: argparse.Namespace) -> None:
     taps = {}
     for name, m in metrics.items():
         taps[name], _ = taps_and_widths(m)
-    table = report.layer_summary(summary, metrics, taps)
+    headlines = {}
+    for path in args.attacks:
+        sidecar = json.loads(Path(path).read_text())
+        headlines[sidecar["model"]] = sidecar
+    table = report.layer_summary(summary, metrics, taps, headlines)
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     losses.write_table(table, args.csv)
     eps_max = float(summary["eps"].max()) if len(summary) else None
@@ -233,9 +256,20 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--projection", type=int, default=0, help="which projection's collisions")
     p.set_defaults(func=_cmd_collisions)
 
+    p = sub.add_parser("fab", help="FAB loss vs the optimal collision loss at the logits (paper 001 Fig 5)")
+    p.add_argument("--png", help="PNG output")
+    p.add_argument("--pdf", help="PDF output")
+    p.add_argument("--csv", help="both curves per eps (.csv)")
+    p.add_argument("--metrics", nargs=1, required=True, help="the model's metrics sidecar (.json)")
+    p.add_argument("--points", required=True, help="the model's FAB points on the pair set (layerbound fab-pairs)")
+    p.add_argument("--table", required=True, help="the keyed loss table of the model's layer logits (.csv)")
+    p.set_defaults(func=_cmd_fab)
+
     p = sub.add_parser("summary", help="the layer-by-layer summary table of the report (HTML and CSV)")
     p.add_argument("--summary", required=True, help="results/summary.csv")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics sidecars of the models")
+    p.add_argument("--attacks", nargs="*", default=[],
+                   help="the attack stage's sidecars (results/attacks/{dataset}/{model}.json): the headline robust accuracy")
     p.add_argument("--html", required=True)
     p.add_argument("--csv", required=True)
     p.set_defaults(func=_cmd_summary)

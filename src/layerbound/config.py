@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import dataset_info, sources
+from . import attack_info, dataset_info, sources
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +124,11 @@ def check_across_keys(config: dict[str, Any]) -> None:
     box = config["collision"]["box"]
     if box is not None and not box[0] < box[1]:
         raise ConfigError(f"collision.box = {box}: need lo < hi (or null for an unboxed adversary)")
+    attack_models(config)   # every name in attacks.models is a model
+    for norm, grid in config["attacks"]["eps"].items():
+        users = [name for name in config["attacks"]["run"] if attack_info.ATTACKS[name].norm == norm]
+        if users and not grid:
+            raise ConfigError(f"attacks.eps.{norm} is empty, but attacks.run asks for {', '.join(users)}")
     projections, shown = int(config["collision"]["projections"]), int(config["figures"]["collision_projection"])
     if shown >= projections:
         raise ConfigError(f"figures.collision_projection = {shown}, but collision.projections = {projections} "
@@ -349,3 +354,70 @@ def job_from_dict(job: dict[str, Any]) -> tuple[int, ModelSpec, EvalConfig]:
     model = dict(job["model"])
     model["train"] = TrainConfig.from_dict(model["train"])
     return int(job["seed"]), ModelSpec(**model), EvalConfig(**job["evaluation"])
+
+
+# --- evaluation attacks (attacks.py runs them; this only resolves what each model's job is) -----
+
+ATTACK_OPTION_BLOCKS = ("pgd", "bim", "cw", "fab", "autoattack")
+
+
+def attack_models(config: dict[str, Any]) -> list[str]:
+    """The models the attack stage evaluates (`attacks.models`), in config order."""
+    chosen = config["attacks"]["models"]
+    if chosen == "all":
+        return list(config["models"])
+    for name in chosen:
+        if name not in config["models"]:
+            raise ConfigError(f"attacks.models names {name!r}, which is not a key of models:")
+    return [name for name in config["models"] if name in chosen]
+
+
+def headline_budget(spec: ModelSpec, evaluation: dict[str, Any]) -> tuple[str, float]:
+    """(norm, eps) of a model's headline robust accuracy: its training budget when adversarially
+    trained, the `evaluation` block's budget for benign models (as the training sidecar's PGD)."""
+    if spec.train.method != "benign":
+        return spec.train.norm, float(spec.train.eps)
+    return evaluation["norm"], float(evaluation["eps"])
+
+
+def attack_job(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Everything that determines model `name`'s robust-accuracy table, and nothing else (a rule
+    parameter: a change to it re-runs only that table and what reads it).
+
+    Each attack of `attacks.run` runs at every budget of its norm's grid; the headline budget is
+    added to its norm's grid, and the AutoAttack of that norm runs at least there.
+    """
+    if name not in attack_models(config):
+        raise ConfigError(f"model {name!r} is not attacked (attacks.models: {config['attacks']['models']})")
+    spec = model_specs(config)[name]
+    block = config["attacks"]
+    norm, eps = headline_budget(spec, config["evaluation"])
+    headline = attack_info.autoattack_of(norm)
+    grids = {n: sorted({float(e) for e in block["eps"][n]}) for n in attack_info.NORMS}
+    grids[norm] = sorted(set(grids[norm]) | {eps})
+    attacks = [{"name": a, "norm": attack_info.ATTACKS[a].norm, "eps": grids[attack_info.ATTACKS[a].norm]}
+               for a in block["run"]]
+    if headline not in block["run"]:
+        attacks.append({"name": headline, "norm": norm, "eps": [eps]})
+    return {"seed": int(config["seed"]), "dataset": spec.dataset, "model": name,
+            "examples": int(block["examples"]), "batch_size": int(block["batch_size"]),
+            "headline": {"attack": headline, "norm": norm, "eps": eps}, "attacks": attacks,
+            "options": {key: dict(block[key]) for key in ATTACK_OPTION_BLOCKS}}
+
+
+def attack_job_json(config: dict[str, Any], name: str) -> str:
+    return json.dumps(attack_job(config, name), sort_keys=True)
+
+
+def fab_pairs_job(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """What determines the FAB points of model `name` on the pair set (paper 001, Section 6.1)."""
+    if name not in attack_models(config):
+        raise ConfigError(f"model {name!r} is not attacked (attacks.models: {config['attacks']['models']})")
+    fab = dict(config["attacks"]["fab"])
+    steps = config["attacks"]["fab_comparison"]["steps"]
+    fab["steps"] = int(steps) if steps is not None else fab["steps"]
+    return {"seed": int(config["seed"]), "model": name, "batch_size": int(config["attacks"]["batch_size"]), "fab": fab}
+
+
+def fab_pairs_job_json(config: dict[str, Any], name: str) -> str:
+    return json.dumps(fab_pairs_job(config, name), sort_keys=True)

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from . import architectures, collide, dataset_info, projection, sources
-from .config import LoadedSpec, model_specs
+from .config import LoadedSpec, attack_models, model_specs
 from .errors import ConfigError, LayerboundError
 
 RESULTS = "results"
@@ -47,6 +47,11 @@ PATTERNS = {
     "figure_m_sweep": _FIGURES + "/m_sweep/{model}",
     "figure_training_methods": _FIGURES + "/training_methods/{arch}/m{m}",
     "figure_collision_methods": "figures/{dataset}/{pairset}/collision_methods/{model}/m{m}",
+    "attacks": "attacks/{dataset}/{model}.csv",
+    "attacks_summary": "attacks/{dataset}/{model}.json",
+    "fab_pairs": "attacks/{dataset}/{pairset}/fab/{model}.csv",
+    "fab_curves": "attacks/{dataset}/{pairset}/{collision_method}/fab_vs_collision/{model}/m{m}.csv",
+    "figure_fab": _FIGURES + "/fab/{model}/m{m}",
     "report_html": "report/layer_summary.html",
     "report_csv": "report/layer_summary.csv",
 }
@@ -297,6 +302,7 @@ class Plan:
             self.figure_layers[key] = {m: architectures.network_order(per_m[m], taps) for m in sorted(per_m)}
         self.training_groups = self._training_groups()
         self.collision_figures = self._collision_figures_enabled()
+        self.attack_models = attack_models(config)   # fails naming a model that is not configured
 
     # lookups (errors name what the config does not ask for)
     def unit(self, dataset: str, pairset: str, collision_method: str, model: str, layer: str, m: int | str) -> Unit:
@@ -411,6 +417,41 @@ class Plan:
         return tables + [u.losses_path(self.root) for method in methods
                          for u in self.baselines(dataset, pairset, method, m) if u.layer == "input"]
 
+    # the attack stage (robust accuracy tables; paper 001's FAB comparison)
+    def attack_files(self, kind: str, model: str) -> str:
+        """The robust-accuracy table (`attacks`) or its headline sidecar (`attacks_summary`) of a model."""
+        if model not in self.attack_models:
+            raise ConfigError(f"model {model!r} is not attacked (attacks.models)")
+        return path(kind, self.root, dataset=self.specs[model].dataset, model=model)
+
+    def fab_comparisons(self) -> list[tuple[str, str, str, str, int]]:
+        """(dataset, pairset, collision method, model, m) of every FAB comparison figure: an
+        attacked model whose logits layer has a loss table at m (paper 001, Figure 5)."""
+        if not self.config["attacks"]["fab_comparison"]["enabled"]:
+            return []
+        out = []
+        for (dataset, pairset, method, model), per_m in self.figure_layers.items():
+            if model in self.attack_models:
+                out += [(dataset, pairset, method, model, m) for m, layers in per_m.items() if "logits" in layers]
+        return out
+
+    def fab_comparison_inputs(self, dataset, pairset, collision_method, model, m) -> dict[str, str]:
+        key = (dataset, pairset, collision_method, model, int(m))
+        if key not in self.fab_comparisons():
+            raise ConfigError(f"the config asks for no FAB comparison of {model} at m={m} (an attacked model with "
+                              "layer logits and attacks.fab_comparison.enabled)")
+        return {"points": path("fab_pairs", self.root, dataset=dataset, pairset=pairset, model=model),
+                "table": self.unit(dataset, pairset, collision_method, model, "logits", m).losses_path(self.root),
+                "metrics": self.model_file("metrics", model)}
+
+    def attack_targets(self) -> list[str]:
+        """Every robust-accuracy table with its sidecar, and the FAB comparisons' curves."""
+        out = [self.attack_files(kind, model) for model in self.attack_models for kind in ("attacks", "attacks_summary")]
+        for dataset, pairset, method, model, m in self.fab_comparisons():
+            out.append(path("fab_curves", self.root, dataset=dataset, pairset=pairset, collision_method=method,
+                            model=model, m=m))
+        return out
+
     def figure_models(self) -> list[str]:
         return sorted({key[3] for key in self.figure_layers})
 
@@ -430,6 +471,9 @@ class Plan:
                               collision_method=method, arch=arch, m=m))
         for dataset, pairset, model, m in self.method_comparisons():
             names.append(path("figure_collision_methods", self.root, dataset=dataset, pairset=pairset, model=model, m=m))
+        for dataset, pairset, method, model, m in self.fab_comparisons():
+            names.append(path("figure_fab", self.root, dataset=dataset, pairset=pairset, collision_method=method,
+                              model=model, m=m))
         targets = [f"{name}.{suffix}" for name in names for suffix in ("png", "pdf")]
         if self.figure_layers:
             targets += [path("report_html", self.root), path("report_csv", self.root)]
@@ -440,7 +484,7 @@ class Plan:
         # present, and a deleted (say, corrupt) shard must be recomputed and its merge redone.
         checkpoints = [self.model_file("checkpoint", model) for model in self.specs]
         shards = [p for u in self.units.values() for p in u.shard_paths(self.root)]
-        return checkpoints + shards + [path("summary", self.root)] + self.figure_targets()
+        return checkpoints + shards + [path("summary", self.root)] + self.attack_targets() + self.figure_targets()
 
     def wildcard_values(self) -> dict[str, list[str]]:
         """The values each wildcard may take (for Snakemake's wildcard_constraints)."""

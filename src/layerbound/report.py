@@ -18,11 +18,13 @@ __all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html"]
 SUMMARY_COLUMNS = ["dataset", "pairset", "method", "adversary", "model", "training", "m", "layer", "projections",
                    "eps_ce_half_log2", "eps_ce_half_log2_lo", "eps_ce_half_log2_hi", "eval_eps", "grid_eps",
                    "ce_at_eval_eps", "ce_at_eval_eps_lo", "ce_at_eval_eps_hi", "zero_one_at_eval_eps",
-                   "ce_at_max_eps", "clean_acc", "robust_acc"]
+                   "ce_at_max_eps", "clean_acc", "robust_acc", "headline_attack", "headline_norm", "headline_eps",
+                   "headline_examples", "headline_robust_acc"]
 
 
 def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
-                  taps_by_model: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+                  taps_by_model: Mapping[str, Sequence[str]] | None = None,
+                  attacks_by_model: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
     """One row per (model, m, layer), in network order, with the baselines first in each block.
 
     eps_ce_half_log2: the first grid eps at which the mean optimal cross-entropy reaches
@@ -31,6 +33,9 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
     allows). ce/zero_one_at_eval_eps: the losses at the grid eps nearest the model's
     robust-evaluation budget (the training budget of adversarially trained models, the config's
     evaluation eps for benign ones), the cross-entropy with its bootstrap interval.
+    robust_acc: the training sidecar's PGD robust accuracy; headline_*: the attack stage's
+    headline (AutoAttack at the training budget on the first `headline_examples` test images)
+    from `attacks_by_model` (the sidecars results/attacks/{dataset}/{model}.json), NaN without one.
     """
     rows = []
     group_cols = ["dataset", "pairset", "method", "m"]
@@ -41,6 +46,11 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
             taps = (taps_by_model or {}).get(model, [])
             layers = network_order(block.loc[block["model"] == model, "layer"], taps)
             eval_eps = float(metrics.get("robust_eval", {}).get("eps", float("nan")))
+            head = (attacks_by_model or {}).get(model, {}).get("headline", {})
+            headline = {"headline_attack": head.get("label", ""), "headline_norm": head.get("norm", ""),
+                        "headline_eps": float(head.get("eps", float("nan"))),
+                        "headline_examples": float((attacks_by_model or {}).get(model, {}).get("examples", float("nan"))),
+                        "headline_robust_acc": float(head.get("robust_accuracy", float("nan")))}
             entries = [(INPUT_MODEL, layer) for layer in BASELINES if layer in set(block.loc[block["model"] == INPUT_MODEL, "layer"])]
             entries += [(model, layer) for layer in layers]
             for owner, layer in entries:
@@ -64,8 +74,22 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
                     "ce_at_max_eps": float(curve["ce_mean"].iloc[-1]),
                     "clean_acc": float(metrics.get("clean_test_accuracy", float("nan"))),
                     "robust_acc": float(metrics.get("robust_test_accuracy", float("nan"))),
+                    **headline,
                 })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _robust_text(row: pd.Series, fmt) -> str:
+    """The model's robust test accuracy: the attack stage's headline (AutoAttack at the training
+    budget) where there is one, then the training sidecar's PGD."""
+    pgd = (f"PGD robust test accuracy {fmt(row['robust_acc'])} (training sidecar, eps = {fmt(row['eval_eps'], 2)}, "
+           "images kept in the pixel box)")
+    if not math.isfinite(float(row.get("headline_robust_acc", float("nan")))):
+        return pgd + "."
+    return (f"<b>robust test accuracy {fmt(row['headline_robust_acc'])}</b> under "
+            f"{html.escape(str(row['headline_attack']))} at eps = {fmt(row['headline_eps'], 2)} "
+            f"({html.escape(str(row['headline_norm']))}, the first {int(row['headline_examples'])} test images, "
+            f"in the pixel box; torchattacks); {pgd}.")
 
 
 def _first_reaching(eps: pd.Series, values: np.ndarray) -> float:
@@ -111,9 +135,8 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
         parts.append(f"<h2>{html.escape(str(dataset))} / {html.escape(str(model))} ({html.escape(str(first['training']))}), "
                      f"m = {int(m)}</h2>")
         parts.append(f"<p>pairs {html.escape(str(pairset))}, collision method {html.escape(str(method))}, adversary "
-                     f"{html.escape(str(first['adversary']))}; clean test accuracy {fmt(first['clean_acc'])}, robust test "
-                     f"accuracy {fmt(first['robust_acc'])} (PGD, eps = {fmt(first['eval_eps'], 2)}, images kept in the "
-                     "pixel box).</p>")
+                     f"{html.escape(str(first['adversary']))}; clean test accuracy {fmt(first['clean_acc'])}; "
+                     + _robust_text(first, fmt) + "</p>")
         layers = block.loc[~block["layer"].isin(BASELINES)]
         late_near = ce_near = pd.Series(False, index=block.index)
         if len(layers):

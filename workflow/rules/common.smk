@@ -138,6 +138,29 @@ def figures_compare_eps(wildcards):
     return json.dumps([float(e) for e in config["figures"]["compare_eps"]])
 
 
+def figures_fab_inputs(wildcards):
+    return PLAN.fab_comparison_inputs(*_figure_of(wildcards), wildcards.model, wildcards.m)
+
+
 def figures_summary_inputs(wildcards):
     return {"summary": lb_plan.path("summary"),
-            "metrics": [PLAN.model_file("metrics", model) for model in PLAN.figure_models()]}
+            "metrics": [PLAN.model_file("metrics", model) for model in PLAN.figure_models()],
+            "attacks": [PLAN.attack_files("attacks_summary", model) for model in PLAN.figure_models()
+                        if model in PLAN.attack_models]}
+
+
+# --- attacks.smk ---
+
+
+def _attacked(wildcards):
+    if PLAN.specs[wildcards.model].dataset != wildcards.dataset:
+        raise ValueError(f"model {wildcards.model!r} is trained on {PLAN.specs[wildcards.model].dataset!r}")
+    return wildcards.model
+
+
+def attack_job_json(wildcards):
+    return lb_config.attack_job_json(config, _attacked(wildcards))
+
+
+def fab_pairs_job_json(wildcards):
+    return lb_config.fab_pairs_job_json(config, _attacked(wildcards))

@@ -1,4 +1,4 @@
-# Stage 4: figures and the report's summary (paper 001 Figures 3, 6, 8-15). Figures read the loss
+# Stage 4: figures and the report's summary (paper 001 Figures 3, 5, 6, 8-15). Figures read the loss
 # tables and the metrics sidecars (Figure 3: the merged distance files and the pair set), so a new
 # eps grid re-runs the loss tables and these rules only, never a shard. Which figures exist is
 # decided by layerbound.plan.Plan.figure_targets.
@@ -160,4 +160,28 @@ rule figures_summary:
         "../../envs/layerbound.yaml"
     shell:
         "python -m layerbound figures summary --summary {input.summary:q} --metrics {input.metrics:q}"
-        " --html {output.html:q} --csv {output.csv:q} > {log:q} 2>&1"
+        " --attacks {input.attacks:q} --html {output.html:q} --csv {output.csv:q} > {log:q} 2>&1"
+
+
+rule figures_fab:
+    input:
+        unpack(figures_fab_inputs),
+    output:
+        png=report(
+            lb_plan.pattern("figure_fab", suffix=".png"),
+            caption="../report/fab.rst",
+            category="7. FAB vs collision loss",
+            subcategory="{dataset} {model}",
+            labels={"model": "{model}", "m": "{m}", "figure": "FAB loss vs optimal collision loss (logits)"},
+        ),
+        pdf=lb_plan.pattern("figure_fab", suffix=".pdf"),
+        csv=lb_plan.pattern("fab_curves"),
+    log:
+        lb_plan.pattern("figure_fab", under="logs", suffix=".log"),
+    benchmark:
+        lb_plan.pattern("figure_fab", under="benchmarks", suffix=".tsv")
+    conda:
+        "../../envs/layerbound.yaml"
+    shell:
+        "python -m layerbound figures fab --metrics {input.metrics:q} --points {input.points:q} --table {input.table:q}"
+        " --csv {output.csv:q} --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
