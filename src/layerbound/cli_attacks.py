@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from . import config as configuration
+from .config import ModelSpec, model_specs
 from .errors import ConfigError
 
 
@@ -43,10 +44,11 @@ def _model(args: argparse.Namespace, cfg: dict | None, name: str, results: str):
     print(describe(device), file=sys.stderr, flush=True)
     expect = None
     if cfg is not None:
-        entry = cfg["models"][name]
-        meta = dataset_info.info(entry["dataset"])
-        expect = {"arch": entry["arch"], "padding": entry["padding"], "input_shape": meta.input_shape,
-                  "num_classes": meta.num_classes}
+        spec = model_specs(cfg)[name]
+        meta = dataset_info.info(spec.dataset)
+        expect = {"arch": spec.arch, "input_shape": meta.input_shape, "num_classes": meta.num_classes}
+        if isinstance(spec, ModelSpec):   # a loaded model's checkpoint records no padding
+            expect["padding"] = spec.padding
     if not args.checkpoint and cfg is None:
         raise ConfigError("--checkpoint is required with --job-json")
     path = args.checkpoint or plan.path("checkpoint", results, dataset=cfg["models"][name]["dataset"], model=name)

@@ -372,10 +372,10 @@ def attack_models(config: dict[str, Any]) -> list[str]:
     return [name for name in config["models"] if name in chosen]
 
 
-def headline_budget(spec: ModelSpec, evaluation: dict[str, Any]) -> tuple[str, float]:
+def headline_budget(spec: ModelSpec | LoadedSpec, evaluation: dict[str, Any]) -> tuple[str, float]:
     """(norm, eps) of a model's headline robust accuracy: its training budget when adversarially
-    trained, the `evaluation` block's budget for benign models (as the training sidecar's PGD)."""
-    if spec.train.method != "benign":
+    trained, the `evaluation` block's budget for benign and loaded models (as the sidecar's PGD)."""
+    if isinstance(spec, ModelSpec) and spec.train.method != "benign":
         return spec.train.norm, float(spec.train.eps)
     return evaluation["norm"], float(evaluation["eps"])
 
