@@ -31,6 +31,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/collide.smk"
 include: "workflow/rules/losses.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/semirobust.smk"
 
 
 rule all:

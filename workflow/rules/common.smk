@@ -122,3 +122,19 @@ def figures_compare_eps(wildcards):
 def figures_summary_inputs(wildcards):
     return {"summary": lb_plan.path("summary"),
             "metrics": [PLAN.model_file("metrics", model) for model in PLAN.figure_models()]}
+
+
+# --- semirobust.smk ---
+
+
+def semirobust_inputs(wildcards):
+    return PLAN.semirobust_inputs(wildcards.dataset, wildcards.study, wildcards.fb_layers)
+
+
+def semirobust_job_json(wildcards):
+    """The resolved Algorithm 1 job: a change to the study block (and only to it) re-runs it."""
+    return lb_config.semirobust_job_json(config, wildcards.study, wildcards.fb_layers)
+
+
+def semirobust_study_results(wildcards):
+    return PLAN.semirobust_results(wildcards.study)
