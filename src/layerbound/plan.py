@@ -403,7 +403,8 @@ class Plan:
         # present, and a deleted (say, corrupt) shard must be recomputed and its merge redone.
         checkpoints = [self.model_file("checkpoint", model) for model in self.specs]
         shards = [p for u in self.units.values() for p in u.shard_paths(self.root)]
-        return checkpoints + shards + [path("summary", self.root)] + self.figure_targets() + self.semirobust_targets()
+        summary = [path("summary", self.root)] if self.units else []   # collision.models: [] searches nothing
+        return checkpoints + shards + summary + self.figure_targets() + self.semirobust_targets()
 
     # paper 003's study
     def semirobust_runs(self) -> list[tuple[str, str, int]]:
