@@ -63,6 +63,8 @@ def test_unknown_architecture_and_padding_are_rejected_by_name():
 
 def test_schema_lists_exactly_the_registered_architectures_and_datasets():
     schema = yaml.safe_load(SCHEMA.read_text())
-    model = schema["properties"]["models"]["additionalProperties"]["properties"]
+    # A `models:` entry is trained (registry arch) unless it has `source` (loaded, tests/test_loaded.py).
+    model = schema["$defs"]["trained_model"]["properties"]
     assert model["arch"]["enum"] == list(architectures.ARCHITECTURES)
-    assert model["dataset"]["enum"] == list(data.DATASETS)
+    assert schema["$defs"]["dataset"]["enum"] == list(data.DATASETS)
+    assert model["dataset"] == schema["$defs"]["loaded_model"]["properties"]["dataset"] == {"$ref": "#/$defs/dataset"}

@@ -48,6 +48,19 @@ def test_study_problems_are_one_line_naming_the_key(mutate, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_loaded_model_is_refused_in_one_line(tmp_path):
+    weights = tmp_path / "resnet18.pt"
+    weights.write_bytes(b"")   # only its presence is checked before planning
+    raw = default_config()
+    raw["models"]["resnet"] = {"dataset": "mnist5k", "source": "torchvision", "arch": "resnet18",
+                               "small_inputs": True, "weights": str(weights)}
+    study(raw).update(regular="resnet")
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(raw)
+    assert str(err.value) == ("semirobust.studies.medium.regular: model 'resnet' is loaded (source torchvision); the "
+                              "study splits models of the architecture registry only, which the workflow trains")
+
+
 def test_a_bad_study_stops_snakemake_before_planning_in_one_line(tmp_path):
     raw = default_config()
     study(raw).update(fb_layers=[3, 9])

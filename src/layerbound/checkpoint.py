@@ -1,7 +1,10 @@
 """Checkpoints: weights plus the architecture that made them, loadable with weights_only=True.
 
-`<name>.pt` holds {"format", "arch", "input_shape", "num_classes", "padding", "state_dict"};
-`<name>.json` beside it is the metrics sidecar (config, accuracies, wall time).
+`<name>.pt` of a trained (registry) model holds {"format", "arch", "input_shape", "num_classes",
+"padding", "state_dict"}; that of a loaded model (loaded.py) {"format": LOADED_FORMAT, "arch",
+"input_shape", "num_classes", "source" (the source spec as JSON), "state_dict" (the network's own,
+without the normalization, which the spec holds)}. `<name>.json` beside it is the metrics sidecar
+(config, accuracies, wall time).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .store import atomic_write
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
 FORMAT = "layerbound-checkpoint-1"
+LOADED_FORMAT = "layerbound-loaded-checkpoint-1"
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -27,6 +31,8 @@ def sidecar_path(path: str | Path) -> Path:
 
 def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> None:
     path = Path(path)
+    if not isinstance(model, models.TappedNet):
+        return _save_loaded(path, model, metrics)
     payload = {
         "format": FORMAT,
         "arch": model.arch,
@@ -54,18 +60,51 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
     except Exception as err:   # a foreign pickle, a truncated file: refused without running any code
         raise CheckpointMismatch(f"{path} is not a loadable checkpoint ({type(err).__name__}): delete it so "
                                  "Snakemake retrains it") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, LOADED_FORMAT):
         raise CheckpointMismatch(f"{path} is not a layerbound checkpoint (format {FORMAT!r})")
     stored = {"arch": payload["arch"], "input_shape": tuple(payload["input_shape"]),
-              "num_classes": int(payload["num_classes"]), "padding": payload["padding"]}
+              "num_classes": int(payload["num_classes"]), "padding": payload.get("padding")}
     if expect:
         wanted = {k: (tuple(v) if k == "input_shape" else v) for k, v in expect.items()}
         diffs = [f"{k}: checkpoint has {stored[k]!r}, config asks for {v!r}" for k, v in wanted.items() if stored[k] != v]
         if diffs:
             raise CheckpointMismatch(f"checkpoint {path} does not match the configuration ({'; '.join(diffs)}): "
                                      "delete it (or fix the config) so Snakemake retrains it")
+    if payload["format"] == LOADED_FORMAT:
+        return _load_loaded(path, payload)
     model = models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
     model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def _save_loaded(path: Path, model, metrics: dict[str, Any]) -> None:
+    """A loaded model (loaded.LoadedNet): its source spec, to rebuild the architecture, and weights."""
+    payload = {
+        "format": LOADED_FORMAT,
+        "arch": model.arch,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "source": json.dumps(model.spec, sort_keys=True),
+        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
+
+
+def _load_loaded(path: Path, payload: dict[str, Any]):
+    from . import loaded
+    from .errors import ModelLoadError
+
+    spec = json.loads(payload["source"])
+    try:
+        model = loaded.build(spec, tuple(payload["input_shape"]), int(payload["num_classes"]), weights=False)
+    except ModelLoadError as err:
+        raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
+    mismatch = loaded.weights_mismatch(payload["state_dict"], model.net.state_dict())
+    if mismatch:
+        raise CheckpointMismatch(f"checkpoint {path} does not match {loaded.describe(spec)}: {mismatch}")
+    model.net.load_state_dict(payload["state_dict"])
     return model.eval()
 
 

@@ -29,6 +29,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
           f"{metrics['robust_test_accuracy']:.4f}, {metrics['wall_time_s']:.0f} s")
 
 
+def _cmd_import_model(args: argparse.Namespace) -> None:
+    from .import_model import import_model, job_from_dict
+
+    if args.job_json:
+        job = json.loads(args.job_json)
+    else:
+        if not args.model:
+            raise ConfigError("--model is required with --configfile")
+        job = configuration.import_job(configuration.load(args.configfile), args.model)
+    seed, spec, evaluation = job_from_dict(job)
+    metrics = import_model(spec, evaluation, seed, args.out, data_dir=args.data_dir, download=args.download,
+                           device=args.device)
+    print(f"{spec.name}: clean test accuracy {metrics['clean_test_accuracy']:.4f}, "
+          f"PGD-{metrics['robust_eval']['norm']} eps={metrics['robust_eval']['eps']} robust accuracy "
+          f"{metrics['robust_test_accuracy']:.4f}, {metrics['wall_time_s']:.0f} s")
+
+
 def _cmd_fetch_data(args: argparse.Namespace) -> None:
     from . import data
 
@@ -66,8 +83,22 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from . import architectures, dataset_info
+    from . import architectures, dataset_info, plan, sources
 
+    if args.configfile:
+        cfg = configuration.load(args.configfile)
+        if args.arch not in cfg["models"]:
+            raise ConfigError(f"{args.arch!r} is not a key of models: in {args.configfile}; models: {', '.join(cfg['models'])}")
+        entry = cfg["models"][args.arch]
+        default, widths = plan.model_taps(args.arch, entry)
+        if sources.is_loaded(entry):
+            # Every usable layer name; `*` marks those `collision.layers: all` means for this model.
+            for name, width in widths.items():
+                print(f"{name}\t{width}" + ("\t*" if name in default else ""))
+            return
+        for tap, width in widths.items():
+            print(f"{tap}\t{width}")
+        return
     meta = dataset_info.info(args.dataset)
     for tap, width in architectures.tap_widths(args.arch, meta.input_shape, meta.num_classes, args.padding).items():
         print(f"{tap}\t{width}")
@@ -108,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("import-model", parents=[shared["device"], shared["data"]],
+                       help="load a configured model (source torchvision, python, robustbench), check its weights, "
+                            "measure its test accuracy; writes checkpoint and metrics sidecar")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--configfile", help="experiment config (YAML); with --model")
+    source.add_argument("--job-json", help="the resolved import job as JSON (what the workflow passes)")
+    p.add_argument("--model", help="model name (a key of `models:` in the config)")
+    p.add_argument("--out", required=True, help="checkpoint path (.pt); the .json sidecar goes beside it")
+    p.set_defaults(func=_cmd_import_model)
+
     p = sub.add_parser("fetch-data", help="download torchvision datasets into a data folder (needs internet)")
     p.add_argument("datasets", nargs="+")
     p.add_argument("--data-dir", default="data")
@@ -126,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="+")
     p.set_defaults(func=_cmd_summarize)
 
-    p = sub.add_parser("taps", help="list an architecture's layer taps and their widths n_j")
-    p.add_argument("arch")
+    p = sub.add_parser("taps", help="list an architecture's (or a configured model's) layer taps and their widths n_j")
+    p.add_argument("arch", help="a registered architecture, or with --configfile a key of models:")
+    p.add_argument("--configfile", help="experiment config: list the taps of its model ARCH (loaded models too)")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--padding", default="same", choices=["same", "valid"])
     p.set_defaults(func=_cmd_taps)

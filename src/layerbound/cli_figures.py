@@ -37,9 +37,12 @@ def _one(metrics_paths) -> dict:
 
 
 def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
-    """A model's taps in network order and their widths n_j, from its metrics sidecar."""
+    """A model's taps in network order and their widths n_j, from its metrics sidecar (a loaded
+    model's sidecar lists them; a registry model's come from its architecture)."""
     from . import architectures, dataset_info
 
+    if "tap_order" in metrics:
+        return list(metrics["tap_order"]), dict(metrics["tap_widths"])
     meta = dataset_info.info(metrics["dataset"])
     widths = architectures.tap_widths(metrics["arch"], meta.input_shape, meta.num_classes, metrics.get("padding", "same"))
     return architectures.tap_names(metrics["arch"]), widths

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import architectures, dataset_info
+from . import architectures, dataset_info, sources
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,10 +35,24 @@ def schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA.read_text())
 
 
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    """A local `$ref` ("#/$defs/name") followed to its definition."""
+    while "$ref" in node:
+        node = schema()["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
 def _fill_defaults(node: dict[str, Any], instance: Any) -> None:
-    """Set the schema's defaults into `instance`, depth first (as jsonschema's FAQ validator does)."""
+    """Set the schema's defaults into `instance`, depth first (as jsonschema's FAQ validator does).
+
+    A node with `if` / `then` / `else` (a model entry: loaded when it has `source`, else trained)
+    takes the defaults of the branch the instance's keys select."""
     if not isinstance(instance, dict):
         return
+    node = _resolve(node)
+    if "if" in node:
+        chosen = node["then"] if all(k in instance for k in node["if"].get("required", ())) else node.get("else", {})
+        _fill_defaults(chosen, instance)
     for key, sub in node.get("properties", {}).items():
         if "default" in sub:
             instance.setdefault(key, copy.deepcopy(sub["default"]))
@@ -90,6 +104,9 @@ def check_across_keys(config: dict[str, Any]) -> None:
     """The checks across keys that the schema cannot express, from tables alone (no data loaded):
     each failure is one line naming the key and what is allowed."""
     model_specs(config)   # every model's merged training block (names the model if inconsistent)
+    for name, entry in config["models"].items():
+        if sources.is_loaded(entry):
+            check_loaded(f"models.{name}", entry)
     a, b = (int(c) for c in config["pairs"]["classes"])
     per_class = int(config["pairs"]["per_class"])
     if a == b:
@@ -113,6 +130,52 @@ def check_across_keys(config: dict[str, Any]) -> None:
                           f"(allowed 0..{projections - 1})")
     for study in config["semirobust"]["studies"]:
         semirobust_study(config, study)
+
+
+def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
+    """A loaded model's entry (`source` ...) with the schema's defaults filled in, validated."""
+    import jsonschema
+
+    node = schema()["$defs"]["loaded_model"]
+    _fill_defaults(node, entry)
+    errors = list(jsonschema.Draft202012Validator({**node, "$defs": schema()["$defs"]}).iter_errors(entry))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(f"invalid model key {_where(best.absolute_path)}: {best.message}")
+    return entry
+
+
+def check_loaded(where: str, entry: dict[str, Any]) -> None:
+    """The checks of a loaded model's entry (`where`: its key, models.NAME) that need no torch: keys
+    that fit its source, the normalization's length, the weights file present (nothing is ever
+    downloaded)."""
+    source = entry["source"]
+    channels = dataset_info.info(entry["dataset"]).input_shape[0]
+    if entry["small_inputs"] and source != "torchvision":
+        raise ConfigError(f"{where}.small_inputs adapts torchvision architectures only, not source {source}")
+    allowed = {"torchvision": {"arch", "weights", "kwargs"}, "python": {"factory", "weights", "kwargs"},
+               "robustbench": {"arch", "threat_model", "model_dir"}}[source]
+    # Keys of other sources would be ignored silently; the schema's defaults are not the user's.
+    stray = [k for k in ("arch", "factory", "threat_model") if k in entry and k not in allowed]
+    stray += [k for k in ("weights", "kwargs") if entry.get(k) not in (None, {}) and k not in allowed]
+    if stray:
+        raise ConfigError(f"{where}.{stray[0]} does not apply to source {source} (its keys: {', '.join(sorted(allowed))})")
+    for key in ("weights", "pretrained", "num_classes"):
+        if key in entry["kwargs"]:
+            raise ConfigError(f"{where}.kwargs.{key}: not allowed (num_classes is the dataset's; weights come from "
+                              f"the local file {where}.weights, never from a download)")
+    norm = entry["normalization"]
+    if norm is not None:
+        for key in ("mean", "std"):
+            if len(norm[key]) != channels:
+                raise ConfigError(f"{where}.normalization.{key} has {len(norm[key])} values, but {entry['dataset']} "
+                                  f"images have {channels} channel{'s' if channels != 1 else ''}")
+    if entry.get("weights") is not None and not Path(entry["weights"]).is_file():
+        raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
+    if source == "robustbench":
+        problem = sources.robustbench_missing(entry)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
 
 
 def _numbers(node: Any, where: tuple = ()):
@@ -227,10 +290,26 @@ class ModelSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
-    """Every configured model with the global `training` block merged under its own `train` block."""
+@dataclass
+class LoadedSpec:
+    """A model loaded instead of trained (a `models:` entry with `source`, see sources.py)."""
+
+    name: str
+    dataset: str
+    arch: str                  # the architecture's name: torchvision or zoo name, or the factory
+    source: dict[str, Any]     # sources.spec: what decides the network
+    taps: list[str] | None = None
+
+
+def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec | LoadedSpec]:
+    """Every configured model: trained ones with the global `training` block merged under their own
+    `train` block, loaded ones with their source spec."""
     specs = {}
     for name, entry in config["models"].items():
+        if sources.is_loaded(entry):
+            specs[name] = LoadedSpec(name=name, dataset=entry["dataset"], arch=sources.display_arch(entry),
+                                     source=sources.spec(entry), taps=entry.get("taps"))
+            continue
         train = {**copy.deepcopy(config["training"]), **entry.get("train", {})}
         try:
             specs[name] = ModelSpec(name=name, dataset=entry["dataset"], arch=entry["arch"],
@@ -249,6 +328,18 @@ def training_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     specs = model_specs(config)
     if name not in specs:
         raise ConfigError(f"model {name!r} is not in the config; models: {', '.join(specs)}")
+    if isinstance(specs[name], LoadedSpec):
+        raise ConfigError(f"model {name!r} is loaded (source {specs[name].source['source']}), not trained: "
+                          "`layerbound import-model` makes its checkpoint")
+    return {"seed": config["seed"], "model": asdict(specs[name]), "evaluation": dict(config["evaluation"])}
+
+
+def import_job(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """Everything that determines loaded model `name`'s checkpoint and metrics: its source spec
+    (the weights file's contents are the import rule's input), the seed and the evaluation."""
+    specs = model_specs(config)
+    if not isinstance(specs.get(name), LoadedSpec):
+        raise ConfigError(f"model {name!r} is not a loaded model of the config (one with `source`)")
     return {"seed": config["seed"], "model": asdict(specs[name]), "evaluation": dict(config["evaluation"])}
 
 
@@ -282,6 +373,12 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
             raise ConfigError(f"{where}.{role} names {entry[role]!r}, which is not a key of models: "
                               f"({', '.join(specs)})")
     robust, regular = specs[entry["robust"]], specs[entry["regular"]]
+    for role, spec in (("robust", robust), ("regular", regular)):
+        if isinstance(spec, LoadedSpec):
+            # semirobust.split_last cuts a registry network's stages; a loaded network has none yet.
+            raise ConfigError(f"{where}.{role}: model {spec.name!r} is loaded (source "
+                              f"{config['models'][spec.name]['source']}); the study splits models of the "
+                              "architecture registry only, which the workflow trains")
     for key in ("dataset", "arch", "padding"):
         if getattr(robust, key) != getattr(regular, key):
             raise ConfigError(f"{where}: robust model {robust.name!r} and regular model {regular.name!r} differ in "

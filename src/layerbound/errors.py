@@ -26,3 +26,8 @@ class CheckpointMismatch(LayerboundError, ValueError):
 
 class DatasetUnavailable(LayerboundError, RuntimeError):
     """A dataset's files are missing and downloading is not allowed (or failed)."""
+
+
+class ModelLoadError(LayerboundError, ValueError):
+    """A loaded model cannot be built: an unknown architecture, a missing optional package or weights
+    file, weights that do not match the architecture; names the model's key or the file."""

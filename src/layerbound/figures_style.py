@@ -33,7 +33,10 @@ NORM_PRIME_LABEL = r"$\|\tilde{{x}}' - x'\|$ = {:.3f}"
 # --- labels ----------------------------------------------------------------------------------
 
 def training_label(metrics: Mapping) -> str:
-    """'benign', 'PGD-2', 'TRADES-0.5' (with the norm when it is not l2), from a metrics sidecar."""
+    """'benign', 'PGD-2', 'TRADES-0.5' (with the norm when it is not l2), from a metrics sidecar;
+    'loaded' for a model loaded instead of trained (its training is not known)."""
+    if "source" in metrics and "train" not in metrics:
+        return "loaded"
     train = metrics.get("train", {})
     method = train.get("method", "?")
     if method == "benign":

@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import architectures, collide, dataset_info, projection
-from .config import model_specs
-from .errors import ConfigError
+from . import architectures, collide, dataset_info, projection, sources
+from .config import LoadedSpec, model_specs
+from .errors import ConfigError, LayerboundError
 
 RESULTS = "results"
 INPUT_MODEL = "input"
@@ -156,9 +156,37 @@ def collision_options(config: dict[str, Any], collision_method: str) -> collide.
 
 
 def tap_widths(entry: dict[str, Any]) -> dict[str, int]:
-    """n_j of every tap of a configured model (post-activation taps first, then `_pre` taps)."""
+    """n_j of every tap of a configured model: a registry model's post-activation taps first, then
+    its `_pre` taps; a loaded model's layer names in network order (sources.py builds it once)."""
+    if sources.is_loaded(entry):
+        return sources.tap_widths(entry)
     meta = dataset_info.info(entry["dataset"])
     return architectures.tap_widths(entry["arch"], meta.input_shape, meta.num_classes, entry.get("padding", "same"))
+
+
+def model_taps(name: str, entry: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """What `layers: all` means for a configured model, and the widths of all its taps; a loaded
+    model that cannot be built fails in one line naming its key."""
+    try:
+        widths = tap_widths(entry)
+        if not sources.is_loaded(entry):
+            return [t for t in widths if not t.endswith("_pre")], widths
+        taps = sources.default_taps(entry)
+    except LayerboundError as err:
+        raise ConfigError(f"models.{name}: {err}") from None
+    unknown = [t for t in taps if t not in widths]
+    if unknown:
+        raise ConfigError(f"models.{name}.taps: {sources.display_arch(entry)} has no layer {unknown[0]!r}; "
+                          f"`layerbound taps {name} --configfile ...` lists its layer names")
+    return taps, widths
+
+
+def network_taps(config: dict[str, Any], name: str) -> list[str]:
+    """A configured model's taps in network order (the order of figures and tables)."""
+    entry = config["models"][name]
+    if sources.is_loaded(entry):
+        return list(model_taps(name, entry)[1])
+    return architectures.tap_names(entry["arch"])
 
 
 def eps_grid(spec: Any) -> np.ndarray:
@@ -202,13 +230,15 @@ def units(config: dict[str, Any]) -> list[Unit]:
             if name not in config["models"]:
                 raise ConfigError(f"{where}.models names {name!r}, which is not a key of models:")
             entry = config["models"][name]
-            widths = tap_widths(entry)
-            taps = [t for t in widths if not t.endswith("_pre")]
+            taps, widths = model_taps(name, entry)
             layers = taps if grid["layers"] == "all" else list(grid["layers"])
+            loaded = sources.is_loaded(entry)
             for layer in layers:
                 if layer not in widths:
-                    raise ConfigError(f"{where}.layers: model {name!r} ({entry['arch']}) has no tap {layer!r}; "
-                                      f"taps: {', '.join(widths)}")
+                    listed = (f"`layerbound taps {name} --configfile ...` lists its layer names" if loaded
+                              else f"taps: {', '.join(widths)}")
+                    raise ConfigError(f"{where}.layers: model {name!r} ({sources.display_arch(entry)}) has no tap "
+                                      f"{layer!r}; {listed}")
             if entry["dataset"] not in datasets:
                 datasets.append(entry["dataset"])
             for method in methods:
@@ -217,12 +247,16 @@ def units(config: dict[str, Any]) -> list[Unit]:
                         if (method, name, layer, m) in seen:
                             continue
                         seen.add((method, name, layer, m))
+                        if loaded and method == "polytope":
+                            raise ConfigError(f"{where}: method polytope needs a registry network's affine stages; "
+                                              f"model {name!r} is loaded (source {entry['source']}): use method jacobian")
                         if collide.METHODS[method].unprojected_only and is_projected(name, layer, m, widths[layer]):
                             raise ConfigError(f"{where}: method {method} searches unprojected maps only (paper 002), "
                                               f"but {name}/{layer} has n_j = {widths[layer]} > m = {m}; set m >= "
                                               f"{widths[layer]} for it or use method jacobian")
                         out.append(Unit(entry["dataset"], pairset, method, name, layer, m, widths[layer],
-                                        projections_for(name, layer, m, widths[layer], P), chunks, entry["arch"]))
+                                        projections_for(name, layer, m, widths[layer], P), chunks,
+                                        sources.display_arch(entry)))
     for dataset in datasets:
         n0 = int(np.prod(dataset_info.info(dataset).input_shape))
         for method in methods:
@@ -265,7 +299,7 @@ class Plan:
                 key = (u.dataset, u.pairset, u.collision_method, u.model)
                 self.figure_layers.setdefault(key, {}).setdefault(u.m, []).append(u.layer)
         for key, per_m in self.figure_layers.items():
-            taps = architectures.tap_names(self.specs[key[3]].arch)
+            taps = network_taps(config, key[3])
             self.figure_layers[key] = {m: architectures.network_order(per_m[m], taps) for m in sorted(per_m)}
         self.training_groups = self._training_groups()
         self.collision_figures = self._collision_figures_enabled()
@@ -273,6 +307,15 @@ class Plan:
     # lookups (errors name what the config does not ask for)
     def unit(self, dataset: str, pairset: str, collision_method: str, model: str, layer: str, m: int | str) -> Unit:
         return find_unit(self.units.values(), dataset, pairset, collision_method, model, layer, m)
+
+    @property
+    def trained_models(self) -> list[str]:
+        return [name for name, spec in self.specs.items() if not isinstance(spec, LoadedSpec)]
+
+    @property
+    def loaded_models(self) -> list[str]:
+        """The models loaded instead of trained (rule import_model makes their checkpoints)."""
+        return [name for name, spec in self.specs.items() if isinstance(spec, LoadedSpec)]
 
     def model_file(self, kind: str, model: str) -> str:
         """The checkpoint or metrics sidecar path of a configured model."""
@@ -460,6 +503,8 @@ class Plan:
         """(dataset, pairset, collision method, arch group, m) -> models (benign, PGD, TRADES order), if >= 2."""
         groups: dict[tuple, list[str]] = {}
         for (dataset, pairset, method, model), per_m in self.figure_layers.items():
+            if isinstance(self.specs[model], LoadedSpec):
+                continue   # no training method to compare
             for m in per_m:
                 groups.setdefault((dataset, pairset, method, self._arch_group(model), m), []).append(model)
 

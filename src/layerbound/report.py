@@ -51,7 +51,7 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
                 rows.append({
                     "dataset": dataset, "pairset": pairset, "method": method, "adversary": adversary(curve),
                     "model": model,
-                    "training": training_label(metrics) if "train" in metrics else "?", "m": int(m),
+                    "training": training_label(metrics) if "train" in metrics or "source" in metrics else "?", "m": int(m),
                     "layer": layer, "projections": int(curve["projections"].max()),
                     "eps_ce_half_log2": _first_reaching(curve["eps"], curve["ce_mean"].to_numpy()),
                     "eps_ce_half_log2_lo": _first_reaching(curve["eps"], high),

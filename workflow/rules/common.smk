@@ -36,6 +36,25 @@ def _figure_of(wildcards):
 # --- train.smk ---
 
 
+def trained_models_regex():
+    return _one_of(PLAN.trained_models)
+
+
+def loaded_models_regex():
+    return _one_of(PLAN.loaded_models)
+
+
+def import_model_inputs(wildcards):
+    weights = config["models"][wildcards.model].get("weights")
+    return [weights] if weights else []
+
+
+def import_job_json(wildcards):
+    if PLAN.specs[wildcards.model].dataset != wildcards.dataset:
+        raise ValueError(f"model {wildcards.model!r} is loaded for {PLAN.specs[wildcards.model].dataset!r}")
+    return json.dumps(lb_config.import_job(config, wildcards.model), sort_keys=True)
+
+
 def training_job_json(wildcards):
     if PLAN.specs[wildcards.model].dataset != wildcards.dataset:
         raise ValueError(f"model {wildcards.model!r} is trained on {PLAN.specs[wildcards.model].dataset!r}")

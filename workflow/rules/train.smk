@@ -1,7 +1,10 @@
-# Stage 1: train every model named in the config (checkpoint + metrics sidecar).
+# Stage 1: train every registry model named in the config, or import every loaded one (a `models:`
+# entry with `source`); both write the same checkpoint + metrics sidecar.
 
 
 rule train_model:
+    wildcard_constraints:
+        model=trained_models_regex(),
     output:
         checkpoint=lb_plan.pattern("checkpoint"),
         metrics=lb_plan.pattern("metrics"),
@@ -19,4 +22,28 @@ rule train_model:
         "../../envs/layerbound.yaml"
     shell:
         "python -m layerbound train --model {wildcards.model:q} --job-json {params.job:q} --out {output.checkpoint:q}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
+rule import_model:
+    wildcard_constraints:
+        model=loaded_models_regex(),
+    input:
+        # The weights file (when the entry names one): new weights re-import the model.
+        import_model_inputs,
+    output:
+        checkpoint=lb_plan.pattern("checkpoint"),
+        metrics=lb_plan.pattern("metrics"),
+    params:
+        # The resolved import job: the source spec, seed and evaluation settings.
+        job=import_job_json,
+    log:
+        lb_plan.pattern("checkpoint", under="logs", suffix=".log"),
+    benchmark:
+        lb_plan.pattern("checkpoint", under="benchmarks", suffix=".tsv")
+    threads: 8
+    conda:
+        "../../envs/layerbound.yaml"
+    shell:
+        "python -m layerbound import-model --model {wildcards.model:q} --job-json {params.job:q} --out {output.checkpoint:q}"
         " --threads {threads} > {log:q} 2>&1"

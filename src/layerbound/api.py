@@ -1,0 +1,166 @@
+"""The Python API: the layer-by-layer analysis of any PyTorch model, without the workflow.
+
+    from layerbound import api
+    model = api.load_model({"source": "torchvision", "arch": "resnet18", "weights": "r18.pt",
+                            "small_inputs": True}, dataset="mnist5k")
+    api.taps(model)                                    # {layer name: n_j}, in network order
+    pairs = api.sample_pairs("mnist5k", classes=(3, 7), per_class=4)
+    found = api.collisions(model, "layer1", pairs, m=10, projections=2)
+    curve = api.loss_curve(found, eps=[0, 0.5, 1, 2])  # optimal losses of A o f_j per eps
+    fig = api.plot_loss_curves({"layer1": curve, "input": api.loss_curve(api.input_distances(pairs), [0, 0.5, 1, 2])})
+
+Each step is the workflow's own code: `load_model` builds what a config entry describes (or
+rebuilds a checkpoint, or wraps a module you already have), `collisions` runs paper 001's
+Algorithm 1 on f_j composed with seeded Gaussian projections A (m x n_j; none when m >= n_j)
+and keeps, per pair, the verified collision's distance (at most the midpoint bound ||x - x'|| / 2),
+`loss_curve` computes the optimal cross-entropy and 0-1 losses of the conflict graphs over the
+budgets (paper 001, Algorithm 2), with bootstrap intervals, and `plot_loss_curves` draws them
+as the workflow's layer figure. The bound is for every classifier h(A f_j(x)) on the sampled
+points against an l2 adversary of budget eps whose images stay in `box` ([0, 1]^n by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import checkpoint, dataset_info, features, loaded, projection, sources
+from . import config as configuration
+from . import pairs as pairsets
+from .collide import CollisionOptions, closed_form
+from .collide.options import SearchOptions, adversary_label
+from .errors import ConfigError
+
+__all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "collisions", "input_distances",
+           "loss_curve", "plot_loss_curves"]
+
+
+def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = None) -> torch.nn.Module:
+    """A model with taps by name, in eval mode.
+
+    `source` is either a config entry's keys without `dataset` (`{"source": "torchvision",
+    "arch": "resnet18", "weights": "r18.pt", "small_inputs": True, "normalization": {"mean": [...],
+    "std": [...]}}`, or source python / robustbench; README, "Analyzing your own models") with the
+    `dataset` whose inputs and classes it takes, or the path of a layerbound checkpoint
+    (results/models/...pt: a trained registry model or an imported one). Weights come from local
+    files only; a file that does not match the architecture fails naming the file and the keys.
+    """
+    if isinstance(source, (str, Path)):
+        return checkpoint.load(source)
+    if dataset is None:
+        raise ConfigError("load_model: give the dataset whose inputs and classes the model takes")
+    entry = {**dict(source), "dataset": dataset}
+    if "source" not in entry:
+        raise ConfigError("load_model: the entry needs `source` (torchvision, python or robustbench)")
+    configuration.fill_loaded_defaults(entry)
+    configuration.check_loaded("load_model", entry)
+    meta = dataset_info.info(dataset)
+    return loaded.build(sources.spec(entry), meta.input_shape, meta.num_classes)
+
+
+def wrap(module: torch.nn.Module, input_shape: Sequence[int], num_classes: int,
+         normalization: Mapping[str, Sequence[float]] | None = None) -> torch.nn.Module:
+    """A module you already have, with taps by name (and an optional normalization inside it)."""
+    spec = {"source": "module", "arch": type(module).__name__, "normalization": normalization}
+    loaded.disable_inplace(module)
+    return loaded.LoadedNet(module, spec, tuple(input_shape), num_classes).eval()
+
+
+def taps(model: torch.nn.Module) -> dict[str, int]:
+    """Every layer name of the model with its width n_j, in network order."""
+    return model.tap_widths()
+
+
+def sample_pairs(dataset: str, classes: tuple[int, int] = (3, 7), per_class: int = 8, seed: int = 0,
+                 data_dir: str | Path = "data") -> pairsets.PairSet:
+    """S = per_class training examples of each of two classes (all S x S pairs), seeded as the workflow does."""
+    return pairsets.sample(dataset, classes, per_class, seed, data_dir=data_dir)
+
+
+@dataclass
+class LayerDistances:
+    """The collision distances of one layer: `distances` (projections, S, S), the pairs' midpoint
+    bounds ||x - x'|| / 2 (S, S), whether each search converged, and what they are for."""
+
+    layer: str
+    m: int
+    n_j: int
+    projected: bool
+    distances: np.ndarray
+    midpoint_bounds: np.ndarray
+    converged: np.ndarray
+    adversary: str
+
+
+def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: int = 10, projections: int = 1,
+               seed: int = 0, box: tuple[float, float] | None = (0.0, 1.0), step: str = "line_search",
+               max_iter: int = 15, batch_size: int = 64, name: str = "model",
+               device: str | torch.device = "cpu") -> LayerDistances:
+    """Collision distances of every pair under A o f_j, for `projections` Gaussian projections A
+    (m x n_j, seeded from seed, name, layer, m and the projection index as in the workflow; none
+    when m >= n_j), by paper 001's Algorithm 1 with the given step control ("line_search" or
+    "decay") and at most `max_iter` Jacobian evaluations per pair. `box` keeps the colliding
+    images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place.
+    """
+    dev = torch.device(device)
+    options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size,
+                               method_options=SearchOptions(step=step, max_iter=max_iter))
+    dtype = getattr(torch, options.dtype)
+    net = features.prepare_model(model, dtype, dev)
+    f = features.feature_map(net, layer, dev)
+    k = np.arange(pairs.num_pairs)
+    x, x_prime = (t.to(device=dev, dtype=dtype) for t in pairs.gather(k))
+    with torch.no_grad():
+        n_j = int(f(x[:1]).shape[1])
+    projected = not projection.is_identity(m, n_j)
+    distances, converged = [], []
+    for p in range(projections if projected else 1):
+        A = projection.draw(seed, name, layer, m, p, n_j, dtype=dtype, device=dev) if projected else None
+        result = options.run(f, A, x, x_prime, return_points=False)
+        distances.append(result.distance.numpy())
+        converged.append(result.converged.numpy())
+    S = pairs.per_class
+    bounds = closed_form.input_distance(*pairs.gather(k)).numpy().reshape(S, S)
+    return LayerDistances(layer, int(m), n_j, projected, np.stack(distances).reshape(-1, S, S), bounds,
+                          np.stack(converged).reshape(-1, S, S), adversary_label(box))
+
+
+def input_distances(pairs: pairsets.PairSet, box: tuple[float, float] | None = (0.0, 1.0)) -> LayerDistances:
+    """The input-space baseline: d = ||x - x'|| / 2 for every pair (the midpoint collides; in the box too)."""
+    k = np.arange(pairs.num_pairs)
+    d = closed_form.input_distance(*pairs.gather(k)).numpy().reshape(1, pairs.per_class, pairs.per_class)
+    n0 = int(np.prod(pairs.input_shape))
+    return LayerDistances("input", n0, n0, False, d, d[0], np.ones_like(d, dtype=bool), adversary_label(box))
+
+
+def loss_curve(found: LayerDistances, eps: Sequence[float], bootstrap: int | None = None) -> pd.DataFrame:
+    """Optimal cross-entropy and 0-1 losses per budget eps (one row each; losses.TABLE_COLUMNS):
+    the mean over projections, its spread and a 95% bootstrap interval (`bootstrap` replicates,
+    the schema's losses.bootstrap by default; 0 for none)."""
+    from . import losses
+
+    replicates = configuration.defaults("losses")["bootstrap"] if bootstrap is None else bootstrap
+    return losses.loss_table(found.distances, np.asarray(eps, dtype=float), replicates, found.adversary)
+
+
+def plot_loss_curves(curves: Mapping[str, pd.DataFrame], model: str = "model", dataset: str = "?", m: int = 0,
+                     arch: str = "?", path: str | Path | None = None):
+    """The workflow's layer figure (cross-entropy and 0-1 loss against eps, one curve per layer in
+    the given order; the key "input" is drawn as the input-space baseline). Saved as PNG and PDF
+    when `path` (without suffix) is given; returns the matplotlib figure."""
+    from . import figures, figures_style, losses
+    from .plan import INPUT_MODEL
+
+    keyed = {(dataset, "api", "jacobian", INPUT_MODEL if layer == "input" else model, layer, m): table
+             for layer, table in curves.items()}
+    order = [layer for layer in curves if layer != "input"]
+    metrics = {"model": model, "dataset": dataset, "arch": arch, "source": "api"}
+    fig = figures.loss_curves_figure(losses.summarize(keyed), order, metrics, m)
+    if path is not None:
+        figures_style.save(fig, f"{path}.png", f"{path}.pdf")
+    return fig

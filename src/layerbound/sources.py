@@ -1,0 +1,101 @@
+"""Models the workflow loads instead of training: what planning needs to know about them.
+
+A config entry under `models:` with a `source` key is loaded, not trained:
+
+    source: torchvision   arch: resnet18, weights: file.pt, optional small_inputs, kwargs
+    source: python        factory: "module:function" (returns an nn.Module), optional kwargs, weights
+    source: robustbench   arch: the zoo name, threat_model; weights from model_dir (optional package)
+
+plus, for every source, optional `normalization: {mean, std}` (applied inside the model, so budgets
+stay in pixel space) and `taps` (what `collision.layers: all` means). `spec(entry)` is the part of
+an entry that decides the network's function: the import job's parameter and what a checkpoint
+stores to rebuild the model. Layer names and widths need the network itself: `tap_table` builds
+it once per process (without its weights, on PyTorch's meta device where it can) in the lazily
+imported `loaded` module, so a config with only registry models plans without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from . import dataset_info
+
+SOURCES = ("torchvision", "python", "robustbench")
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")   # of ours; RobustBench also has imagenet
+# The keys of a loaded entry that decide its network, per source (the rest: taps).
+SPEC_KEYS = {
+    "torchvision": ("dataset", "source", "arch", "kwargs", "weights", "small_inputs", "normalization"),
+    "python": ("dataset", "source", "factory", "kwargs", "weights", "normalization"),
+    "robustbench": ("dataset", "source", "arch", "threat_model", "model_dir", "normalization"),
+}
+
+
+def is_loaded(entry: dict[str, Any]) -> bool:
+    """Whether a `models:` entry is loaded (has a `source`) rather than trained."""
+    return "source" in entry
+
+
+def spec(entry: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a loaded entry that decide its network, as plain JSON-able data."""
+    return {k: entry[k] for k in SPEC_KEYS[entry["source"]] if k in entry}
+
+
+def display_arch(entry: dict[str, Any]) -> str:
+    """The architecture's name in titles and checkpoints: the registry, torchvision or zoo name, or
+    the factory."""
+    return entry.get("arch") or entry["factory"]
+
+
+@lru_cache(maxsize=None)
+def _tap_table(spec_json: str, input_shape: tuple[int, int, int], num_classes: int) -> tuple[tuple[str, int, bool], ...]:
+    from . import loaded   # imports torch: only configs with loaded models pay for it
+
+    return tuple(loaded.tap_table(json.loads(spec_json), input_shape, num_classes))
+
+
+def tap_table(entry: dict[str, Any]) -> list[tuple[str, int, bool]]:
+    """(name, width n_j, top-level) for every usable layer of a loaded model, in network order."""
+    meta = dataset_info.info(entry["dataset"])
+    return list(_tap_table(json.dumps(spec(entry), sort_keys=True), tuple(meta.input_shape), meta.num_classes))
+
+
+def tap_widths(entry: dict[str, Any]) -> dict[str, int]:
+    """n_j of every usable layer name of a loaded model, in network order."""
+    return {name: width for name, width, _ in tap_table(entry)}
+
+
+def default_taps(entry: dict[str, Any]) -> list[str]:
+    """What `collision.layers: all` means for a loaded model: its `taps`, else the outputs of its
+    top-level submodules (for a torchvision ResNet: conv1, bn1, relu, maxpool, layer1..4, avgpool, fc)."""
+    if entry.get("taps"):
+        return list(entry["taps"])
+    return [name for name, _, top in tap_table(entry) if top]
+
+
+def robustbench_weights(entry: dict[str, Any]) -> Path:
+    """Where RobustBench keeps a zoo model's weights: {model_dir}/{dataset}/{threat_model}/{arch}.pt."""
+    return Path(entry.get("model_dir", "models")) / entry["dataset"] / entry["threat_model"] / f"{entry['arch']}.pt"
+
+
+def robustbench_missing(entry: dict[str, Any], weights: bool = True) -> str | None:
+    """None when a RobustBench entry can load (its package, and with `weights` its weights file,
+    present), else one line saying what to install or fetch."""
+    dataset = entry["dataset"]
+    if dataset not in ROBUSTBENCH_DATASETS:
+        return f"RobustBench's zoo has {' and '.join(ROBUSTBENCH_DATASETS)} models (and imagenet ones), not {dataset} ones"
+    path = robustbench_weights(entry)
+    fetch = (f"fetch its weights to {path} on a machine with internet (python -c \"from robustbench.utils import "
+             f"load_model; load_model(model_name='{entry['arch']}', dataset='{dataset}', "
+             f"threat_model='{entry['threat_model']}', model_dir='{entry.get('model_dir', 'models')}')\") and copy "
+             "them here; layerbound never downloads weights")
+    missing_weights = weights and not path.is_file()
+    if importlib.util.find_spec("robustbench") is None:
+        return ("source robustbench needs the optional package robustbench (pip install robustbench; layerbound does "
+                "not depend on it)" + (f", and {fetch}" if missing_weights else ""))
+    if missing_weights:
+        return f"RobustBench weights {path} are missing: {fetch}"
+    return None
