@@ -32,6 +32,7 @@ include: "workflow/rules/collide.smk"
 include: "workflow/rules/losses.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/attacks.smk"
+include: "workflow/rules/semirobust.smk"
 
 
 rule all:

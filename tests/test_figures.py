@@ -334,6 +334,7 @@ def _dry_run(tmp_path, config):
 
 def _tiny_config(**collision):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.pop("semirobust")   # its study names the default models, replaced here
     config["models"] = {
         "a_benign": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "benign"}},
         "a_pgd": {"dataset": "mnist5k", "arch": "fcnn_smaller", "train": {"method": "pgd", "eps": 1.0}},

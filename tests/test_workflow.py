@@ -84,6 +84,10 @@ def tiny_config() -> dict:
         "attacks": {"examples": 20, "batch_size": 20, "eps": {"l2": [0.5, 1.5], "linf": [0.1]},
                     "run": ["fgsm", "pgd_l2", "fab_l2", "autoattack_l2"], "pgd": {"steps": 5}, "fab": {"steps": 5},
                     "autoattack": {"steps": 3, "targets": 3, "square_queries": 10}, "fab_comparison": {"steps": 10}},
+        # Paper 003's study on the two FCNNs: f_b = the logits, then fc2 and the logits.
+        "semirobust": {"studies": {"fcnn": {"robust": "fcnn_pgd", "regular": "fcnn_benign", "fb_layers": [1, 2]}},
+                       "trials": 2, "epochs": 1, "train_examples": 500, "test_examples": 200,
+                       "train_attack": {"steps": 2}},
     }
 
 
@@ -226,6 +230,26 @@ def test_new_model_schedules_only_its_training_and_shards(finished_run):
 
 
 @pytest.mark.slow
+def test_study_writes_table1_and_its_figures(finished_run):
+    import pandas as pd
+
+    results = finished_run["workdir"] / "results"
+    table = pd.read_csv(results / "semirobust" / "table1.csv")
+    assert sorted(table["fb_layers"].unique()) == [1, 2] and set(table["estimator"]) == {"edge", "ksg"}
+    assert (table["difference"] - (table["acc_best"] - table["acc_star"])).abs().max() < 1e-5
+    for name in ("rho_by_study", "rho_by_fb/fcnn"):
+        assert (results / "figures" / "semirobust" / f"{name}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_study_block_change_reruns_only_the_study(finished_run):
+    counts = dry_run_with(finished_run, lambda c: c["semirobust"].update(trials=3))
+    assert counts["semirobust_run"] == 2
+    assert set(counts) - {"all"} == {"semirobust_run", "semirobust_table", "semirobust_figure_studies",
+                                     "semirobust_figure_fb"}
+
+
+@pytest.mark.slow
 def test_deleted_shard_is_the_only_shard_recomputed(finished_run):
     workdir = finished_run["workdir"]
     victim = sorted(workdir.glob(SHARD_GLOB))[-1]
@@ -251,3 +275,4 @@ def test_report_is_built_with_every_figure(finished_run):
     for model in ("fcnn_benign", "fcnn_pgd"):
         assert model in html
     assert "layer_summary" in html
+    assert "table1" in html and "rho_by_study" in html

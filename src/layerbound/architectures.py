@@ -71,6 +71,18 @@ def tap_names(arch: str) -> list[str]:
     return names + ["logits"]
 
 
+def weight_layers(arch: str) -> list[int]:
+    """Weight layers (conv or linear; batch norm does not count) of each stage, logits last."""
+    return [1] * len(layers(arch)) + [1]
+
+
+def fb_layer_choices(arch: str) -> list[int]:
+    """The sizes k that f_b = the last k weight layers can take (paper 003): f_b must start at a
+    stage boundary, and f_a and f_b need one stage each."""
+    counts = weight_layers(arch)
+    return sorted({sum(counts[a:]) for a in range(1, len(counts))})
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
     """Output side of a convolution: VALID, or "same" padding as models._conv builds it."""
     if padding == "valid":

@@ -122,7 +122,7 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_attacks, cli_collide, cli_figures
+    from . import cli_attacks, cli_collide, cli_figures, cli_semirobust
 
     parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
     parser.add_argument("--version", action="version", version=f"layerbound {__version__}")
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_collide.add_subcommands(sub, shared)
     cli_attacks.add_subcommands(sub, shared)
     cli_figures.add_subcommands(sub)
+    cli_semirobust.add_subcommands(sub, shared)
     return parser
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from . import attack_info, dataset_info, sources
+from . import architectures, attack_info, dataset_info, sources
 from .errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,6 +133,8 @@ def check_across_keys(config: dict[str, Any]) -> None:
     if shown >= projections:
         raise ConfigError(f"figures.collision_projection = {shown}, but collision.projections = {projections} "
                           f"(allowed 0..{projections - 1})")
+    for study in config["semirobust"]["studies"]:
+        semirobust_study(config, study)
 
 
 def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
@@ -421,3 +423,89 @@ def fab_pairs_job(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 def fab_pairs_job_json(config: dict[str, Any], name: str) -> str:
     return json.dumps(fab_pairs_job(config, name), sort_keys=True)
+
+
+# --- paper 003's subnetwork robustness study (the jobs of workflow/rules/semirobust.smk) ------------
+
+ATTACK_KEYS = ("method", "norm", "eps", "steps", "step_size")
+RETRAIN_KEYS = ("trials", "epochs", "tolerance", "lr", "momentum", "weight_decay", "batch_size")
+
+
+def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
+    """A study's robust and regular model specs, checked against each other; one line naming the key
+    when the models are unknown, differ in dataset or architecture, are trained the wrong way, or
+    an f_b size does not start at a stage boundary."""
+    where = f"semirobust.studies.{study}"
+    entry = config["semirobust"]["studies"].get(study)
+    if entry is None:
+        raise ConfigError(f"{where}: no such study; studies: {', '.join(config['semirobust']['studies']) or 'none'}")
+    specs = model_specs(config)
+    for role in ("robust", "regular"):
+        if entry[role] not in specs:
+            raise ConfigError(f"{where}.{role} names {entry[role]!r}, which is not a key of models: "
+                              f"({', '.join(specs)})")
+    robust, regular = specs[entry["robust"]], specs[entry["regular"]]
+    for role, spec in (("robust", robust), ("regular", regular)):
+        if isinstance(spec, LoadedSpec):
+            # semirobust.split_last cuts a registry network's stages; a loaded network has none yet.
+            raise ConfigError(f"{where}.{role}: model {spec.name!r} is loaded (source "
+                              f"{config['models'][spec.name]['source']}); the study splits models of the "
+                              "architecture registry only, which the workflow trains")
+    for key in ("dataset", "arch", "padding"):
+        if getattr(robust, key) != getattr(regular, key):
+            raise ConfigError(f"{where}: robust model {robust.name!r} and regular model {regular.name!r} differ in "
+                              f"{key} ({getattr(robust, key)} vs {getattr(regular, key)}); f_b moves between them")
+    if robust.train.method == "benign":
+        raise ConfigError(f"{where}.robust: model {robust.name!r} is trained benign; the robust network (f_a*, f_b*) "
+                          "is adversarially trained (pgd or trades)")
+    if regular.train.method != "benign":
+        raise ConfigError(f"{where}.regular: model {regular.name!r} is trained with {regular.train.method}; the "
+                          "regular network (f_a, f_b) is trained benign")
+    choices = architectures.fb_layer_choices(robust.arch)
+    for k in entry["fb_layers"]:
+        if k not in choices:
+            raise ConfigError(f"{where}.fb_layers: {robust.arch} cannot have f_b = its last {k} weight layers "
+                              f"(f_b starts at a layer boundary and f_a keeps one layer); allowed {choices}")
+    for role in ("train_attack", "eval_attack"):
+        study_attack(config["semirobust"][role], robust.train, f"semirobust.{role}")
+    return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"])}
+
+
+def study_attack(spec: dict[str, Any], robust: TrainConfig, where: str) -> dict[str, Any]:
+    """The attack with every null key resolved from the robust model's training: its norm, eps and
+    steps, and its step size when eps and steps are its own (else 2.5 eps / steps)."""
+    out = {"method": spec["method"]}
+    for key in ("norm", "eps", "steps"):
+        out[key] = getattr(robust, key) if spec[key] is None else spec[key]
+    if spec["step_size"] is not None:
+        out["step_size"] = float(spec["step_size"])
+    elif spec["eps"] is None and spec["steps"] is None:
+        out["step_size"] = float(robust.step_size)
+    else:
+        out["step_size"] = 2.5 * float(out["eps"]) / int(out["steps"])
+    if not out["eps"] > 0:
+        raise ConfigError(f"{where}.eps: the attack needs a budget > 0")
+    out["eps"], out["steps"] = float(out["eps"]), int(out["steps"])
+    return out
+
+
+def semirobust_job(config: dict[str, Any], study: str, fb_layers: int | str) -> dict[str, Any]:
+    """Everything that decides one Algorithm 1 run (a study at one f_b size), and nothing else: the
+    workflow passes it as the rule's parameter, so a change to the study block re-runs only these."""
+    resolved = semirobust_study(config, study)
+    block = config["semirobust"]
+    k = int(fb_layers)
+    if k not in resolved["fb_layers"]:
+        raise ConfigError(f"semirobust.studies.{study}.fb_layers is {resolved['fb_layers']}, not {k}")
+    robust, regular = resolved["robust"], resolved["regular"]
+    return {"seed": int(config["seed"]), "study": study, "dataset": robust.dataset, "arch": robust.arch,
+            "robust": robust.name, "regular": regular.name, "fb_layers": k,
+            "retrain": {key: block[key] for key in RETRAIN_KEYS},
+            "train_examples": block["train_examples"], "test_examples": block["test_examples"],
+            "train_attack": study_attack(block["train_attack"], robust.train, "semirobust.train_attack"),
+            "eval_attack": study_attack(block["eval_attack"], robust.train, "semirobust.eval_attack"),
+            "estimators": list(block["estimators"]), "edge": dict(block["edge"])}
+
+
+def semirobust_job_json(config: dict[str, Any], study: str, fb_layers: int | str) -> str:
+    return json.dumps(semirobust_job(config, study, fb_layers), sort_keys=True)

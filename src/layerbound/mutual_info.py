@@ -47,19 +47,25 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from .config import defaults
+
 LOG2 = math.log(2.0)
+
+
+_EDGE = defaults("semirobust")["edge"]
 
 
 @dataclass(frozen=True)
 class EdgeOptions:
-    """EDGE's parameters (defaults: the reference implementation's, version 4.3.1)."""
+    """EDGE's parameters; defaults from the schema's `semirobust.edge` (the reference
+    implementation's, version 4.3.1)."""
 
-    upper: float = 10.0          # U: the largest pointwise term, in bits
-    ensemble: int = 10           # L: base estimates whose median is returned
-    spread: float = 0.1          # eps_l runs over [eps, (1 + spread) eps]
-    gamma: float = 0.9           # bucket width factor (the reference multiplies its gamma=1 by 0.9)
-    calibrate: bool = True       # rescale gamma from a first estimate and estimate again
-    knn_queries: int = 500       # points whose k-NN distance sets eps
+    upper: float = _EDGE["upper"]              # U: the largest pointwise term, in bits
+    ensemble: int = _EDGE["ensemble"]          # L: base estimates whose median is returned
+    spread: float = _EDGE["spread"]            # eps_l runs over [eps, (1 + spread) eps]
+    gamma: float = _EDGE["gamma"]              # bucket width factor (the reference multiplies its gamma=1 by 0.9)
+    calibrate: bool = _EDGE["calibrate"]       # rescale gamma from a first estimate and estimate again
+    knn_queries: int = _EDGE["knn_queries"]    # points whose k-NN distance sets eps
 
     def __post_init__(self) -> None:
         if self.upper <= 0.001:

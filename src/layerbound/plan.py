@@ -54,6 +54,12 @@ PATTERNS = {
     "figure_fab": _FIGURES + "/fab/{model}/m{m}",
     "report_html": "report/layer_summary.html",
     "report_csv": "report/layer_summary.csv",
+    # Paper 003: one Algorithm 1 run per (study, f_b size), Table 1, Figures 1-2.
+    "semirobust": "semirobust/{dataset}/{study}/fb{fb_layers}.json",
+    "semirobust_table_csv": "semirobust/table1.csv",
+    "semirobust_table_html": "semirobust/table1.html",
+    "figure_rho_studies": "figures/semirobust/rho_by_study",
+    "figure_rho_fb": "figures/semirobust/rho_by_fb/{study}",
 }
 
 
@@ -484,7 +490,42 @@ class Plan:
         # present, and a deleted (say, corrupt) shard must be recomputed and its merge redone.
         checkpoints = [self.model_file("checkpoint", model) for model in self.specs]
         shards = [p for u in self.units.values() for p in u.shard_paths(self.root)]
-        return checkpoints + shards + [path("summary", self.root)] + self.attack_targets() + self.figure_targets()
+        summary = [path("summary", self.root)] if self.units else []   # collision.models: [] searches nothing
+        return (checkpoints + shards + summary + self.attack_targets() + self.figure_targets()
+                + self.semirobust_targets())
+
+    # paper 003's study
+    def semirobust_runs(self) -> list[tuple[str, str, int]]:
+        """(dataset, study, f_b size) of every Algorithm 1 run, in config order."""
+        studies = self.config["semirobust"]["studies"]
+        return [(self.specs[entry["robust"]].dataset, name, int(k)) for name, entry in studies.items()
+                for k in entry["fb_layers"]]
+
+    def semirobust_result(self, dataset: str, study: str, fb_layers: int | str) -> str:
+        return path("semirobust", self.root, dataset=dataset, study=study, fb_layers=int(fb_layers))
+
+    def semirobust_results(self, study: str | None = None) -> list[str]:
+        return [self.semirobust_result(*run) for run in self.semirobust_runs() if study in (None, run[1])]
+
+    def semirobust_inputs(self, dataset: str, study: str, fb_layers: int | str) -> dict[str, str]:
+        """The checkpoints of one run: the robust model (f_a*, f_b*) and the regular one (f_a, f_b)."""
+        if (dataset, study, int(fb_layers)) not in self.semirobust_runs():
+            raise ConfigError(f"the config asks for no semirobust run {dataset}/{study}/fb{fb_layers}")
+        entry = self.config["semirobust"]["studies"][study]
+        return {"robust": self.model_file("checkpoint", entry["robust"]),
+                "regular": self.model_file("checkpoint", entry["regular"])}
+
+    def semirobust_fb_studies(self) -> list[str]:
+        """Studies with two or more f_b sizes: each gets a Figure 2."""
+        return [name for name, entry in self.config["semirobust"]["studies"].items() if len(entry["fb_layers"]) >= 2]
+
+    def semirobust_targets(self) -> list[str]:
+        if not self.semirobust_runs():
+            return []
+        figures = [path("figure_rho_studies", self.root)]
+        figures += [path("figure_rho_fb", self.root, study=study) for study in self.semirobust_fb_studies()]
+        return (self.semirobust_results() + [path("semirobust_table_csv", self.root), path("semirobust_table_html", self.root)]
+                + [f"{name}.{suffix}" for name in figures for suffix in ("png", "pdf")])
 
     def wildcard_values(self) -> dict[str, list[str]]:
         """The values each wildcard may take (for Snakemake's wildcard_constraints)."""
@@ -493,7 +534,9 @@ class Plan:
                   "collision_method": sorted({u.collision_method for u in self.units.values()}),
                   "layer": sorted({u.layer for u in self.units.values()}),
                   "m": sorted({str(u.m) for u in self.units.values()}),
-                  "arch": sorted({key[3] for key in self.training_groups})}
+                  "arch": sorted({key[3] for key in self.training_groups}),
+                  "study": sorted(self.config["semirobust"]["studies"]),
+                  "fb_layers": sorted({str(run[2]) for run in self.semirobust_runs()})}
         return values
 
     def _arch_group(self, model: str) -> str:

@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import adversary, seeds
+from .config import defaults
 from .errors import CheckpointMismatch
 from .mutual_info import EdgeOptions, class_conditional_mi
 
@@ -189,6 +190,25 @@ class PGDAttack:
         return adversary.pgd(model, x, y, self.norm, self.eps, self.steps, step)
 
 
+def attack_label(spec: dict) -> str:
+    """How tables and figures name an attack: 'PGD-linf eps 0.0314 (10 steps of 0.00392)'."""
+    return (f"{spec['method'].upper()}-{spec['norm']} eps {spec['eps']:.4g} ({spec['steps']} steps of "
+            f"{spec['step_size']:.3g}, random start)")
+
+
+# The attacks a study may name (config `semirobust.train_attack.method`, `eval_attack.method`): each
+# maps the resolved spec (method, norm, eps, steps, step_size) to an attack callable.
+ATTACKS: dict[str, Callable[[dict], Attack]] = {
+    "pgd": lambda spec: PGDAttack(spec["norm"], float(spec["eps"]), int(spec["steps"]), float(spec["step_size"])),
+}
+
+
+def make_attack(spec: dict) -> Attack:
+    if spec["method"] not in ATTACKS:
+        raise ValueError(f"unknown attack {spec['method']!r}; known: {', '.join(ATTACKS)}")
+    return ATTACKS[spec["method"]](spec)
+
+
 def adversarial_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack,
                          batch_size: int = 250) -> tuple[float, torch.Tensor]:
     """Accuracy of `net` (eval mode) on attack(net, x, y), and those adversarial inputs."""
@@ -241,17 +261,21 @@ def layer_mi(net: nn.Module, split: Split, x: torch.Tensor, y: torch.Tensor, est
 
 # --- Algorithm 1 ---------------------------------------------------------------------------------
 
+_RETRAIN = defaults("semirobust")
+
+
 @dataclass(frozen=True)
 class RetrainOptions:
-    """Training of f_b (the reference code's settings: SGD lr 0.01, momentum 0.9, decay 5e-4)."""
+    """Training of f_b; defaults from the schema's `semirobust` block (the reference code's settings:
+    10 trials of up to 10 epochs, SGD lr 0.01, momentum 0.9, weight decay 5e-4)."""
 
-    trials: int = 10              # T
-    epochs: int = 10              # E
-    k: float = 0.01               # stop when Acc* - Acc <= k (accuracies as fractions)
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
+    trials: int = _RETRAIN["trials"]              # T
+    epochs: int = _RETRAIN["epochs"]              # E
+    k: float = _RETRAIN["tolerance"]              # stop when Acc* - Acc <= k (accuracies as fractions)
+    lr: float = _RETRAIN["lr"]
+    momentum: float = _RETRAIN["momentum"]
+    weight_decay: float = _RETRAIN["weight_decay"]
+    batch_size: int = _RETRAIN["batch_size"]
 
     def __post_init__(self) -> None:
         if self.trials < 1 or self.epochs < 1 or self.batch_size < 1:

@@ -164,3 +164,19 @@ def attack_job_json(wildcards):
 
 def fab_pairs_job_json(wildcards):
     return lb_config.fab_pairs_job_json(config, _attacked(wildcards))
+
+
+# --- semirobust.smk ---
+
+
+def semirobust_inputs(wildcards):
+    return PLAN.semirobust_inputs(wildcards.dataset, wildcards.study, wildcards.fb_layers)
+
+
+def semirobust_job_json(wildcards):
+    """The resolved Algorithm 1 job: a change to the study block (and only to it) re-runs it."""
+    return lb_config.semirobust_job_json(config, wildcards.study, wildcards.fb_layers)
+
+
+def semirobust_study_results(wildcards):
+    return PLAN.semirobust_results(wildcards.study)
