@@ -3,7 +3,7 @@
 Reads a finished run of `config/paper002_fcnn.yaml` (run it first, in its own clone: see the
 README): for every model and layer searched by both methods, the median over pairs of the
 distance Algorithm 1 found (no projection) over the median the descent found, the fraction of
-pairs where each method is strictly closer, and each method's time per pair (the shard's wall time
+pairs where each method is strictly closer, and each method's CPU time per pair (the shards' `cpu_time`
 from Snakemake's benchmark files over its pairs). Layers where both use the closed form (the first
 linear layer) show 1.000.
 
@@ -22,13 +22,14 @@ from layerbound import config, plan, shards
 
 
 def shard_seconds(results: Path, unit: plan.Unit) -> float:
-    """Wall time of a unit's shards, from the benchmark files Snakemake wrote beside results."""
+    """CPU seconds of a unit's shards (one thread each; unlike the wall time, not inflated when other
+    jobs share the cores), from the benchmark files Snakemake wrote beside results."""
     total = 0.0
     for shard in unit.shard_paths(str(results)):
         rel = Path(shard).relative_to(results)
         bench = results / "benchmarks" / rel.with_suffix(".tsv")
         with open(bench) as handle:
-            total += float(list(csv.DictReader(handle, delimiter="\t"))[-1]["s"])
+            total += float(list(csv.DictReader(handle, delimiter="\t"))[-1]["cpu_time"])
     return total
 
 
