@@ -182,3 +182,9 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path)
     store.write_h5(target, {"distance": np.zeros(3)}, {"format": "x"})
     assert target.exists() and not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c0.h5"]
+
+
+@pytest.mark.parametrize("command", [["attack", "--checkpoint", "x.pt"], ["fab-pairs", "--checkpoint", "x.pt"]])
+def test_an_incomplete_job_json_is_one_line(command, capsys):
+    err = one_line_error(capsys, [*command, "--job-json", "{}"])
+    assert "--job-json is not a complete job" in err and "KeyError" in err

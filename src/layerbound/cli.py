@@ -195,6 +195,14 @@ def main(argv: list[str] | None = None) -> None:
         message = str(err).strip().splitlines()
         print(f"layerbound {args.command}: error: {' '.join(line.strip() for line in message)}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (KeyError, TypeError) as err:
+        if not getattr(args, "job_json", None):
+            raise
+        # A hand-written --job-json that lacks a key or has one of the wrong type (the workflow's rules
+        # write complete ones).
+        print(f"layerbound {args.command}: error: --job-json is not a complete job ({type(err).__name__}: {err}); "
+              "give --configfile with the model (or study) instead", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

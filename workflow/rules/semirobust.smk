@@ -35,13 +35,13 @@ rule semirobust_table:
         csv=report(
             lb_plan.pattern("semirobust_table_csv"),
             caption="../report/semirobust_table.rst",
-            category="7. Subnetwork robustness",
+            category="8. Subnetwork robustness",
             labels={"table": "Table 1 (CSV)"},
         ),
         html=report(
             lb_plan.pattern("semirobust_table_html"),
             caption="../report/semirobust_table.rst",
-            category="7. Subnetwork robustness",
+            category="8. Subnetwork robustness",
             labels={"table": "Table 1"},
         ),
     log:
@@ -61,7 +61,7 @@ rule semirobust_figure_studies:
         png=report(
             lb_plan.pattern("figure_rho_studies", suffix=".png"),
             caption="../report/rho_studies.rst",
-            category="7. Subnetwork robustness",
+            category="8. Subnetwork robustness",
             labels={"figure": "rho against depth, every study (Fig. 1)"},
         ),
         pdf=lb_plan.pattern("figure_rho_studies", suffix=".pdf"),
@@ -82,7 +82,7 @@ rule semirobust_figure_fb:
         png=report(
             lb_plan.pattern("figure_rho_fb", suffix=".png"),
             caption="../report/rho_fb.rst",
-            category="7. Subnetwork robustness",
+            category="8. Subnetwork robustness",
             labels={"study": "{study}", "figure": "rho against depth by f_b size (Fig. 2)"},
         ),
         pdf=lb_plan.pattern("figure_rho_fb", suffix=".pdf"),
