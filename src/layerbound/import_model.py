@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from . import __version__, adversary, checkpoint, data, loaded
+from . import __version__, checkpoint, data, loaded
 from .config import EvalConfig, LoadedSpec
 from .device import describe as describe_device
 from .device import select as select_device
 from .store import file_digest
+from .train import sidecar_accuracies
 
 
 def job_from_dict(job: dict[str, Any]) -> tuple[int, LoadedSpec, EvalConfig]:
@@ -41,10 +42,6 @@ def import_model(spec: LoadedSpec, evaluation: EvalConfig, seed: int, out: str |
           f"{spec.source.get('weights') or '(from its source)'}", file=sys.stderr, flush=True)
     x_test, y_test = (t.to(dev) for t in data.load(spec.dataset, "test", data_dir, download))
 
-    n_eval = min(evaluation.examples, len(x_test))
-    clean = adversary.accuracy(model, x_test, y_test)
-    robust = adversary.robust_accuracy(model, x_test[:n_eval], y_test[:n_eval], evaluation.norm, evaluation.eps,
-                                       evaluation.steps)
     widths = model.tap_widths()
     weights = spec.source.get("weights")
     metrics = {
@@ -54,12 +51,7 @@ def import_model(spec: LoadedSpec, evaluation: EvalConfig, seed: int, out: str |
         "source": spec.source,
         "weights_sha256": file_digest(weights) if weights else None,
         "seed": seed,
-        "clean_test_accuracy": clean,
-        "test_examples": len(x_test),
-        "robust_test_accuracy": robust,
-        "robust_eval": {"attack": "pgd", "norm": evaluation.norm, "eps": evaluation.eps, "steps": evaluation.steps,
-                        "step_size": 2.5 * evaluation.eps / evaluation.steps, "random_start": True,
-                        "examples": n_eval},
+        **sidecar_accuracies(model, x_test, y_test, evaluation.norm, evaluation.eps, evaluation),
         # Figures and the report order layers by these (a loaded model is not in the registry).
         "tap_order": list(widths),
         "tap_widths": widths,

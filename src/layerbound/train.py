@@ -52,6 +52,21 @@ def _training_loss(model, x, y, cfg: TrainConfig, generator, eps: float) -> tupl
     return F.cross_entropy(logits, y) + cfg.beta * kl / len(x), logits
 
 
+def sidecar_accuracies(model: torch.nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, norm: str, eps: float,
+                       evaluation: EvalConfig) -> dict[str, Any]:
+    """A checkpoint's sidecar accuracies: clean on the whole test split, and under PGD (random start,
+    `evaluation.steps` steps of 2.5 eps / steps) at (norm, eps) on its first `evaluation.examples`."""
+    n_eval = min(evaluation.examples, len(x_test))
+    return {
+        "clean_test_accuracy": adversary.accuracy(model, x_test, y_test),
+        "test_examples": len(x_test),
+        "robust_test_accuracy": adversary.robust_accuracy(model, x_test[:n_eval], y_test[:n_eval], norm, eps,
+                                                          evaluation.steps),
+        "robust_eval": {"attack": "pgd", "norm": norm, "eps": eps, "steps": evaluation.steps,
+                        "step_size": 2.5 * eps / evaluation.steps, "random_start": True, "examples": n_eval},
+    }
+
+
 def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | Path,
                 data_dir: str | Path = "data", download: bool = False, device: str = "auto",
                 progress: bool = True) -> dict[str, Any]:
@@ -104,9 +119,6 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
     model.eval()
     eval_eps = cfg.eps if cfg.method != "benign" else evaluation.eps
     eval_norm = cfg.norm if cfg.method != "benign" else evaluation.norm
-    n_eval = min(evaluation.examples, len(x_test))
-    clean = adversary.accuracy(model, x_test, y_test)
-    robust = adversary.robust_accuracy(model, x_test[:n_eval], y_test[:n_eval], eval_norm, eval_eps, evaluation.steps)
     metrics = {
         "model": spec.name,
         "dataset": spec.dataset,
@@ -115,11 +127,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
         "train": asdict(cfg),
         "seed": seed,
         "model_seed": init_seed,
-        "clean_test_accuracy": clean,
-        "test_examples": len(x_test),
-        "robust_test_accuracy": robust,
-        "robust_eval": {"attack": "pgd", "norm": eval_norm, "eps": eval_eps, "steps": evaluation.steps,
-                        "step_size": 2.5 * eval_eps / evaluation.steps, "random_start": True, "examples": n_eval},
+        **sidecar_accuracies(model, x_test, y_test, eval_norm, eval_eps, evaluation),
         "history": history,
         "wall_time_s": time.perf_counter() - started,
         "device": str(dev),
