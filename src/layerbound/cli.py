@@ -12,38 +12,39 @@ from . import config as configuration
 from .errors import ConfigError, LayerboundError
 
 
+def _model_job(args: argparse.Namespace, resolve) -> dict:
+    """A model's job: from --job-json (what the workflow passes), or resolved from --configfile."""
+    if args.job_json:
+        return json.loads(args.job_json)
+    if not args.model:
+        raise ConfigError("--model is required with --configfile")
+    return resolve(configuration.load(args.configfile), args.model)
+
+
+def _print_accuracies(name: str, metrics: dict) -> None:
+    print(f"{name}: clean test accuracy {metrics['clean_test_accuracy']:.4f}, "
+          f"PGD-{metrics['robust_eval']['norm']} eps={metrics['robust_eval']['eps']} robust accuracy "
+          f"{metrics['robust_test_accuracy']:.4f}, {metrics['wall_time_s']:.0f} s")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from .train import train_model
 
-    if args.job_json:
-        job = json.loads(args.job_json)
-    else:
-        if not args.model:
-            raise ConfigError("--model is required with --configfile")
-        job = configuration.training_job(configuration.load(args.configfile), args.model)
+    job = _model_job(args, configuration.training_job)
     seed, spec, evaluation = configuration.job_from_dict(job)
     metrics = train_model(spec, evaluation, seed, args.out, data_dir=args.data_dir, download=args.download,
                           device=args.device, progress=not args.no_progress)
-    print(f"{spec.name}: clean test accuracy {metrics['clean_test_accuracy']:.4f}, "
-          f"PGD-{metrics['robust_eval']['norm']} eps={metrics['robust_eval']['eps']} robust accuracy "
-          f"{metrics['robust_test_accuracy']:.4f}, {metrics['wall_time_s']:.0f} s")
+    _print_accuracies(spec.name, metrics)
 
 
 def _cmd_import_model(args: argparse.Namespace) -> None:
     from .import_model import import_model, job_from_dict
 
-    if args.job_json:
-        job = json.loads(args.job_json)
-    else:
-        if not args.model:
-            raise ConfigError("--model is required with --configfile")
-        job = configuration.import_job(configuration.load(args.configfile), args.model)
+    job = _model_job(args, configuration.import_job)
     seed, spec, evaluation = job_from_dict(job)
     metrics = import_model(spec, evaluation, seed, args.out, data_dir=args.data_dir, download=args.download,
                            device=args.device)
-    print(f"{spec.name}: clean test accuracy {metrics['clean_test_accuracy']:.4f}, "
-          f"PGD-{metrics['robust_eval']['norm']} eps={metrics['robust_eval']['eps']} robust accuracy "
-          f"{metrics['robust_test_accuracy']:.4f}, {metrics['wall_time_s']:.0f} s")
+    _print_accuracies(spec.name, metrics)
 
 
 def _cmd_fetch_data(args: argparse.Namespace) -> None:
