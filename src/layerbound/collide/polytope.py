@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .base import Collisions, Features, verify_tol_for
-from .closed_form import input_distance, linear_part, row_space
+from .closed_form import linear_part, row_space
 from .options import PolytopeOptions
 
 # Largest affine stage expanded into a matrix (rows x columns, float64): 64 M entries = 512 MB.
