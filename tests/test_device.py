@@ -50,3 +50,30 @@ def test_batch_fits_the_card_and_grows_with_it():
     assert memory.planned_batch_size(64, 2 ** 20, per_pair) == 1
     with pytest.raises(ValueError):
         memory.pairs_that_fit(GiB, 0.0)
+
+
+@pytest.mark.parametrize("step", ["merit", "decay"])
+def test_the_gpu_memory_probe_runs_the_search_step_and_batches_by_its_answer(monkeypatch, step):
+    """The CUDA branch of the collision search (tested here on the CPU with the GPU's settings):
+    it probes one step of the configured step control on a few pairs, then searches in batches of
+    the size the memory planner returns, and the result equals one unbatched search."""
+    from layerbound.collide import jacobian
+
+    probed = []
+
+    def fake_gpu_batch_size(probe, num_pairs, requested, device, log):
+        result = probe(3)
+        probed.append((len(result.distance), int(result.iterations.max())))
+        return 2
+
+    monkeypatch.setattr(jacobian, "_plans_gpu_memory", lambda device: True)
+    monkeypatch.setattr(jacobian.memory, "gpu_batch_size", fake_gpu_batch_size)
+    torch.manual_seed(0)
+    f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6), torch.nn.ReLU(), torch.nn.Linear(6, 4)).double().eval()
+    x, x_prime = torch.rand(5, 12, dtype=torch.float64), torch.rand(5, 12, dtype=torch.float64)
+    A = torch.randn(2, 4, dtype=torch.float64)
+    batched = jacobian.search(f, A, x, x_prime, step=step, max_iter=6, box=(0.0, 1.0), rows_per_pass=2)
+    monkeypatch.setattr(jacobian, "_plans_gpu_memory", lambda device: False)
+    whole = jacobian.search(f, A, x, x_prime, step=step, max_iter=6, box=(0.0, 1.0), rows_per_pass=2)
+    assert probed == [(3, 1)]   # one step (one Jacobian evaluation) on 3 pairs
+    assert torch.allclose(batched.distance, whole.distance, rtol=1e-12)

@@ -77,7 +77,7 @@ def test_collision_options_json_round_trips_with_the_box_and_step_control():
     assert json.loads(options.to_json()) == {
         "method": "jacobian", "dtype": "float32", "batch_size": 64, "chunk_size": 8, "keep_points": 4,
         "box": [0.0, 1.0],
-        "search": {"step": "decay", "alpha": 1.0, "gamma": 0.9, "max_iter": 40, "tol": None,
+        "search": {"step": "auto", "alpha": 1.0, "gamma": 0.9, "max_iter": None, "tol": None,
                    "verify_tol": None, "rows_per_pass": None}}
     unboxed = CollisionOptions(box=None)
     assert json.loads(unboxed.to_json())["box"] is None and unboxed.digest() != CollisionOptions().digest()

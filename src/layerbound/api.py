@@ -98,13 +98,14 @@ class LayerDistances:
 
 
 def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: int = 10, projections: int = 1,
-               seed: int = 0, box: tuple[float, float] | None = (0.0, 1.0), step: str = "line_search",
-               max_iter: int = 15, batch_size: int = 64, name: str = "model",
+               seed: int = 0, box: tuple[float, float] | None = (0.0, 1.0), step: str = "auto",
+               max_iter: int | None = None, batch_size: int = 64, name: str = "model",
                device: str | torch.device = "cpu") -> LayerDistances:
     """Collision distances of every pair under A o f_j, for `projections` Gaussian projections A
     (m x n_j, seeded from seed, name, layer, m and the projection index as in the workflow; none
-    when m >= n_j), by paper 001's Algorithm 1 with the given step control ("line_search" or
-    "decay") and at most `max_iter` Jacobian evaluations per pair. `box` keeps the colliding
+    when m >= n_j), by paper 001's Algorithm 1 with the given step control ("merit", "decay", or
+    "auto": merit when projected, decay when not) and at most `max_iter` Jacobian evaluations per
+    pair (None: 15 with merit, 40 with decay). `box` keeps the colliding
     images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place.
     """
     dev = torch.device(device)

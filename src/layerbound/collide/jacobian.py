@@ -33,7 +33,7 @@ def run(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Ten
 
 def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor, *,
            step: str = SearchOptions.step, alpha: float = SearchOptions.alpha, gamma: float = SearchOptions.gamma,
-           max_iter: int = SearchOptions.max_iter, tol: float | None = SearchOptions.tol,
+           max_iter: int | None = SearchOptions.max_iter, tol: float | None = SearchOptions.tol,
            verify_tol: float | None = SearchOptions.verify_tol, batch_size: int | None = None,
            rows_per_pass: int | None = SearchOptions.rows_per_pass, dtype: torch.dtype | None = None,
            box: tuple[float, float] | None = None, return_points: bool = False, progress: bool = False) -> Collisions:
@@ -45,6 +45,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     `dtype` (default: x's floating dtype); f must accept that dtype. `tol` is the convergence
     threshold of Algorithm 1 (residual relative to the feature gap, objective change relative to
     the midpoint objective); `verify_tol` the relative residual under which a collision counts.
+    `step` is the step control (STEPS, or "auto": resolve_step), `max_iter` the Jacobian
+    evaluations per pair at most (None: the step control's DEFAULT_MAX_ITER).
     Pairs are processed `batch_size` at a time (default: all; on a CUDA device at most as many as
     its free memory holds, measured by memory.gpu_batch_size). `rows_per_pass` is how many of the
     m Jacobian rows one batched backward pass computes (default: all m on accelerators, 1 on the
@@ -61,10 +63,10 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
     tol = DEFAULT_TOL.get(dtype, 1e-4) if tol is None else tol
     verify_tol = verify_tol_for(dtype, verify_tol)
+    step = resolve_step(step, A)
+    max_iter = DEFAULT_MAX_ITER[step] if max_iter is None else max_iter
     if not (0 < gamma < 1 and 0 < alpha <= 1 and max_iter >= 0):
         raise ValueError("need 0 < alpha <= 1, 0 < gamma < 1 and max_iter >= 0")
-    if step not in STEPS:
-        raise ValueError(f"unknown step control {step!r}; known: {', '.join(STEPS)}")
     x, x_prime = x.to(dtype), x_prime.to(dtype)
     if box is not None:
         lo, hi = box
@@ -81,22 +83,23 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
             return f(u) @ A_t
 
     batch_size = batch_size or max(len(x), 1)
-    if x.device.type == "cuda" and len(x):
+    run_step = STEPS[step]
+    if _plans_gpu_memory(x.device) and len(x):
         # One search step on a few pairs measures the memory a pair needs on this device.
-        def step(n: int) -> Collisions:
-            return STEPS[step](g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=1, tol=tol,
-                               verify_tol=verify_tol, rows_per_pass=rows_per_pass, box=box)
+        def probe(n: int) -> Collisions:
+            return run_step(g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=1, tol=tol,
+                            verify_tol=verify_tol, rows_per_pass=rows_per_pass, box=box)
         log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
-        batch_size = memory.gpu_batch_size(step, len(x), batch_size, x.device, log)
+        batch_size = memory.gpu_batch_size(probe, len(x), batch_size, x.device, log)
     if rows_per_pass is None:
         rows_per_pass = 1 if x.device.type == "cpu" else None
     points_per_pass = CPU_POINTS_PER_PASS if x.device.type == "cpu" else None
     parts = []
     with tqdm(total=len(x), desc="collision search", unit="pair", disable=not progress, mininterval=2.0) as bar:
         for s in range(0, len(x), batch_size):
-            parts.append(STEPS[step](g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
-                                    max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
-                                    rows_per_pass=rows_per_pass, points_per_pass=points_per_pass, box=box))
+            parts.append(run_step(g, x[s:s + batch_size], x_prime[s:s + batch_size], alpha=alpha, gamma=gamma,
+                                  max_iter=max_iter, tol=tol, verify_tol=verify_tol, return_points=return_points,
+                                  rows_per_pass=rows_per_pass, points_per_pass=points_per_pass, box=box))
             bar.update(len(x[s:s + batch_size]))
     return Collisions.concatenate(parts)
 
@@ -212,6 +215,11 @@ class _Best:
         )
 
 
+def _plans_gpu_memory(device: torch.device) -> bool:
+    """Whether the batch size is planned from measured device memory (CUDA devices)."""
+    return device.type == "cuda"
+
+
 def _in_training_mode(f: Features) -> bool:
     """Whether f is a module with a batch-dependent or random layer in training mode."""
     if not isinstance(f, torch.nn.Module):
@@ -243,7 +251,9 @@ def jacobian_rows(g: Features, u: torch.Tensor, rows_per_pass: int | None = None
         else:
             (block,) = torch.func.vmap(vjp_fn)(basis[start:stop])             # (rows, N, *shape)
             rows[:, start:stop] = block.transpose(0, 1).reshape(N, stop - start, -1)
-    return value.detach(), rows
+    # Detached: with a module whose parameters require grad the rows would carry their autograd
+    # graphs, and every iterate built from them would keep all earlier ones alive.
+    return value.detach(), rows.detach()
 
 
 def _apply(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -332,38 +342,48 @@ def project(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, x_tilde: to
     return u, u_prime
 
 
-# Line-search step control (step = "line_search"): step fractions tried per iteration, the factor
-# a rejected fraction shrinks by, and the chord steps that restore a trial point's collision with
-# the iterate's Jacobians (each a forward pass; a Jacobian costs one forward and m backward passes).
-LINE_SEARCH_TRIES = 4
-LINE_SEARCH_SHRINK = 0.5
+# Merit step control (step = "merit"): trial fractions per iteration, the factor a rejected one
+# shrinks by, the factor an accepted one grows by (up to 1), the exact-penalty weight of the merit
+# function, and the chord steps that restore a collision with fixed Jacobians (forward passes
+# only; a Jacobian costs one forward and m backward passes). Chosen on the default experiment's
+# taps (benchmarks/bench_tightness.py): shrink 0.5 or penalty 1.2-2 left fc6 1-2% looser.
+MERIT_TRIES = 4
+MERIT_SHRINK = 0.7
+MERIT_GROW = 4.0
+MERIT_PENALTY = 1.0
 CHORD_STEPS = 8
+MERIT_PATIENCE = 3
 
 
-def line_search(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,
-                tol: float, verify_tol: float, return_points: bool = False, rows_per_pass: int | None = None,
-                points_per_pass: int | None = None, box: tuple[float, float] | None = None) -> Collisions:
-    """Algorithm 1's linearize-and-project step, with a per-pair step length chosen among verified
-    collisions.
+def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,
+          tol: float, verify_tol: float, return_points: bool = False, rows_per_pass: int | None = None,
+          points_per_pass: int | None = None, box: tuple[float, float] | None = None) -> Collisions:
+    """Algorithm 1's linearize-and-project step with a per-pair step fraction chosen by a line
+    search on an exact-penalty merit function.
 
-    At the iterate z = (x~, x~'), a collision, with Jacobians J, J': the projections onto H_i
-    of z (P_z) and of the original pair (P_x, the Gauss-Newton step) bound a segment of points that
-    satisfy the linearized constraint (and the box); Algorithm 1's projection of (1 - a) z +
-    a (x, x') lies on it. A trial point (1 - a) P_z + a P_x is restored to a collision by up to
-    CHORD_STEPS projections with the same J, J' (forward passes only: on a ReLU network the
-    linearization stays exact until a unit changes sign, so these converge in a few steps), and
-    accepted when it collides (residual <= verify_tol / 2 of the feature gap) and lowers
-    ||x~ - x||^2 + ||x~' - x'||^2 (or the iterate is not a collision); otherwise a halves, up to
-    LINE_SEARCH_TRIES trials, and a changes by 2x after an accepted one (up to 1). When no trial
-    is accepted the pair moves to Algorithm 1's point at the last fraction, which is not a
-    verified collision, and the next Jacobians restore it. A pair stops when its iterate collides
-    and the Gauss-Newton step is below tol of the midpoint objective (stationary), or after
-    max_iter Jacobian evaluations (the midpoint's included). The first a is alpha; gamma
-    (algorithm1's decay) is not used. Every trial is offered as the best collision, verified
-    independently at the end as in algorithm1. Measured (benchmarks/bench_tightness.py): tighter
-    than the decay schedule at fewer Jacobians on projected taps; on unprojected maps with many
-    features (m = n_j = 50-75 on a random FCNN) trials are rarely accepted and it stays far above
-    the decay schedule.
+    At the iterate z = (x~, x~') (any pair of points) with Jacobians J, J', the projections onto
+    H_i of z (P_z, the Newton restoration) and of the original pair (P_x, the Gauss-Newton step)
+    bound a segment of points satisfying the linearized constraint (and the box); Algorithm 1's
+    projection of (1 - a) z + a (x, x') is the point (1 - a) P_z + a P_x on it. A trial point u at
+    fraction a is judged by
+
+        psi(u) = ||(u - x, u' - x')|| + MERIT_PENALTY * ||delta(u)||,
+
+    delta(u) the least-norm correction of its true residual g(u') - g(u) with J, J' (one forward
+    pass): the distance to the original pair plus a first-order distance to the collision set
+    (at z itself that is ||P_z - z||). The first of up to MERIT_TRIES fractions a, a s, a s^2, ...
+    (s = MERIT_SHRINK) that lowers psi below psi(z) becomes the next iterate and a grows by
+    MERIT_GROW (up to 1); when none does, the next iterate is P_z. Unlike paper 001's schedule
+    the step length adapts to how far the linearization holds, and unlike a search over verified
+    collisions the iterates need not collide, so a step can cross ReLU kinks and let the next
+    Jacobians restore it. At every iterate P_z is restored by up to CHORD_STEPS chord steps (fixed
+    J, J') and offered as the best collision when its residual is within verify_tol / 2 of the
+    feature gap; so is the accepted trial of the last iteration. A pair stops when P_z collides
+    and the Gauss-Newton step moves less than tol of the midpoint objective (stationary), or
+    after max_iter Jacobian evaluations (the midpoint's included). The first fraction is alpha;
+    gamma (algorithm1's decay) is not used. The best collision is verified independently at the
+    end, as in algorithm1. Measured (benchmarks/bench_tightness.py): within 1% of a 300-iteration
+    reference on every tap of the default experiment at 15 Jacobian evaluations.
     """
     B = x.shape[0]
     norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
@@ -377,11 +397,30 @@ def line_search(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: f
     iterations = torch.zeros(B, dtype=torch.int64, device=x.device)
     converged = torch.zeros(B, dtype=torch.bool, device=x.device)
 
-    # Per-pair state: the iterate (a collision) and its objective, and the step fraction a.
+    def gap(u: torch.Tensor, u_prime: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """||(u - x, u' - x')||, the square root of Algorithm 1's objective."""
+        return (norms(u - x[pairs]) ** 2 + norms(u_prime - x_prime[pairs]) ** 2).sqrt()
+
+    def restore_and_offer(pairs, u, u_prime, J_p, J_prime_p) -> torch.Tensor:
+        """Chord steps from (u, u') until it collides; offer it as the best collision. Whether it collides."""
+        for chord in range(CHORD_STEPS + 1):
+            with torch.no_grad():
+                g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
+            r_u = g_u_prime - g_u
+            residual = r_u.norm(dim=1)
+            # Half the tolerance here, so float noise cannot fail the independent check at the end.
+            if chord == CHORD_STEPS or (residual <= verify_tol / 2 * scale[pairs]).all():
+                break
+            u, u_prime = _chord_step(J_p, J_prime_p, r_u, u, u_prime, box)
+        objective = norms(u - x[pairs]) ** 2 + norms(u_prime - x_prime[pairs]) ** 2
+        distance = torch.maximum(norms(u - x[pairs]), norms(u_prime - x_prime[pairs]))
+        collides = torch.isfinite(residual) & torch.isfinite(objective) & (residual <= verify_tol / 2 * scale[pairs])
+        best.offer(pairs, u, u_prime, distance, objective, collides)
+        return collides
+
     z, z_prime = midpoint.clone(), midpoint.clone()
-    objective = objective_0.clone()
-    a = torch.full((B,), float(alpha), dtype=x.dtype, device=x.device)
-    feasible = torch.ones(B, dtype=torch.bool, device=x.device)   # the iterate is a verified collision
+    unrestored = torch.zeros(B, dtype=torch.int64, device=x.device)
+    fraction = torch.full((B,), float(alpha), dtype=x.dtype, device=x.device)
     active = torch.arange(B, device=x.device)
     if max_iter > 0:
         g_mid, J = jacobian_rows(g, midpoint, rows_per_pass, points_per_pass)
@@ -390,53 +429,47 @@ def line_search(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: f
     else:
         active = active[:0]
     while len(active):
-        x_a, x_prime_a = x[active], x_prime[active]
         za, za_prime = z[active], z_prime[active]
-        restore = project(J, J_prime, r, za, za_prime, za, za_prime, box)        # P_z
-        newton = project(J, J_prime, r, za, za_prime, x_a, x_prime_a, box)       # P_x
-        still = (norms(newton[0] - za) ** 2 + norms(newton[1] - za_prime) ** 2 < tol * objective_0[active]) \
-            & feasible[active]
+        restore = project(J, J_prime, r, za, za_prime, za, za_prime, box)                 # P_z
+        newton = project(J, J_prime, r, za, za_prime, x[active], x_prime[active], box)    # P_x
+        restored = restore_and_offer(active, restore[0].clone(), restore[1].clone(), J, J_prime)
+        psi_z = gap(za, za_prime, active) + MERIT_PENALTY * (norms(restore[0] - za) ** 2
+                                                              + norms(restore[1] - za_prime) ** 2).sqrt()
+        still = restored & (norms(newton[0] - restore[0]) ** 2 + norms(newton[1] - restore[1]) ** 2
+                            < tol * objective_0[active])
         converged[active[still]] = True
-        fraction = a[active].clone()
-        searching = ~still
-        accepted = torch.zeros_like(searching)
-        new_z, new_z_prime, new_objective = za.clone(), za_prime.clone(), objective[active].clone()
-        for _ in range(LINE_SEARCH_TRIES):
+        last = iterations[active] >= max_iter    # no Jacobians at the next iterate: offer it now
+        a = fraction[active].clone()
+        # Steps that keep the iterates too far from the collision set for the chord steps to
+        # restore them can cycle (seen on unprojected wide maps): they stop growing the fraction,
+        # and after MERIT_PATIENCE such iterates in a row each one shrinks it.
+        unrestored[active] = torch.where(restored, 0, unrestored[active] + 1)
+        a = torch.where(unrestored[active] >= MERIT_PATIENCE, a * MERIT_SHRINK, a)
+        searching, accepted = ~still, torch.zeros_like(still)
+        new_z, new_z_prime = restore[0].clone(), restore[1].clone()   # when no trial is accepted: P_z
+        for _ in range(MERIT_TRIES):
             idx = searching.nonzero().squeeze(1)
             if not len(idx):
                 break
-            w = fraction[idx].view(-1, *([1] * (x.dim() - 1)))
+            w = a[idx].view(-1, *([1] * (x.dim() - 1)))
             u = (1 - w) * restore[0][idx] + w * newton[0][idx]
             u_prime = (1 - w) * restore[1][idx] + w * newton[1][idx]
-            # The fallback of a pair no trial is accepted for: Algorithm 1's point at its last fraction.
-            new_z[idx], new_z_prime[idx] = u, u_prime
-            new_objective[idx] = norms(u - x_a[idx]) ** 2 + norms(u_prime - x_prime_a[idx]) ** 2
-            pairs = active[idx]
-            J_i, J_prime_i = J[idx], J_prime[idx]
-            for chord in range(CHORD_STEPS + 1):
-                with torch.no_grad():
-                    g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
-                r_u = g_u_prime - g_u
-                residual = r_u.norm(dim=1)
-                if chord == CHORD_STEPS or (residual <= verify_tol / 2 * scale[pairs]).all():
-                    break
-                u, u_prime = _chord_step(J_i, J_prime_i, r_u, u, u_prime, box)
-            obj = norms(u - x_a[idx]) ** 2 + norms(u_prime - x_prime_a[idx]) ** 2
-            distance = torch.maximum(norms(u - x_a[idx]), norms(u_prime - x_prime_a[idx]))
-            # Half the tolerance here, so float noise cannot fail the independent check at the end.
-            collides = torch.isfinite(residual) & torch.isfinite(obj) & (residual <= verify_tol / 2 * scale[pairs])
-            best.offer(pairs, u, u_prime, distance, obj, collides)
-            ok = collides & ((obj < objective[pairs]) | ~feasible[pairs])
+            with torch.no_grad():
+                g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
+            c, c_prime = _chord_step(J[idx], J_prime[idx], g_u_prime - g_u, u, u_prime, box)
+            psi = gap(u, u_prime, active[idx]) + MERIT_PENALTY * (norms(c - u) ** 2 + norms(c_prime - u_prime) ** 2).sqrt()
+            ok = torch.isfinite(psi) & (psi < psi_z[idx])
             took = idx[ok]
             accepted[took], searching[took] = True, False
-            new_z[took], new_z_prime[took], new_objective[took] = u[ok], u_prime[ok], obj[ok]
-            fraction[idx[~ok]] *= LINE_SEARCH_SHRINK
-        # A pair with no accepted trial moves to its shortest one anyway, a point that is not a
-        # verified collision (new Jacobians there restore it), rather than stop where it is.
+            new_z[took], new_z_prime[took] = u[ok], u_prime[ok]
+            a[idx[~ok]] *= MERIT_SHRINK
+            offer = ok & last[idx]
+            if offer.any():
+                restore_and_offer(active[idx[offer]], u[offer].clone(), u_prime[offer].clone(),
+                                  J[idx[offer]], J_prime[idx[offer]])
         moved = active[~still]
-        z[moved], z_prime[moved], objective[moved] = new_z[~still], new_z_prime[~still], new_objective[~still]
-        feasible[moved] = accepted[~still]
-        a[active] = torch.where(accepted, (fraction * 2).clamp(max=1.0), fraction)
+        z[moved], z_prime[moved] = new_z[~still], new_z_prime[~still]
+        fraction[active] = torch.where(accepted & restored, (a * MERIT_GROW).clamp(max=1.0), a)
         # The pairs that moved and have budget left get Jacobian rows at their new iterate.
         active = moved[iterations[moved] < max_iter]
         if len(active):
@@ -452,7 +485,7 @@ def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torc
                 box: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The least-norm correction of (u, u') that zeroes the linearized residual r = g(u') - g(u)
     with the given Jacobians. With a box, only coordinates strictly inside it move (one m x m
-    solve, no Newton iteration: the line search checks the result anyway) and the result is
+    solve, no Newton iteration: the search checks the result anyway) and the result is
     clipped to the box."""
     if box is None:
         return project(J, J_prime, r, u, u_prime, u, u_prime)
@@ -466,5 +499,18 @@ def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torc
     return (u + step).clamp(lo, hi), (u_prime - step_prime).clamp(lo, hi)
 
 
-# The step controls of `search` (option `step`): the paper's decaying schedule, and the line search.
-STEPS = {"decay": algorithm1, "line_search": line_search}
+# The step controls of `search` (option `step`): the paper's decaying schedule, and the merit line
+# search; each one's Jacobian budget when max_iter is None.
+STEPS = {"decay": algorithm1, "merit": merit}
+DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
+
+
+def resolve_step(step: str, A: torch.Tensor | None) -> str:
+    """The step control `search` runs: "auto" is merit on a projected map (A given) and decay on an
+    unprojected one, where the merit search was measured to stall (benchmarks/bench_unprojected.py:
+    2x decay's distances at a 784-300-200 network's fc1)."""
+    if step == "auto":
+        return "merit" if A is not None else "decay"
+    if step not in STEPS:
+        raise ValueError(f"unknown step control {step!r}; known: auto, {', '.join(STEPS)}")
+    return step

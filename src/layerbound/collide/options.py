@@ -22,14 +22,16 @@ _DEFAULTS = config.defaults("collision")
 class SearchOptions:
     """Algorithm 1's parameters (method `jacobian`, config `collision.search`).
 
-    Tolerances None mean the dtype's defaults (base.DEFAULT_TOL, base.DEFAULT_VERIFY_TOL);
-    rows_per_pass None means 1 Jacobian row per backward pass on the CPU, all m on a GPU.
+    step "auto" means merit on projected maps and decay on unprojected ones (jacobian.resolve_step);
+    max_iter None the step control's own budget (jacobian.DEFAULT_MAX_ITER). Tolerances None mean
+    the dtype's defaults (base.DEFAULT_TOL, base.DEFAULT_VERIFY_TOL); rows_per_pass None means 1
+    Jacobian row per backward pass on the CPU, all m on a GPU.
     """
 
     step: str = _DEFAULTS["search"]["step"]
     alpha: float = _DEFAULTS["search"]["alpha"]
     gamma: float = _DEFAULTS["search"]["gamma"]
-    max_iter: int = _DEFAULTS["search"]["max_iter"]
+    max_iter: int | None = _DEFAULTS["search"]["max_iter"]
     tol: float | None = _DEFAULTS["search"]["tol"]
     verify_tol: float | None = _DEFAULTS["search"]["verify_tol"]
     rows_per_pass: int | None = _DEFAULTS["search"]["rows_per_pass"]
