@@ -50,7 +50,7 @@ def main() -> None:
     box = options.box
     configured = asdict(options.method_options)
     step_controls = {"decay (gamma 0.7, 40 it.)": DECAY,
-                     f"config: {configured['step']} ({configured['max_iter']} it.)": configured}
+                     f"config: {configured['step']}, max_iter {configured['max_iter']}": configured}
     m = int(cfg["collision"]["m"][0])
     classes, per_class = cfg["pairs"]["classes"], cfg["pairs"]["per_class"]
     models = args.models.split(",") if args.models else list(cfg["models"])
