@@ -90,7 +90,8 @@ def test_null_attack_keys_take_the_robust_models_training_attack():
     job = config.semirobust_job(raw, "medium", 3)
     train = raw["models"]["medium_pgd2"]["train"]
     assert job["train_attack"] == job["eval_attack"] == {
-        "method": "pgd", "norm": train["norm"], "eps": train["eps"], "steps": train["steps"], "step_size": train["step_size"]}
+        "method": "pgd", "norm": train["norm"], "eps": train["eps"], "steps": train["steps"], "step_size": train["step_size"],
+        "schedule": "given", "options": {}}
     raw = validated(lambda c: c["semirobust"].update(eval_attack={"steps": 20}))
     # A budget or step count of its own: the step is 2.5 eps / steps again.
     assert config.semirobust_job(raw, "medium", 3)["eval_attack"]["step_size"] == pytest.approx(2.5 * 2.0 / 20)
@@ -211,7 +212,7 @@ def test_table1_rows_are_the_json_results(tiny_study):
         else:
             assert math.isnan(row["rho_n-1"])   # f_b = the logits alone has one layer pair
     html = tiny_study["html"]
-    assert "PGD-l2 eps 1 (3 steps of 0.833, random start)" in html and "120" in html
+    assert "PGD-l2 eps 1 (3 steps of 0.833, random start, adversary.py)" in html and "120" in html
 
 
 def test_a_file_that_is_no_study_result_fails_in_one_line(tiny_study, tmp_path, capsys):

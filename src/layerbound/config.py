@@ -467,25 +467,73 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
             raise ConfigError(f"{where}.fb_layers: {robust.arch} cannot have f_b = its last {k} weight layers "
                               f"(f_b starts at a layer boundary and f_a keeps one layer); allowed {choices}")
     for role in ("train_attack", "eval_attack"):
-        study_attack(config["semirobust"][role], robust.train, f"semirobust.{role}")
+        study_attack(config["semirobust"][role], robust.train, f"semirobust.{role}", config["attacks"])
     return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"])}
 
 
-def study_attack(spec: dict[str, Any], robust: TrainConfig, where: str) -> dict[str, Any]:
-    """The attack with every null key resolved from the robust model's training: its norm, eps and
-    steps, and its step size when eps and steps are its own (else 2.5 eps / steps)."""
-    out = {"method": spec["method"]}
-    for key in ("norm", "eps", "steps"):
-        out[key] = getattr(robust, key) if spec[key] is None else spec[key]
-    if spec["step_size"] is not None:
-        out["step_size"] = float(spec["step_size"])
-    elif spec["eps"] is None and spec["steps"] is None:
-        out["step_size"] = float(robust.step_size)
+# Paper 003, Section 3.1: iterative attacks take "an eps-step of 1/255 and a number of iterations
+# equal to min(4 + eps, 1.25 * eps)" (eps in 255ths: 10, 20 and 36 iterations at 8, 16 and 32 / 255).
+PAPER003_STEP = 1.0 / 255.0
+# The study's attacks: `pgd` is adversary.py's Madry PGD (the training attack of the workflow's
+# models, any norm); the others are the attack module's (torchattacks), their norm fixed.
+STUDY_ITERATIVE = ("pgd", "bim", "pgd_linf", "pgd_l2")
+
+
+def paper003_iterations(eps: float) -> int:
+    """Paper 003's iterations for an l_inf budget eps in pixels: min(4 + e, 1.25 e), e = 255 eps."""
+    e = float(eps) * 255.0
+    return int(math.floor(min(4.0 + e, 1.25 * e) + 1e-9))
+
+
+def study_attack(spec: dict[str, Any], robust: TrainConfig, where: str, attacks_block: dict[str, Any]) -> dict[str, Any]:
+    """A study attack with every null key resolved: norm (the method's own for the attack module's
+    attacks, else the robust model's), eps (the robust model's, when the norm is its own), and for
+    iterative attacks steps and step size (`schedule: paper003`: paper 003's rule; else the robust
+    model's own when eps and steps are, else 2.5 eps / steps). C&W and AutoAttack take their settings
+    from the `attacks:` block (`options`), the one place they are set."""
+    method = spec["method"]
+    own_norm = None if method == "pgd" else attack_info.ATTACKS[method].norm
+    norm = spec["norm"] if spec["norm"] is not None else (own_norm or robust.norm)
+    if own_norm is not None and norm != own_norm:
+        raise ConfigError(f"{where}.norm: {method} attacks in {own_norm}, not {norm} (leave norm null)")
+    if spec["eps"] is not None:
+        eps = float(spec["eps"])
+    elif norm == robust.norm and robust.eps > 0:
+        eps = float(robust.eps)
     else:
-        out["step_size"] = 2.5 * float(out["eps"]) / int(out["steps"])
-    if not out["eps"] > 0:
+        raise ConfigError(f"{where}.eps: the robust model is trained in {robust.norm}; a {norm} attack needs its own eps")
+    if not eps > 0:
         raise ConfigError(f"{where}.eps: the attack needs a budget > 0")
-    out["eps"], out["steps"] = float(out["eps"]), int(out["steps"])
+    out = {"method": method, "norm": norm, "eps": eps, "schedule": spec["schedule"], "options": {}}
+    given = [key for key in ("steps", "step_size") if spec[key] is not None]
+    if method not in STUDY_ITERATIVE:
+        if given or spec["schedule"] != "given":
+            key = given[0] if given else "schedule"
+            where_set = "it takes one step of eps" if method == "fgsm" else f"set them in attacks.{method.split('_')[0]}"
+            raise ConfigError(f"{where}.{key}: {method} has no steps or step size of its own here ({where_set})")
+        if method == "fgsm":
+            out.update(steps=1, step_size=eps)
+        else:
+            block = "cw" if method == "cw_l2" else "autoattack"
+            out.update(steps=int(attacks_block[block]["steps"]), step_size=None, options={block: dict(attacks_block[block])})
+        return out
+    if spec["schedule"] == "paper003":
+        if given:
+            raise ConfigError(f"{where}.{given[0]}: schedule paper003 sets steps and step size (leave them null)")
+        if norm != "linf":
+            raise ConfigError(f"{where}.schedule: paper003's rule (steps of 1/255) is for linf attacks, not {norm}")
+        out.update(steps=paper003_iterations(eps), step_size=PAPER003_STEP)
+        if out["steps"] < 1:
+            raise ConfigError(f"{where}.eps: {eps} is below 1/255, where paper003's rule gives no iteration")
+        return out
+    steps = int(spec["steps"]) if spec["steps"] is not None else int(robust.steps)
+    if spec["step_size"] is not None:
+        step_size = float(spec["step_size"])
+    elif spec["eps"] is None and spec["steps"] is None and norm == robust.norm and robust.step_size is not None:
+        step_size = float(robust.step_size)
+    else:
+        step_size = 2.5 * eps / steps
+    out.update(steps=steps, step_size=step_size)
     return out
 
 
@@ -502,8 +550,8 @@ def semirobust_job(config: dict[str, Any], study: str, fb_layers: int | str) -> 
             "robust": robust.name, "regular": regular.name, "fb_layers": k,
             "retrain": {key: block[key] for key in RETRAIN_KEYS},
             "train_examples": block["train_examples"], "test_examples": block["test_examples"],
-            "train_attack": study_attack(block["train_attack"], robust.train, "semirobust.train_attack"),
-            "eval_attack": study_attack(block["eval_attack"], robust.train, "semirobust.eval_attack"),
+            "train_attack": study_attack(block["train_attack"], robust.train, "semirobust.train_attack", config["attacks"]),
+            "eval_attack": study_attack(block["eval_attack"], robust.train, "semirobust.eval_attack", config["attacks"]),
             "estimators": list(block["estimators"]), "edge": dict(block["edge"])}
 
 

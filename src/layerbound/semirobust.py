@@ -28,13 +28,13 @@ attack:
     Acc~ = the largest Acc_t (a trial's last epoch), rho_j = min_t I_{j,t}.
 The paper's text reports the I_{j,t} of the trial reaching Acc~ instead of the minimum; both are
 returned (`rho`, `rho_best`). The attacks are callables (model, x, y) -> x_adv, so any attack can
-be plugged in; `PGDAttack` is Madry's PGD of adversary.py.
+be plugged in: `PGDAttack` is Madry's PGD of adversary.py, `LibraryAttack` any attack of the attack
+module (attacks.py: FGSM, BIM, PGD, C&W, AutoAttack), and `ATTACKS` maps the config's names to them.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adversary, seeds
-from .config import defaults
+from . import adversary, attack_info, attacks, seeds
+from .config import defaults, paper003_iterations
 from .errors import CheckpointMismatch
 from .mutual_info import EdgeOptions, class_conditional_mi
 
@@ -167,13 +167,7 @@ def train_mode(net: nn.Module, split: Split) -> None:
 
 # --- attacks -------------------------------------------------------------------------------------
 
-def paper_iterations(eps: float) -> int:
-    """Paper 003's iterations for an l_inf budget eps (pixels): min(4 + e, 1.25 e), e = 255 eps.
-
-    With its step of 1/255 this gives 10, 20 and 36 iterations at 8, 16 and 32 / 255.
-    """
-    e = eps * 255.0
-    return int(math.floor(min(4.0 + e, 1.25 * e) + 1e-9))
+paper_iterations = paper003_iterations   # min(4 + e, 1.25 e), e = 255 eps: 10, 20, 36 at 8, 16, 32 / 255
 
 
 @dataclass(frozen=True)
@@ -190,16 +184,72 @@ class PGDAttack:
         return adversary.pgd(model, x, y, self.norm, self.eps, self.steps, step)
 
 
+@dataclass(frozen=True)
+class LibraryAttack:
+    """An attack of the attack module (attacks.build: torchattacks) as an attack callable.
+
+    Its seed (AutoAttack's components, FAB) and random start come from torch's global RNG, which
+    algorithm1 seeds, and the global generator is left as if one number had been drawn. Every
+    returned image is checked as attacks.robust_flags checks it: one that is not finite, leaves the
+    [0, 1] box or lies farther than eps in the attack's norm (C&W is minimum-norm, unbounded) is
+    replaced by the clean image, so accuracies and training use images within the budget only.
+    """
+
+    name: str
+    eps: float
+    options: dict   # the attack module's option blocks this attack reads (pgd, bim, cw, autoattack)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            with torch.no_grad():
+                num_classes = int(model(x[:1]).shape[1])
+        attack = attacks.build(self.name, model, self.eps, self.options, int(num_classes), int(x[0].numel()), seed)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):   # torchattacks reseeds the global generator
+            torch.manual_seed(seed)
+            x_adv = attack(x, y).detach()
+        norm = attack_info.ATTACKS[self.name].norm
+        valid = attacks.in_box(x_adv) & attacks.within(attacks.perturbation_norms(x_adv, x, norm), self.eps)
+        return torch.where(valid.view(-1, *([1] * (x.ndim - 1))), x_adv, x)
+
+
+def library_options(spec: dict) -> dict:
+    """The attack module's option blocks for a resolved study attack: its steps and step size for
+    the iterative ones (step_factor = step_size * steps / eps), C&W's and AutoAttack's as resolved."""
+    options = dict(spec.get("options") or {})
+    if spec["method"] in ("bim", "pgd_linf", "pgd_l2"):
+        block = {"steps": int(spec["steps"]), "step_factor": float(spec["step_size"]) * int(spec["steps"]) / float(spec["eps"])}
+        options.update(pgd=block, bim=block)
+    return options
+
+
 def attack_label(spec: dict) -> str:
-    """How tables and figures name an attack: 'PGD-linf eps 0.0314 (10 steps of 0.00392)'."""
-    return (f"{spec['method'].upper()}-{spec['norm']} eps {spec['eps']:.4g} ({spec['steps']} steps of "
-            f"{spec['step_size']:.3g}, random start)")
+    """How tables and figures name an attack: 'PGD-linf eps 0.0314 (10 steps of 0.00392, random start)'."""
+    method, eps = spec["method"], float(spec["eps"])
+    if method == "pgd":
+        return (f"PGD-{spec['norm']} eps {eps:.4g} ({spec['steps']} steps of {spec['step_size']:.3g}, random start, "
+                "adversary.py)")
+    name = attack_info.ATTACKS[method].label
+    if method == "fgsm":
+        return f"{name} eps {eps:.4g} (one signed-gradient step of eps)"
+    if method in ("bim", "pgd_linf", "pgd_l2"):
+        start = "no random start" if method == "bim" else "random start"
+        return f"{name} eps {eps:.4g} ({spec['steps']} steps of {spec['step_size']:.3g}, {start})"
+    what = attacks.settings_text(method, spec["options"])
+    if method == "cw_l2":
+        what += "; points beyond eps count as the clean image"
+    return f"{name} eps {eps:.4g} ({what})"
 
 
 # The attacks a study may name (config `semirobust.train_attack.method`, `eval_attack.method`): each
-# maps the resolved spec (method, norm, eps, steps, step_size) to an attack callable.
+# maps the resolved spec (config.study_attack: method, norm, eps, steps, step_size, options) to an
+# attack callable.
 ATTACKS: dict[str, Callable[[dict], Attack]] = {
     "pgd": lambda spec: PGDAttack(spec["norm"], float(spec["eps"]), int(spec["steps"]), float(spec["step_size"])),
+    **{name: (lambda spec: LibraryAttack(spec["method"], float(spec["eps"]), library_options(spec)))
+       for name in ("fgsm", "bim", "pgd_linf", "pgd_l2", "cw_l2", "autoattack_linf", "autoattack_l2")},
 }
 
 
