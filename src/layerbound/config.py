@@ -466,9 +466,17 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
         if k not in choices:
             raise ConfigError(f"{where}.fb_layers: {robust.arch} cannot have f_b = its last {k} weight layers "
                               f"(f_b starts at a layer boundary and f_a keeps one layer); allowed {choices}")
-    for role in ("train_attack", "eval_attack"):
-        study_attack(config["semirobust"][role], robust.train, f"semirobust.{role}", config["attacks"])
-    return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"])}
+    attacks = {role: study_attack(*study_attack_keys(config, study, role), robust.train, config["attacks"])
+               for role in ("train_attack", "eval_attack")}
+    return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"]), **attacks}
+
+
+def study_attack_keys(config: dict[str, Any], study: str, role: str) -> tuple[dict[str, Any], str]:
+    """A study's attack keys: the block's `role` with the study's own keys over them, and where the
+    keys that decide it come from (for error messages)."""
+    own = config["semirobust"]["studies"][study].get(role, {})
+    where = f"semirobust.studies.{study}.{role}" if own else f"semirobust.{role}"
+    return {**config["semirobust"][role], **own}, where
 
 
 # Paper 003, Section 3.1: iterative attacks take "an eps-step of 1/255 and a number of iterations
@@ -485,7 +493,7 @@ def paper003_iterations(eps: float) -> int:
     return int(math.floor(min(4.0 + e, 1.25 * e) + 1e-9))
 
 
-def study_attack(spec: dict[str, Any], robust: TrainConfig, where: str, attacks_block: dict[str, Any]) -> dict[str, Any]:
+def study_attack(spec: dict[str, Any], where: str, robust: TrainConfig, attacks_block: dict[str, Any]) -> dict[str, Any]:
     """A study attack with every null key resolved: norm (the method's own for the attack module's
     attacks, else the robust model's), eps (the robust model's, when the norm is its own), and for
     iterative attacks steps and step size (`schedule: paper003`: paper 003's rule; else the robust
@@ -550,8 +558,7 @@ def semirobust_job(config: dict[str, Any], study: str, fb_layers: int | str) -> 
             "robust": robust.name, "regular": regular.name, "fb_layers": k,
             "retrain": {key: block[key] for key in RETRAIN_KEYS},
             "train_examples": block["train_examples"], "test_examples": block["test_examples"],
-            "train_attack": study_attack(block["train_attack"], robust.train, "semirobust.train_attack", config["attacks"]),
-            "eval_attack": study_attack(block["eval_attack"], robust.train, "semirobust.eval_attack", config["attacks"]),
+            "train_attack": resolved["train_attack"], "eval_attack": resolved["eval_attack"],
             "estimators": list(block["estimators"]), "edge": dict(block["edge"])}
 
 

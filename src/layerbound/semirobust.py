@@ -231,7 +231,7 @@ def attack_label(spec: dict) -> str:
     if method == "pgd":
         return (f"PGD-{spec['norm']} eps {eps:.4g} ({spec['steps']} steps of {spec['step_size']:.3g}, random start, "
                 "adversary.py)")
-    name = attack_info.ATTACKS[method].label
+    name = f"{attack_info.ATTACKS[method].label} ({attack_info.LIBRARY})"
     if method == "fgsm":
         return f"{name} eps {eps:.4g} (one signed-gradient step of eps)"
     if method in ("bim", "pgd_linf", "pgd_l2"):
