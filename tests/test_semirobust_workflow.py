@@ -57,8 +57,9 @@ def test_a_loaded_model_is_refused_in_one_line(tmp_path):
     study(raw).update(regular="resnet")
     with pytest.raises(config.ConfigError) as err:
         config.validate(raw)
-    assert str(err.value) == ("semirobust.studies.medium.regular: model 'resnet' is loaded (source torchvision); the "
-                              "study splits models of the architecture registry only, which the workflow trains")
+    assert str(err.value) == ("semirobust.studies.medium.regular: model 'resnet' is loaded from weights (source "
+                              "torchvision); the study takes models the workflow trains (a registry arch, or a "
+                              "torchvision / python source with a train block)")
 
 
 def test_a_bad_study_stops_snakemake_before_planning_in_one_line(tmp_path):

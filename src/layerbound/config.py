@@ -158,13 +158,19 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
     channels = dataset_info.info(entry["dataset"]).input_shape[0]
     if entry["small_inputs"] and source != "torchvision":
         raise ConfigError(f"{where}.small_inputs adapts torchvision architectures only, not source {source}")
-    allowed = {"torchvision": {"arch", "weights", "kwargs"}, "python": {"factory", "weights", "kwargs"},
+    allowed = {"torchvision": {"arch", "weights", "kwargs", "train"}, "python": {"factory", "weights", "kwargs", "train"},
                "robustbench": {"arch", "threat_model", "model_dir"}}[source]
     # Keys of other sources would be ignored silently; the schema's defaults are not the user's.
-    stray = [k for k in ("arch", "factory", "threat_model") if k in entry and k not in allowed]
+    stray = [k for k in ("arch", "factory", "threat_model", "train") if k in entry and k not in allowed]
     stray += [k for k in ("weights", "kwargs") if entry.get(k) not in (None, {}) and k not in allowed]
     if stray:
         raise ConfigError(f"{where}.{stray[0]} does not apply to source {source} (its keys: {', '.join(sorted(allowed))})")
+    if "train" in entry and entry.get("weights") is not None:
+        raise ConfigError(f"{where}: weights and train exclude each other (train: the workflow trains it from scratch; "
+                          "weights: it is loaded from that file)")
+    if source == "torchvision" and "train" not in entry and entry.get("weights") is None:
+        raise ConfigError(f"{where}: a torchvision model needs weights (a local state_dict file) or a train block "
+                          "(the workflow trains it)")
     for key in ("weights", "pretrained", "num_classes"):
         if key in entry["kwargs"]:
             raise ConfigError(f"{where}.kwargs.{key}: not allowed (num_classes is the dataset's; weights come from "
@@ -288,11 +294,15 @@ class EvalConfig:
 
 @dataclass
 class ModelSpec:
+    """A model the workflow trains: a registry architecture, or (with `source`) a torchvision or
+    python network (the keys of sources.spec) trained from scratch."""
+
     name: str
     dataset: str
     arch: str
-    padding: str = "same"
+    padding: str | None = "same"   # registry networks only (None with a source)
     train: TrainConfig = field(default_factory=TrainConfig)
+    source: dict[str, Any] | None = None
 
 
 @dataclass
@@ -311,14 +321,16 @@ def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec | LoadedSpec]:
     `train` block, loaded ones with their source spec."""
     specs = {}
     for name, entry in config["models"].items():
-        if sources.is_loaded(entry):
+        if sources.is_loaded(entry) and "train" not in entry:
             specs[name] = LoadedSpec(name=name, dataset=entry["dataset"], arch=sources.display_arch(entry),
                                      source=sources.spec(entry), taps=entry.get("taps"))
             continue
         train = {**copy.deepcopy(config["training"]), **entry.get("train", {})}
+        loaded = sources.is_loaded(entry)
         try:
-            specs[name] = ModelSpec(name=name, dataset=entry["dataset"], arch=entry["arch"],
-                                    padding=entry["padding"], train=TrainConfig.from_dict(train))
+            specs[name] = ModelSpec(name=name, dataset=entry["dataset"], arch=sources.display_arch(entry),
+                                    padding=None if loaded else entry["padding"], train=TrainConfig.from_dict(train),
+                                    source=sources.spec(entry) if loaded else None)
         except ValueError as err:
             raise ConfigError(f"models.{name}: {err}") from None
     return specs
@@ -447,11 +459,11 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
     robust, regular = specs[entry["robust"]], specs[entry["regular"]]
     for role, spec in (("robust", robust), ("regular", regular)):
         if isinstance(spec, LoadedSpec):
-            # semirobust.split_last cuts a registry network's stages; a loaded network has none yet.
-            raise ConfigError(f"{where}.{role}: model {spec.name!r} is loaded (source "
-                              f"{config['models'][spec.name]['source']}); the study splits models of the "
-                              "architecture registry only, which the workflow trains")
-    for key in ("dataset", "arch", "padding"):
+            # The study needs to know how each network was trained: robust, or benign.
+            raise ConfigError(f"{where}.{role}: model {spec.name!r} is loaded from weights (source "
+                              f"{config['models'][spec.name]['source']}); the study takes models the workflow "
+                              "trains (a registry arch, or a torchvision / python source with a train block)")
+    for key in ("dataset", "arch", "padding", "source"):
         if getattr(robust, key) != getattr(regular, key):
             raise ConfigError(f"{where}: robust model {robust.name!r} and regular model {regular.name!r} differ in "
                               f"{key} ({getattr(robust, key)} vs {getattr(regular, key)}); f_b moves between them")
@@ -461,11 +473,17 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
     if regular.train.method != "benign":
         raise ConfigError(f"{where}.regular: model {regular.name!r} is trained with {regular.train.method}; the "
                           "regular network (f_a, f_b) is trained benign")
-    choices = architectures.fb_layer_choices(robust.arch)
+    if robust.source is None:
+        choices, rule = architectures.fb_layer_choices(robust.arch), "f_b starts at a layer boundary and f_a keeps one layer"
+    else:
+        # Any conv or linear module, counted from the output in execution order (the reference code's rule).
+        count = len(sources.weight_layers(config["models"][robust.name]))
+        choices, rule = list(range(1, count)), f"it has {count} conv and linear layers and f_a keeps one"
     for k in entry["fb_layers"]:
         if k not in choices:
+            shown = f"1..{choices[-1]}" if robust.source is not None and choices else str(choices)
             raise ConfigError(f"{where}.fb_layers: {robust.arch} cannot have f_b = its last {k} weight layers "
-                              f"(f_b starts at a layer boundary and f_a keeps one layer); allowed {choices}")
+                              f"({rule}); allowed {shown}")
     attacks = {role: study_attack(*study_attack_keys(config, study, role), robust.train, config["attacks"])
                for role in ("train_attack", "eval_attack")}
     return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"]), **attacks}
