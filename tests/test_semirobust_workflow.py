@@ -250,9 +250,13 @@ def test_paper003_config_plans_its_grid_and_no_collision_search(tmp_path):
     counts = job_counts(result.stdout)
     paper = config.load(configfile)
     studies = paper["semirobust"]["studies"]
-    assert counts["train_model"] == len(paper["models"]) == 12   # per dataset: benign + PGD at 8, 16, 32 / 255
-    assert counts["semirobust_run"] == sum(len(s["fb_layers"]) for s in studies.values()) == 27
-    assert counts["semirobust_figure_fb"] == len(studies)
+    # Per architecture and dataset: benign + PGD at 8, 16, 32 / 255, all trained (none imported).
+    assert counts["train_model"] == len(paper["models"]) == 3 * 3 * 4 and "import_model" not in counts
+    assert counts["semirobust_run"] == sum(len(s["fb_layers"]) for s in studies.values()) == 27 + 3
+    assert counts["semirobust_figure_fb"] == 1   # Figure 2: ResNet50 on CIFAR-10 at 4, 8, 12, 16
+    sizes = {(paper["models"][s["robust"]]["arch"], tuple(s["fb_layers"])) for s in studies.values()}
+    assert sizes == {("alexnet", (4,)), ("vgg16_bn", (12,)), ("resnet50", (16,)), ("resnet50", (4, 8, 12, 16))}
+    assert all(m["source"] == "torchvision" and m["small_inputs"] and "train" in m for m in paper["models"].values())
     assert not {"collide_shard", "losses_summary", "figures_summary"} & set(counts)
     assert {paper["models"][s["robust"]]["dataset"] for s in studies.values()} == {"cifar10", "cifar100", "imagenette"}
     # One study per dataset and budget: trained, retrained and evaluated at the same eps, with the
