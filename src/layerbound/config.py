@@ -348,7 +348,10 @@ def training_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     if isinstance(specs[name], LoadedSpec):
         raise ConfigError(f"model {name!r} is loaded (source {specs[name].source['source']}), not trained: "
                           "`layerbound import-model` makes its checkpoint")
-    return {"seed": config["seed"], "model": asdict(specs[name]), "evaluation": dict(config["evaluation"])}
+    model = asdict(specs[name])
+    if model["source"] is None:
+        del model["source"]   # a registry model's job stays as it was before sources could be trained
+    return {"seed": config["seed"], "model": model, "evaluation": dict(config["evaluation"])}
 
 
 def import_job(config: dict[str, Any], name: str) -> dict[str, Any]:

@@ -7,6 +7,10 @@ linear map, with batch norm where the architecture has it) and its activation; s
 tap j. `split_last(net, k)` makes f_b the last k weight layers (paper 003's "f_b layers", the
 reference code's convention) and f_a the stages before; `split_after(net, tap)` cuts after a named
 tap. h_j is the output of stage j (post-activation; raw logits for the last), h_a that of f_a.
+A loaded network (`loaded.LoadedNet`: torchvision, python) has no stages: its weight layers are its
+conv and linear modules in execution order, `split_last` cuts before any of them (paper 003's
+reference code's rule, so a ResNet may be cut inside a residual block), f_a owns every module first
+run before the cut, and h_j is the output of weight layer j (`module_outputs`, forward hooks).
 
 Freezing f_a (`freeze_f_a`, `train_mode`): its parameters get requires_grad=False and the
 optimizer sees only f_b's parameters (so neither gradients nor weight decay touch f_a), and during
