@@ -90,9 +90,10 @@ def test_null_attack_keys_take_the_robust_models_training_attack():
     raw = validated()
     job = config.semirobust_job(raw, "medium", 3)
     train = raw["models"]["medium_pgd2"]["train"]
-    assert job["train_attack"] == job["eval_attack"] == {
-        "method": "pgd", "norm": train["norm"], "eps": train["eps"], "steps": train["steps"], "step_size": train["step_size"],
-        "schedule": "given", "options": {}}
+    own = {"norm": train["norm"], "eps": train["eps"], "steps": train["steps"], "step_size": train["step_size"],
+           "schedule": "given", "options": {}}
+    # config.yaml: f_b trained with adversary.py's PGD, evaluated with the attack module's PGD-l2.
+    assert job["train_attack"] == {"method": "pgd", **own} and job["eval_attack"] == {"method": "pgd_l2", **own}
     raw = validated(lambda c: c["semirobust"].update(eval_attack={"steps": 20}))
     # A budget or step count of its own: the step is 2.5 eps / steps again.
     assert config.semirobust_job(raw, "medium", 3)["eval_attack"]["step_size"] == pytest.approx(2.5 * 2.0 / 20)
