@@ -242,7 +242,7 @@ def test_plan_uses_the_loaded_model_s_taps_and_widths(resnet_weights):
     (lambda e, c: e.update(kwargs={"weights": "IMAGENET1K_V1"}), r"models.r.kwargs.weights: not allowed"),
     (lambda e, c: e.update(weights="nowhere.pt"), "models.r.weights: file nowhere.pt does not exist"),
     (lambda e, c: e.update(source="python", factory="m:f"), "models.r.small_inputs adapts torchvision architectures only"),
-    (lambda e, c: e.pop("weights"), "'weights' is a required property"),
+    (lambda e, c: e.pop("weights"), "a torchvision model needs weights \\(a local state_dict file\\) or a train block"),
     (lambda e, c: e.update(taps=["layer1", "nope"]), r"models.r.taps: resnet18 has no layer 'nope'"),
 ])
 def test_bad_loaded_entries_fail_in_one_line_naming_the_key(resnet_weights, change, needle):

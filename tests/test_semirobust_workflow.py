@@ -57,8 +57,9 @@ def test_a_loaded_model_is_refused_in_one_line(tmp_path):
     study(raw).update(regular="resnet")
     with pytest.raises(config.ConfigError) as err:
         config.validate(raw)
-    assert str(err.value) == ("semirobust.studies.medium.regular: model 'resnet' is loaded (source torchvision); the "
-                              "study splits models of the architecture registry only, which the workflow trains")
+    assert str(err.value) == ("semirobust.studies.medium.regular: model 'resnet' is loaded from weights (source "
+                              "torchvision); the study takes models the workflow trains (a registry arch, or a "
+                              "torchvision / python source with a train block)")
 
 
 def test_a_bad_study_stops_snakemake_before_planning_in_one_line(tmp_path):
@@ -89,11 +90,27 @@ def test_null_attack_keys_take_the_robust_models_training_attack():
     raw = validated()
     job = config.semirobust_job(raw, "medium", 3)
     train = raw["models"]["medium_pgd2"]["train"]
-    assert job["train_attack"] == job["eval_attack"] == {
-        "method": "pgd", "norm": train["norm"], "eps": train["eps"], "steps": train["steps"], "step_size": train["step_size"]}
+    own = {"norm": train["norm"], "eps": train["eps"], "steps": train["steps"], "step_size": train["step_size"],
+           "schedule": "given", "options": {}}
+    # config.yaml: f_b trained with adversary.py's PGD, evaluated with the attack module's PGD-l2.
+    assert job["train_attack"] == {"method": "pgd", **own} and job["eval_attack"] == {"method": "pgd_l2", **own}
     raw = validated(lambda c: c["semirobust"].update(eval_attack={"steps": 20}))
     # A budget or step count of its own: the step is 2.5 eps / steps again.
     assert config.semirobust_job(raw, "medium", 3)["eval_attack"]["step_size"] == pytest.approx(2.5 * 2.0 / 20)
+
+
+def test_a_studys_own_attack_keys_replace_the_blocks():
+    def two_budgets(c):
+        c["semirobust"]["studies"]["wide"] = {"robust": "medium_pgd2", "regular": "medium_benign", "fb_layers": [2],
+                                             "eval_attack": {"eps": 3.0}}
+        c["semirobust"]["eval_attack"] = {"method": "pgd_l2", "steps": 5}
+    raw = validated(two_budgets)
+    own, block = config.semirobust_job(raw, "wide", 2)["eval_attack"], config.semirobust_job(raw, "medium", 2)["eval_attack"]
+    assert (own["method"], own["eps"], own["steps"]) == ("pgd_l2", 3.0, 5) and own["step_size"] == pytest.approx(2.5 * 3 / 5)
+    assert (block["method"], block["eps"], block["steps"]) == ("pgd_l2", 2.0, 5)
+    with pytest.raises(config.ConfigError) as err:
+        validated(lambda c: study(c).update(eval_attack={"method": "pgd_linf"}))
+    assert str(err.value).startswith("semirobust.studies.medium.eval_attack.eps: the robust model is trained in l2")
 
 
 def test_the_study_job_depends_on_the_study_block_and_no_other_job_does():
@@ -126,7 +143,7 @@ def test_no_study_plans_no_study_job():
 # --- the CLI end to end on tiny networks ---------------------------------------------------------
 
 TINY = {"trials": 2, "epochs": 2, "tolerance": 1.0, "train_examples": 200, "test_examples": 120, "batch_size": 100,
-        "train_attack": {"steps": 2}, "eval_attack": {"steps": 3}, "estimators": ["ksg", "edge"]}
+        "train_attack": {"steps": 2}, "eval_attack": {"method": "pgd_l2", "steps": 3}, "estimators": ["ksg", "edge"]}
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +228,10 @@ def test_table1_rows_are_the_json_results(tiny_study):
         else:
             assert math.isnan(row["rho_n-1"])   # f_b = the logits alone has one layer pair
     html = tiny_study["html"]
-    assert "PGD-l2 eps 1 (3 steps of 0.833, random start)" in html and "120" in html
+    # Evaluated with the attack module's PGD-l2, f_b trained with adversary.py's.
+    assert "PGD-l2 (torchattacks) eps 1 (3 steps of 0.833, random start)" in html and "120" in html
+    assert "PGD-l2 eps 1 (2 steps of 1.25, random start, adversary.py)" in html
+    assert (table["eval_eps"] == 1.0).all()
 
 
 def test_a_file_that_is_no_study_result_fails_in_one_line(tiny_study, tmp_path, capsys):
@@ -231,8 +251,22 @@ def test_paper003_config_plans_its_grid_and_no_collision_search(tmp_path):
     counts = job_counts(result.stdout)
     paper = config.load(configfile)
     studies = paper["semirobust"]["studies"]
-    assert counts["train_model"] == len(paper["models"]) == 2 * len(studies)
-    assert counts["semirobust_run"] == sum(len(s["fb_layers"]) for s in studies.values()) == 9
-    assert counts["semirobust_figure_fb"] == len(studies)
+    # Per architecture and dataset: benign + PGD at 8, 16, 32 / 255, all trained (none imported).
+    assert counts["train_model"] == len(paper["models"]) == 3 * 3 * 4 and "import_model" not in counts
+    assert counts["semirobust_run"] == sum(len(s["fb_layers"]) for s in studies.values()) == 27 + 3
+    assert counts["semirobust_figure_fb"] == 1   # Figure 2: ResNet50 on CIFAR-10 at 4, 8, 12, 16
+    sizes = {(paper["models"][s["robust"]]["arch"], tuple(s["fb_layers"])) for s in studies.values()}
+    assert sizes == {("alexnet", (4,)), ("vgg16_bn", (12,)), ("resnet50", (16,)), ("resnet50", (4, 8, 12, 16))}
+    assert all(m["source"] == "torchvision" and m["small_inputs"] and "train" in m for m in paper["models"].values())
     assert not {"collide_shard", "losses_summary", "figures_summary"} & set(counts)
     assert {paper["models"][s["robust"]]["dataset"] for s in studies.values()} == {"cifar10", "cifar100", "imagenette"}
+    # One study per dataset and budget: trained, retrained and evaluated at the same eps, with the
+    # paper's 10, 20, 36 steps of 1/255, evaluated with AutoAttack-linf.
+    budgets = {}
+    for name in studies:
+        job = config.semirobust_job(paper, name, studies[name]["fb_layers"][0])
+        train, evaluate = job["train_attack"], job["eval_attack"]
+        assert evaluate["method"] == "autoattack_linf" and evaluate["eps"] == train["eps"]
+        assert train["step_size"] == 1 / 255 and paper["models"][job["robust"]]["train"]["eps"] == train["eps"]
+        budgets.setdefault(job["dataset"], set()).add((round(train["eps"] * 255), train["steps"]))
+    assert all(b == {(8, 10), (16, 20), (32, 36)} for b in budgets.values()) and len(budgets) == 3

@@ -158,13 +158,19 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
     channels = dataset_info.info(entry["dataset"]).input_shape[0]
     if entry["small_inputs"] and source != "torchvision":
         raise ConfigError(f"{where}.small_inputs adapts torchvision architectures only, not source {source}")
-    allowed = {"torchvision": {"arch", "weights", "kwargs"}, "python": {"factory", "weights", "kwargs"},
+    allowed = {"torchvision": {"arch", "weights", "kwargs", "train"}, "python": {"factory", "weights", "kwargs", "train"},
                "robustbench": {"arch", "threat_model", "model_dir"}}[source]
     # Keys of other sources would be ignored silently; the schema's defaults are not the user's.
-    stray = [k for k in ("arch", "factory", "threat_model") if k in entry and k not in allowed]
+    stray = [k for k in ("arch", "factory", "threat_model", "train") if k in entry and k not in allowed]
     stray += [k for k in ("weights", "kwargs") if entry.get(k) not in (None, {}) and k not in allowed]
     if stray:
         raise ConfigError(f"{where}.{stray[0]} does not apply to source {source} (its keys: {', '.join(sorted(allowed))})")
+    if "train" in entry and entry.get("weights") is not None:
+        raise ConfigError(f"{where}: weights and train exclude each other (train: the workflow trains it from scratch; "
+                          "weights: it is loaded from that file)")
+    if source == "torchvision" and "train" not in entry and entry.get("weights") is None:
+        raise ConfigError(f"{where}: a torchvision model needs weights (a local state_dict file) or a train block "
+                          "(the workflow trains it)")
     for key in ("weights", "pretrained", "num_classes"):
         if key in entry["kwargs"]:
             raise ConfigError(f"{where}.kwargs.{key}: not allowed (num_classes is the dataset's; weights come from "
@@ -288,11 +294,15 @@ class EvalConfig:
 
 @dataclass
 class ModelSpec:
+    """A model the workflow trains: a registry architecture, or (with `source`) a torchvision or
+    python network (the keys of sources.spec) trained from scratch."""
+
     name: str
     dataset: str
     arch: str
-    padding: str = "same"
+    padding: str | None = "same"   # registry networks only (None with a source)
     train: TrainConfig = field(default_factory=TrainConfig)
+    source: dict[str, Any] | None = None
 
 
 @dataclass
@@ -311,14 +321,16 @@ def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec | LoadedSpec]:
     `train` block, loaded ones with their source spec."""
     specs = {}
     for name, entry in config["models"].items():
-        if sources.is_loaded(entry):
+        if sources.is_loaded(entry) and "train" not in entry:
             specs[name] = LoadedSpec(name=name, dataset=entry["dataset"], arch=sources.display_arch(entry),
                                      source=sources.spec(entry), taps=entry.get("taps"))
             continue
         train = {**copy.deepcopy(config["training"]), **entry.get("train", {})}
+        loaded = sources.is_loaded(entry)
         try:
-            specs[name] = ModelSpec(name=name, dataset=entry["dataset"], arch=entry["arch"],
-                                    padding=entry["padding"], train=TrainConfig.from_dict(train))
+            specs[name] = ModelSpec(name=name, dataset=entry["dataset"], arch=sources.display_arch(entry),
+                                    padding=None if loaded else entry["padding"], train=TrainConfig.from_dict(train),
+                                    source=sources.spec(entry) if loaded else None)
         except ValueError as err:
             raise ConfigError(f"models.{name}: {err}") from None
     return specs
@@ -336,7 +348,10 @@ def training_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     if isinstance(specs[name], LoadedSpec):
         raise ConfigError(f"model {name!r} is loaded (source {specs[name].source['source']}), not trained: "
                           "`layerbound import-model` makes its checkpoint")
-    return {"seed": config["seed"], "model": asdict(specs[name]), "evaluation": dict(config["evaluation"])}
+    model = asdict(specs[name])
+    if model["source"] is None:
+        del model["source"]   # a registry model's job stays as it was before sources could be trained
+    return {"seed": config["seed"], "model": model, "evaluation": dict(config["evaluation"])}
 
 
 def import_job(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -447,11 +462,11 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
     robust, regular = specs[entry["robust"]], specs[entry["regular"]]
     for role, spec in (("robust", robust), ("regular", regular)):
         if isinstance(spec, LoadedSpec):
-            # semirobust.split_last cuts a registry network's stages; a loaded network has none yet.
-            raise ConfigError(f"{where}.{role}: model {spec.name!r} is loaded (source "
-                              f"{config['models'][spec.name]['source']}); the study splits models of the "
-                              "architecture registry only, which the workflow trains")
-    for key in ("dataset", "arch", "padding"):
+            # The study needs to know how each network was trained: robust, or benign.
+            raise ConfigError(f"{where}.{role}: model {spec.name!r} is loaded from weights (source "
+                              f"{config['models'][spec.name]['source']}); the study takes models the workflow "
+                              "trains (a registry arch, or a torchvision / python source with a train block)")
+    for key in ("dataset", "arch", "padding", "source"):
         if getattr(robust, key) != getattr(regular, key):
             raise ConfigError(f"{where}: robust model {robust.name!r} and regular model {regular.name!r} differ in "
                               f"{key} ({getattr(robust, key)} vs {getattr(regular, key)}); f_b moves between them")
@@ -461,31 +476,93 @@ def semirobust_study(config: dict[str, Any], study: str) -> dict[str, Any]:
     if regular.train.method != "benign":
         raise ConfigError(f"{where}.regular: model {regular.name!r} is trained with {regular.train.method}; the "
                           "regular network (f_a, f_b) is trained benign")
-    choices = architectures.fb_layer_choices(robust.arch)
+    if robust.source is None:
+        choices, rule = architectures.fb_layer_choices(robust.arch), "f_b starts at a layer boundary and f_a keeps one layer"
+    else:
+        # Any conv or linear module, counted from the output in execution order (the reference code's rule).
+        count = len(sources.weight_layers(config["models"][robust.name]))
+        choices, rule = list(range(1, count)), f"it has {count} conv and linear layers and f_a keeps one"
     for k in entry["fb_layers"]:
         if k not in choices:
+            shown = f"1..{choices[-1]}" if robust.source is not None and choices else str(choices)
             raise ConfigError(f"{where}.fb_layers: {robust.arch} cannot have f_b = its last {k} weight layers "
-                              f"(f_b starts at a layer boundary and f_a keeps one layer); allowed {choices}")
-    for role in ("train_attack", "eval_attack"):
-        study_attack(config["semirobust"][role], robust.train, f"semirobust.{role}")
-    return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"])}
+                              f"({rule}); allowed {shown}")
+    attacks = {role: study_attack(*study_attack_keys(config, study, role), robust.train, config["attacks"])
+               for role in ("train_attack", "eval_attack")}
+    return {"robust": robust, "regular": regular, "fb_layers": list(entry["fb_layers"]), **attacks}
 
 
-def study_attack(spec: dict[str, Any], robust: TrainConfig, where: str) -> dict[str, Any]:
-    """The attack with every null key resolved from the robust model's training: its norm, eps and
-    steps, and its step size when eps and steps are its own (else 2.5 eps / steps)."""
-    out = {"method": spec["method"]}
-    for key in ("norm", "eps", "steps"):
-        out[key] = getattr(robust, key) if spec[key] is None else spec[key]
-    if spec["step_size"] is not None:
-        out["step_size"] = float(spec["step_size"])
-    elif spec["eps"] is None and spec["steps"] is None:
-        out["step_size"] = float(robust.step_size)
+def study_attack_keys(config: dict[str, Any], study: str, role: str) -> tuple[dict[str, Any], str]:
+    """A study's attack keys: the block's `role` with the study's own keys over them, and where the
+    keys that decide it come from (for error messages)."""
+    own = config["semirobust"]["studies"][study].get(role, {})
+    where = f"semirobust.studies.{study}.{role}" if own else f"semirobust.{role}"
+    return {**config["semirobust"][role], **own}, where
+
+
+# Paper 003, Section 3.1: iterative attacks take "an eps-step of 1/255 and a number of iterations
+# equal to min(4 + eps, 1.25 * eps)" (eps in 255ths: 10, 20 and 36 iterations at 8, 16 and 32 / 255).
+PAPER003_STEP = 1.0 / 255.0
+# The study's attacks: `pgd` is adversary.py's Madry PGD (the training attack of the workflow's
+# models, any norm); the others are the attack module's (torchattacks), their norm fixed.
+STUDY_ITERATIVE = ("pgd", "bim", "pgd_linf", "pgd_l2")
+
+
+def paper003_iterations(eps: float) -> int:
+    """Paper 003's iterations for an l_inf budget eps in pixels: min(4 + e, 1.25 e), e = 255 eps."""
+    e = float(eps) * 255.0
+    return int(math.floor(min(4.0 + e, 1.25 * e) + 1e-9))
+
+
+def study_attack(spec: dict[str, Any], where: str, robust: TrainConfig, attacks_block: dict[str, Any]) -> dict[str, Any]:
+    """A study attack with every null key resolved: norm (the method's own for the attack module's
+    attacks, else the robust model's), eps (the robust model's, when the norm is its own), and for
+    iterative attacks steps and step size (`schedule: paper003`: paper 003's rule; else the robust
+    model's own when eps and steps are, else 2.5 eps / steps). C&W and AutoAttack take their settings
+    from the `attacks:` block (`options`), the one place they are set."""
+    method = spec["method"]
+    own_norm = None if method == "pgd" else attack_info.ATTACKS[method].norm
+    norm = spec["norm"] if spec["norm"] is not None else (own_norm or robust.norm)
+    if own_norm is not None and norm != own_norm:
+        raise ConfigError(f"{where}.norm: {method} attacks in {own_norm}, not {norm} (leave norm null)")
+    if spec["eps"] is not None:
+        eps = float(spec["eps"])
+    elif norm == robust.norm and robust.eps > 0:
+        eps = float(robust.eps)
     else:
-        out["step_size"] = 2.5 * float(out["eps"]) / int(out["steps"])
-    if not out["eps"] > 0:
+        raise ConfigError(f"{where}.eps: the robust model is trained in {robust.norm}; a {norm} attack needs its own eps")
+    if not eps > 0:
         raise ConfigError(f"{where}.eps: the attack needs a budget > 0")
-    out["eps"], out["steps"] = float(out["eps"]), int(out["steps"])
+    out = {"method": method, "norm": norm, "eps": eps, "schedule": spec["schedule"], "options": {}}
+    given = [key for key in ("steps", "step_size") if spec[key] is not None]
+    if method not in STUDY_ITERATIVE:
+        if given or spec["schedule"] != "given":
+            key = given[0] if given else "schedule"
+            where_set = "it takes one step of eps" if method == "fgsm" else f"set them in attacks.{method.split('_')[0]}"
+            raise ConfigError(f"{where}.{key}: {method} has no steps or step size of its own here ({where_set})")
+        if method == "fgsm":
+            out.update(steps=1, step_size=eps)
+        else:
+            block = "cw" if method == "cw_l2" else "autoattack"
+            out.update(steps=int(attacks_block[block]["steps"]), step_size=None, options={block: dict(attacks_block[block])})
+        return out
+    if spec["schedule"] == "paper003":
+        if given:
+            raise ConfigError(f"{where}.{given[0]}: schedule paper003 sets steps and step size (leave them null)")
+        if norm != "linf":
+            raise ConfigError(f"{where}.schedule: paper003's rule (steps of 1/255) is for linf attacks, not {norm}")
+        out.update(steps=paper003_iterations(eps), step_size=PAPER003_STEP)
+        if out["steps"] < 1:
+            raise ConfigError(f"{where}.eps: {eps} is below 1/255, where paper003's rule gives no iteration")
+        return out
+    steps = int(spec["steps"]) if spec["steps"] is not None else int(robust.steps)
+    if spec["step_size"] is not None:
+        step_size = float(spec["step_size"])
+    elif spec["eps"] is None and spec["steps"] is None and norm == robust.norm and robust.step_size is not None:
+        step_size = float(robust.step_size)
+    else:
+        step_size = 2.5 * eps / steps
+    out.update(steps=steps, step_size=step_size)
     return out
 
 
@@ -502,8 +579,7 @@ def semirobust_job(config: dict[str, Any], study: str, fb_layers: int | str) -> 
             "robust": robust.name, "regular": regular.name, "fb_layers": k,
             "retrain": {key: block[key] for key in RETRAIN_KEYS},
             "train_examples": block["train_examples"], "test_examples": block["test_examples"],
-            "train_attack": study_attack(block["train_attack"], robust.train, "semirobust.train_attack"),
-            "eval_attack": study_attack(block["eval_attack"], robust.train, "semirobust.eval_attack"),
+            "train_attack": resolved["train_attack"], "eval_attack": resolved["eval_attack"],
             "estimators": list(block["estimators"]), "edge": dict(block["edge"])}
 
 

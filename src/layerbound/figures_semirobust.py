@@ -60,7 +60,7 @@ def rho_by_study_figure(records: Sequence[dict[str, Any]]) -> Figure:
     for record in records:
         if record["study"] not in largest or record["fb_layers"] > largest[record["study"]]["fb_layers"]:
             largest[record["study"]] = record
-    curves = [(f"{r['study']}: {r['arch']} on {r['dataset']}, f_b = last {r['fb_layers']}", r)
+    curves = [(f"{r['study']}: {r['arch']} on {r['dataset']}, f_b = last {r['fb_layers']}, eps {r['eval_attack']['eps']:.4g}", r)
               for _, r in sorted(largest.items())]
     return _rho_figure(curves, "Paper 003 Fig. 1: rho of the retrained f_b's layers, each study at its largest f_b")
 

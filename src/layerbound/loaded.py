@@ -366,3 +366,43 @@ def _outputs(net: nn.Module, input_shape: Shape, device) -> int:
     """The number of values the network outputs per example (its logits)."""
     with torch.no_grad():
         return int(net.eval()(torch.zeros((1, *input_shape), device=device))[0].numel())
+
+
+# --- weight layers in execution order (paper 003's split) -------------------------------------------
+
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+def execution_order(net: nn.Module, input_shape: Shape, device) -> list[str]:
+    """The names of `net`'s submodules (not `net` itself) in the order one forward pass of a zero
+    input first calls them (eval mode, no gradients; the network is left in its mode)."""
+    order: dict[str, None] = {}
+    handles = [module.register_forward_pre_hook(lambda m, args, name=name: order.setdefault(name))
+               for name, module in net.named_modules() if name]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.train(was_training)
+    return list(order)
+
+
+def weight_layers(net: nn.Module, input_shape: Shape, device) -> list[str]:
+    """Its conv and linear modules in execution order: paper 003's "trainable layers", which its
+    reference code counts from the output to make f_b."""
+    return [name for name in execution_order(net, input_shape, device)
+            if isinstance(net.get_submodule(name), WEIGHT_LAYERS)]
+
+
+def spec_weight_layers(spec: Mapping[str, Any], input_shape: Shape, num_classes: int) -> list[str]:
+    """weight_layers of a spec's network, built without weights on the meta device (else the CPU)."""
+    try:
+        return weight_layers(network(spec, input_shape, num_classes, weights=False, device="meta"), input_shape, "meta")
+    except ModelLoadError:
+        raise
+    except Exception:   # code that does not run on the meta device
+        return weight_layers(network(spec, input_shape, num_classes, weights=False), input_shape, "cpu")

@@ -542,7 +542,7 @@ class Plan:
     def _arch_group(self, model: str) -> str:
         # Models are compared when they share dataset and architecture (and padding, hence layers).
         spec = self.specs[model]
-        return spec.arch if spec.padding == "same" else f"{spec.arch}_{spec.padding}"
+        return spec.arch if spec.padding in ("same", None) else f"{spec.arch}_{spec.padding}"
 
     def _training_groups(self) -> dict[tuple, list[str]]:
         """(dataset, pairset, collision method, arch group, m) -> models (benign, PGD, TRADES order), if >= 2."""

@@ -7,6 +7,10 @@ linear map, with batch norm where the architecture has it) and its activation; s
 tap j. `split_last(net, k)` makes f_b the last k weight layers (paper 003's "f_b layers", the
 reference code's convention) and f_a the stages before; `split_after(net, tap)` cuts after a named
 tap. h_j is the output of stage j (post-activation; raw logits for the last), h_a that of f_a.
+A loaded network (`loaded.LoadedNet`: torchvision, python) has no stages: its weight layers are its
+conv and linear modules in execution order, `split_last` cuts before any of them (paper 003's
+reference code's rule, so a ResNet may be cut inside a residual block), f_a owns every module first
+run before the cut, and h_j is the output of weight layer j (`module_outputs`, forward hooks).
 
 Freezing f_a (`freeze_f_a`, `train_mode`): its parameters get requires_grad=False and the
 optimizer sees only f_b's parameters (so neither gradients nor weight decay touch f_a), and during
@@ -28,13 +32,14 @@ attack:
     Acc~ = the largest Acc_t (a trial's last epoch), rho_j = min_t I_{j,t}.
 The paper's text reports the I_{j,t} of the trial reaching Acc~ instead of the minimum; both are
 returned (`rho`, `rho_best`). The attacks are callables (model, x, y) -> x_adv, so any attack can
-be plugged in; `PGDAttack` is Madry's PGD of adversary.py.
+be plugged in: `PGDAttack` is Madry's PGD of adversary.py, `LibraryAttack` any attack of the attack
+module (attacks.py: FGSM, BIM, PGD, C&W, AutoAttack), and `ATTACKS` maps the config's names to them.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,8 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adversary, seeds
-from .config import defaults
+from . import adversary, attack_info, attacks, seeds
+from .config import defaults, paper003_iterations
 from .errors import CheckpointMismatch
 from .mutual_info import EdgeOptions, class_conditional_mi
 
@@ -57,10 +62,20 @@ WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
 
 @dataclass(frozen=True)
 class Split:
-    """f_a = stages 0..a-1 (taps[:a]), f_b = stages a..n-1 (taps[a:])."""
+    """h_0..h_{n-1} = `taps`, f_a computes h_0..h_{a-1}, f_b the rest.
+
+    `f_a_modules` / `f_b_modules`: the names (in the network) of the modules each part owns, so
+    freezing, copying f_b and the checks work on state_dict keys by module. A registry network's
+    parts are its stages; a loaded network's are the modules that run before / from f_b's first
+    weight layer. `hooked`: h_j are outputs of the network's modules of those names (`net.<tap>`,
+    loaded networks), not registry taps.
+    """
 
     taps: tuple[str, ...]
     a: int
+    f_a_modules: tuple[str, ...] = ()
+    f_b_modules: tuple[str, ...] = ()
+    hooked: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.a < len(self.taps):
@@ -84,49 +99,91 @@ def _weight_layers(stage: nn.Module) -> int:
     return sum(isinstance(m, WEIGHT_LAYERS) for m in stage.modules())
 
 
+def _is_loaded(net: nn.Module) -> bool:
+    return not hasattr(net, "pre")
+
+
+def _stage_split(net: nn.Module, a: int) -> Split:
+    """A registry network cut before stage a: each part owns its stages and everything in them."""
+    def owned(stages: range) -> tuple[str, ...]:
+        return tuple(name for name, _ in net.named_modules()
+                     if name.count(".") >= 1 and name.split(".")[0] in ("pre", "post")
+                     and int(name.split(".")[1]) in stages)
+    return Split(tuple(net.taps), a, owned(range(a)), owned(range(a, len(net.taps))))
+
+
+def loaded_weight_layers(net: nn.Module) -> list[str]:
+    """A loaded network's conv and linear modules in execution order (names inside `net.net`)."""
+    from . import loaded
+
+    return loaded.weight_layers(net.net, net.input_shape, next(net.parameters()).device)
+
+
+def _loaded_split(net: nn.Module, k: int) -> Split:
+    """A loaded network cut before its k-th weight layer from the output (the reference code's
+    rule: any conv or linear module, in execution order). f_a owns every module first run before
+    that layer (for a ResNet cut inside a block: the block's earlier convolutions and their
+    BatchNorm), f_b every module first run from it on; modules that never run belong to neither."""
+    from . import loaded
+
+    order = loaded.execution_order(net.net, net.input_shape, next(net.parameters()).device)
+    weights = [name for name in order if isinstance(net.net.get_submodule(name), WEIGHT_LAYERS)]
+    if not 1 <= k < len(weights):
+        raise ValueError(f"{net.arch} has {len(weights)} weight layers (conv and linear): f_b cannot be its last {k} "
+                         f"(f_a keeps one); choose k in 1..{len(weights) - 1}")
+    cut = order.index(weights[len(weights) - k])
+    return Split(tuple(weights), len(weights) - k, tuple(f"net.{m}" for m in order[:cut]),
+                 tuple(f"net.{m}" for m in order[cut:]), hooked=True)
+
+
 def split_last(net: nn.Module, k: int) -> Split:
     """f_b = the last k weight layers (conv or linear; batch norm does not count)."""
+    if _is_loaded(net):
+        return _loaded_split(net, k)
     counts = [_weight_layers(stage) for stage in net.pre]
     ends = {sum(counts[a:]): a for a in range(1, len(counts))}   # k -> a: stages a.. hold k weight layers
     if k not in ends:
         raise ValueError(f"{net.arch} has {sum(counts)} weight layers in stages of {counts}: f_b cannot be "
                          f"its last {k} (f_a and f_b need one stage each); choose k in {sorted(ends)}")
-    return Split(tuple(net.taps), ends[k])
+    return _stage_split(net, ends[k])
 
 
 def split_after(net: nn.Module, tap: str) -> Split:
-    """f_a = the network up to and including `tap`, f_b = the rest."""
-    taps = tuple(net.taps)
+    """f_a = the network up to and including `tap`, f_b = the rest (for a loaded network `tap` is
+    one of its weight layers)."""
+    taps = tuple(loaded_weight_layers(net)) if _is_loaded(net) else tuple(net.taps)
     if tap not in taps[:-1]:
         raise ValueError(f"cannot split {net.arch} after {tap!r}; choose one of {', '.join(taps[:-1])}")
-    return Split(taps, taps.index(tap) + 1)
+    if _is_loaded(net):
+        return _loaded_split(net, len(taps) - 1 - taps.index(tap))
+    return _stage_split(net, taps.index(tap) + 1)
 
 
-def _stage_modules(net: nn.Module, stages: range) -> list[nn.Module]:
-    return [m for j in stages for m in (net.pre[j], net.post[j])]
+def _modules(net: nn.Module, names) -> list[nn.Module]:
+    return [net.get_submodule(name) for name in names]
 
 
 def f_a_modules(net: nn.Module, split: Split) -> list[nn.Module]:
-    return _stage_modules(net, range(split.a))
+    return _modules(net, split.f_a_modules)
 
 
 def f_b_modules(net: nn.Module, split: Split) -> list[nn.Module]:
-    return _stage_modules(net, range(split.a, len(split.taps)))
+    return _modules(net, split.f_b_modules)
 
 
 def f_b_parameters(net: nn.Module, split: Split) -> list[nn.Parameter]:
-    return [p for m in f_b_modules(net, split) for p in m.parameters()]
+    return [p for m in f_b_modules(net, split) for p in m.parameters(recurse=False)]
 
 
-def _in_stages(key: str, stages: range) -> bool:
-    part, index = key.split(".")[:2]
-    return part in ("pre", "post") and int(index) in stages
+def _owned(key: str, modules: set[str]) -> bool:
+    """Whether state_dict entry `key` belongs to one of `modules` (its module is the key's prefix)."""
+    return key.rpartition(".")[0] in modules
 
 
 def f_a_state(net: nn.Module, split: Split) -> dict[str, torch.Tensor]:
     """A copy of f_a's weights and buffers (BatchNorm running statistics and batch counts)."""
-    return {key: value.detach().clone() for key, value in net.state_dict().items()
-            if _in_stages(key, range(split.a))}
+    owned = set(split.f_a_modules)
+    return {key: value.detach().clone() for key, value in net.state_dict().items() if _owned(key, owned)}
 
 
 def f_a_changes(net: nn.Module, split: Split, reference: dict[str, torch.Tensor]) -> list[str]:
@@ -136,15 +193,23 @@ def f_a_changes(net: nn.Module, split: Split, reference: dict[str, torch.Tensor]
                   if k not in state or k not in reference or not torch.equal(state[k], reference[k]))
 
 
+def _network_of(net: nn.Module) -> tuple:
+    """What must agree for f_b to move between two networks: the architecture and, for a loaded
+    one, its source spec except the weights file."""
+    spec = {k: v for k, v in getattr(net, "spec", {}).items() if k != "weights"}
+    return net.arch, json.dumps(spec, sort_keys=True)
+
+
 def load_f_b(net: nn.Module, source: nn.Module, split: Split) -> None:
     """Copy f_b's weights and buffers from `source` (the same architecture) into `net`."""
-    if (source.arch, tuple(source.taps)) != (net.arch, split.taps):
+    if _network_of(source) != _network_of(net) or (not split.hooked and tuple(source.taps) != split.taps):
         raise CheckpointMismatch(f"cannot take f_b from a {source.arch} network into a {net.arch} one: "
-                                 f"taps {list(source.taps)} vs {list(split.taps)}")
+                                 f"{_network_of(source)[1]} vs {_network_of(net)[1]}, taps "
+                                 f"{list(getattr(source, 'taps', []))} vs {list(split.taps)}")
     own = net.state_dict()
-    stages = range(split.a, len(split.taps))
+    owned = set(split.f_b_modules)
     for key, value in source.state_dict().items():
-        if _in_stages(key, stages):
+        if _owned(key, owned):
             if own[key].shape != value.shape:
                 raise CheckpointMismatch(f"f_b entry {key} has shape {tuple(value.shape)} in the regular "
                                          f"network, {tuple(own[key].shape)} in the robust one")
@@ -154,26 +219,22 @@ def load_f_b(net: nn.Module, source: nn.Module, split: Split) -> None:
 def freeze_f_a(net: nn.Module, split: Split) -> None:
     """No gradients for f_a's parameters (the optimizer is given f_b's alone)."""
     for module in f_a_modules(net, split):
-        for p in module.parameters():
+        for p in module.parameters(recurse=False):
             p.requires_grad_(False)
 
 
 def train_mode(net: nn.Module, split: Split) -> None:
-    """f_b in training mode, f_a in eval mode (its BatchNorm uses and keeps its running statistics)."""
+    """f_b in training mode, f_a in eval mode (its BatchNorm uses and keeps its running statistics,
+    its dropout is off). Each f_a module is switched alone: a container that also holds f_b modules
+    (a ResNet block cut inside) is not in f_a."""
     net.train()
     for module in f_a_modules(net, split):
-        module.eval()
+        module.training = False
 
 
 # --- attacks -------------------------------------------------------------------------------------
 
-def paper_iterations(eps: float) -> int:
-    """Paper 003's iterations for an l_inf budget eps (pixels): min(4 + e, 1.25 e), e = 255 eps.
-
-    With its step of 1/255 this gives 10, 20 and 36 iterations at 8, 16 and 32 / 255.
-    """
-    e = eps * 255.0
-    return int(math.floor(min(4.0 + e, 1.25 * e) + 1e-9))
+paper_iterations = paper003_iterations   # min(4 + e, 1.25 e), e = 255 eps: 10, 20, 36 at 8, 16, 32 / 255
 
 
 @dataclass(frozen=True)
@@ -190,16 +251,72 @@ class PGDAttack:
         return adversary.pgd(model, x, y, self.norm, self.eps, self.steps, step)
 
 
+@dataclass(frozen=True)
+class LibraryAttack:
+    """An attack of the attack module (attacks.build: torchattacks) as an attack callable.
+
+    Its seed (AutoAttack's components, FAB) and random start come from torch's global RNG, which
+    algorithm1 seeds, and the global generator is left as if one number had been drawn. Every
+    returned image is checked as attacks.robust_flags checks it: one that is not finite, leaves the
+    [0, 1] box or lies farther than eps in the attack's norm (C&W is minimum-norm, unbounded) is
+    replaced by the clean image, so accuracies and training use images within the budget only.
+    """
+
+    name: str
+    eps: float
+    options: dict   # the attack module's option blocks this attack reads (pgd, bim, cw, autoattack)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            with torch.no_grad():
+                num_classes = int(model(x[:1]).shape[1])
+        attack = attacks.build(self.name, model, self.eps, self.options, int(num_classes), int(x[0].numel()), seed)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):   # torchattacks reseeds the global generator
+            torch.manual_seed(seed)
+            x_adv = attack(x, y).detach()
+        norm = attack_info.ATTACKS[self.name].norm
+        valid = attacks.in_box(x_adv) & attacks.within(attacks.perturbation_norms(x_adv, x, norm), self.eps)
+        return torch.where(valid.view(-1, *([1] * (x.ndim - 1))), x_adv, x)
+
+
+def library_options(spec: dict) -> dict:
+    """The attack module's option blocks for a resolved study attack: its steps and step size for
+    the iterative ones (step_factor = step_size * steps / eps), C&W's and AutoAttack's as resolved."""
+    options = dict(spec.get("options") or {})
+    if spec["method"] in ("bim", "pgd_linf", "pgd_l2"):
+        block = {"steps": int(spec["steps"]), "step_factor": float(spec["step_size"]) * int(spec["steps"]) / float(spec["eps"])}
+        options.update(pgd=block, bim=block)
+    return options
+
+
 def attack_label(spec: dict) -> str:
-    """How tables and figures name an attack: 'PGD-linf eps 0.0314 (10 steps of 0.00392)'."""
-    return (f"{spec['method'].upper()}-{spec['norm']} eps {spec['eps']:.4g} ({spec['steps']} steps of "
-            f"{spec['step_size']:.3g}, random start)")
+    """How tables and figures name an attack: 'PGD-linf eps 0.0314 (10 steps of 0.00392, random start)'."""
+    method, eps = spec["method"], float(spec["eps"])
+    if method == "pgd":
+        return (f"PGD-{spec['norm']} eps {eps:.4g} ({spec['steps']} steps of {spec['step_size']:.3g}, random start, "
+                "adversary.py)")
+    name = f"{attack_info.ATTACKS[method].label} ({attack_info.LIBRARY})"
+    if method == "fgsm":
+        return f"{name} eps {eps:.4g} (one signed-gradient step of eps)"
+    if method in ("bim", "pgd_linf", "pgd_l2"):
+        start = "no random start" if method == "bim" else "random start"
+        return f"{name} eps {eps:.4g} ({spec['steps']} steps of {spec['step_size']:.3g}, {start})"
+    what = attacks.settings_text(method, spec["options"])
+    if method == "cw_l2":
+        what += "; points beyond eps count as the clean image"
+    return f"{name} eps {eps:.4g} ({what})"
 
 
 # The attacks a study may name (config `semirobust.train_attack.method`, `eval_attack.method`): each
-# maps the resolved spec (method, norm, eps, steps, step_size) to an attack callable.
+# maps the resolved spec (config.study_attack: method, norm, eps, steps, step_size, options) to an
+# attack callable.
 ATTACKS: dict[str, Callable[[dict], Attack]] = {
     "pgd": lambda spec: PGDAttack(spec["norm"], float(spec["eps"]), int(spec["steps"]), float(spec["step_size"])),
+    **{name: (lambda spec: LibraryAttack(spec["method"], float(spec["eps"]), library_options(spec)))
+       for name in ("fgsm", "bim", "pgd_linf", "pgd_l2", "cw_l2", "autoattack_linf", "autoattack_l2")},
 }
 
 
@@ -244,6 +361,33 @@ def layer_outputs(net: nn.Module, x: torch.Tensor, taps, batch_size: int = 500) 
     return {t: np.concatenate(p) for t, p in pieces.items()}
 
 
+@torch.no_grad()
+def module_outputs(net: nn.Module, x: torch.Tensor, names, batch_size: int = 500) -> dict[str, np.ndarray]:
+    """The outputs of a loaded network's modules `names` (inside `net.net`; for paper 003 its conv
+    and linear layers, as the reference code hooks them), flattened, from one forward pass per batch.
+    A module that runs more than once per pass has no single output and fails."""
+    wanted = list(dict.fromkeys(names))
+    pieces: dict[str, list[np.ndarray]] = {t: [] for t in wanted}
+    batch: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name):
+        return lambda module, args, output: batch.setdefault(name, []).append(output)
+    handles = [net.net.get_submodule(name).register_forward_hook(keep(name)) for name in wanted]
+    net.eval()
+    try:
+        for i in range(0, len(x), batch_size):
+            batch.clear()
+            net(x[i:i + batch_size])
+            for name in wanted:
+                if len(batch.get(name, [])) != 1:
+                    raise ValueError(f"{net.arch}: module {name} ran {len(batch.get(name, []))} times in one forward pass")
+                pieces[name].append(batch[name][0].flatten(1).double().cpu().numpy())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {t: np.concatenate(p) for t, p in pieces.items()}
+
+
 def layer_mi(net: nn.Module, split: Split, x: torch.Tensor, y: torch.Tensor, estimator: str = "edge",
              seed: int = 0, edge_options: EdgeOptions | None = None) -> dict[str, float]:
     """I_j = sum_y pi(y) I(h_{j-1}; h_j | y) (paper 003, eq. 5) in bits, for j = a+1..n.
@@ -252,7 +396,7 @@ def layer_mi(net: nn.Module, split: Split, x: torch.Tensor, y: torch.Tensor, est
     rho_{a+1}. `x` are the (adversarially perturbed) inputs, `y` their true labels.
     """
     pairs = split.layer_pairs()
-    outputs = layer_outputs(net, x, [t for pair in pairs for t in pair])
+    outputs = (module_outputs if split.hooked else layer_outputs)(net, x, [t for pair in pairs for t in pair])
     labels = y.cpu().numpy()
     return {nxt: class_conditional_mi(outputs[prev], outputs[nxt], labels, estimator,
                                       seed=seeds.derive(f"{seed}/mi/{nxt}"), edge_options=edge_options).value

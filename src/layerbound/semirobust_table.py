@@ -1,6 +1,7 @@
 """Paper 003's Table 1 from the study's results: a CSV and a self-contained HTML table.
 
-One row per (study, f_b size, estimator): the architecture and dataset, the robust and regular
+One row per (study, f_b size, estimator): the architecture and dataset, the evaluation attack and
+its budget (`eval_eps`: paper 003 runs one study per budget, 8, 16 and 32 / 255), the robust and regular
 models, f_b's layers, Acc* (the robust network's adversarial test accuracy), Acc_sr (f_a* with the
 regular f_b), Acc~ (the best trial's), the best trial, Diff. = Acc~ - Acc*, whether a trial came
 within the tolerance k of Acc*, and rho of every f_b layer counted back from the output:
@@ -19,7 +20,7 @@ import pandas as pd
 
 LEADING_COLUMNS = ["study", "model", "dataset", "robust", "regular", "fb_layers", "f_b", "acc_star", "acc_sr",
                    "acc_best", "best_trial", "difference", "reached", "tolerance", "trials", "epochs_run",
-                   "estimator", "eval_attack", "train_attack", "train_examples", "test_examples"]
+                   "estimator", "eval_attack", "eval_eps", "train_attack", "train_examples", "test_examples"]
 
 
 def rho_column(offset: int) -> str:
@@ -46,7 +47,8 @@ def table1(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                    "difference": record["difference"], "reached": bool(record["reached"]),
                    "tolerance": record["tolerance"], "trials": len(record["trials"]),
                    "epochs_run": sum(len(t["accuracies"]) for t in record["trials"]), "estimator": estimator,
-                   "eval_attack": record["eval_attack"]["label"], "train_attack": record["train_attack"]["label"],
+                   "eval_attack": record["eval_attack"]["label"], "eval_eps": float(record["eval_attack"]["eps"]),
+                   "train_attack": record["train_attack"]["label"],
                    "train_examples": int(record["train_examples"]), "test_examples": int(record["test_examples"])}
             row.update({rho_column(x): v for x, v in rho_by_offset(record, estimator).items()})
             rows.append(row)
@@ -87,7 +89,7 @@ def table1_html(table: pd.DataFrame) -> str:
         f"<p>Evaluation attack: {'; '.join(html.escape(a) for a in attacks) or '&ndash;'}. Training attack of f_b: "
         f"{'; '.join(html.escape(a) for a in train_attacks) or '&ndash;'}. Pixels in [0, 1], no normalization outside "
         "the model; the attacks keep the images in the pixel box.</p>",
-        "<table><tr><th>study</th><th>model</th><th>dataset</th><th>f_b layers</th><th>estimator</th><th>Acc*</th>"
+        "<table><tr><th>study</th><th>model</th><th>dataset</th><th>f_b layers</th><th>estimator</th><th>eval eps</th><th>Acc*</th>"
         "<th>Acc_sr</th><th>Acc~</th><th>best trial</th><th>Diff.</th><th>reached</th><th>k</th><th>trials</th>"
         "<th>train / test images</th>" + "".join(f"<th>{c.replace('rho_n', '&rho;<sub>n')}</sub></th>" for c in rho_cols)
         + "</tr>",
@@ -95,7 +97,7 @@ def table1_html(table: pd.DataFrame) -> str:
     for _, row in table.iterrows():
         text = [html.escape(str(v)) for v in (row["study"], row["model"], row["dataset"],
                                                f"{int(row['fb_layers'])} ({row['f_b']})", row["estimator"])]
-        numbers = [fmt(row["acc_star"]), fmt(row["acc_sr"]), fmt(row["acc_best"]), str(int(row["best_trial"])),
+        numbers = [f"{row['eval_eps']:.4g}", fmt(row["acc_star"]), fmt(row["acc_sr"]), fmt(row["acc_best"]), str(int(row["best_trial"])),
                    f"{row['difference']:+.3f}", "yes" if row["reached"] else "no", fmt(row["tolerance"]),
                    str(int(row["trials"])), f"{int(row['train_examples'])} / {int(row['test_examples'])}"]
         rhos = ["&ndash;" if pd.isna(row[c]) else fmt(float(row[c])) for c in rho_cols]

@@ -63,6 +63,20 @@ def tap_table(entry: dict[str, Any]) -> list[tuple[str, int, bool]]:
     return list(_tap_table(json.dumps(spec(entry), sort_keys=True), tuple(meta.input_shape), meta.num_classes))
 
 
+@lru_cache(maxsize=None)
+def _weight_layers(spec_json: str, input_shape: tuple[int, int, int], num_classes: int) -> tuple[str, ...]:
+    from . import loaded
+
+    return tuple(loaded.spec_weight_layers(json.loads(spec_json), input_shape, num_classes))
+
+
+def weight_layers(entry: dict[str, Any]) -> list[str]:
+    """The conv and linear modules of a loaded (or source-trained) model in execution order: what
+    paper 003's `fb_layers` counts from the output."""
+    meta = dataset_info.info(entry["dataset"])
+    return list(_weight_layers(json.dumps(spec(entry), sort_keys=True), tuple(meta.input_shape), meta.num_classes))
+
+
 def tap_widths(entry: dict[str, Any]) -> dict[str, int]:
     """n_j of every usable layer name of a loaded model, in network order."""
     return {name: width for name, width, _ in tap_table(entry)}

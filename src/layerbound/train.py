@@ -1,5 +1,8 @@
 """Training: benign, Madry PGD (l2 / linf) and TRADES, with SGD momentum and a cosine schedule.
 
+The network is a registry architecture, or a torchvision / python one (`source`, loaded.build without
+weights) trained from scratch; both write the usual checkpoint and sidecar.
+
 One function, `train_model`, reads top to bottom: seed, data, model, epochs (inner maximization,
 outer step), evaluation, checkpoint. Configuration is a plain dataclass.
 """
@@ -84,7 +87,12 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
     x_test, y_test = data.load(spec.dataset, "test", data_dir, download)
     x_train, y_train, x_test, y_test = (t.to(dev) for t in (x_train, y_train, x_test, y_test))
 
-    model = models.build(spec.arch, meta.input_shape, meta.num_classes, spec.padding).to(dev)
+    if spec.source is None:
+        model = models.build(spec.arch, meta.input_shape, meta.num_classes, spec.padding).to(dev)
+    else:   # a torchvision (or python) architecture from scratch: its own initialization, seeded above
+        from . import loaded
+
+        model = loaded.build(spec.source, meta.input_shape, meta.num_classes, weights=False).to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     batches_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     total_steps = cfg.epochs * batches_per_epoch
@@ -117,6 +125,11 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
     bar.close()
 
     model.eval()
+    source_fields = {}
+    if spec.source is not None:
+        # Not a registry network: figures and the report order its layers by these (as an import's).
+        widths = model.tap_widths()
+        source_fields = {"source": spec.source, "tap_order": list(widths), "tap_widths": widths}
     eval_eps = cfg.eps if cfg.method != "benign" else evaluation.eps
     eval_norm = cfg.norm if cfg.method != "benign" else evaluation.norm
     metrics = {
@@ -129,6 +142,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
         "model_seed": init_seed,
         **sidecar_accuracies(model, x_test, y_test, eval_norm, eval_eps, evaluation),
         "history": history,
+        **source_fields,
         "wall_time_s": time.perf_counter() - started,
         "device": str(dev),
         "versions": {"layerbound": __version__, "torch": torch.__version__, "python": platform.python_version()},
