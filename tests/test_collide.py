@@ -335,9 +335,25 @@ def test_jacobian_rows_carry_no_autograd_graph():
     assert rows.shape == (4, 3, 7)
 
 
-def test_auto_step_is_merit_when_projected_and_decay_when_not():
-    A = torch.randn(3, 8, dtype=torch.float64)
-    assert jacobian.resolve_step("auto", A) == "merit" and jacobian.resolve_step("auto", None) == "decay"
-    assert jacobian.resolve_step("decay", A) == "decay"
+def test_auto_step_is_merit_on_narrow_maps_and_decay_on_wide_ones(monkeypatch):
+    limit = jacobian.AUTO_MERIT_MAX_FEATURES
+    assert jacobian.resolve_step("auto", 10) == "merit" and jacobian.resolve_step("auto", limit) == "merit"
+    assert jacobian.resolve_step("auto", limit + 1) == "decay" and jacobian.resolve_step("decay", 10) == "decay"
     with pytest.raises(ValueError, match="unknown step control 'line_search'; known: auto, decay, merit"):
-        jacobian.resolve_step("line_search", A)
+        jacobian.resolve_step("line_search", 10)
+    # search resolves by the map's width m: A's rows when projected, f's outputs when not.
+    ran = []
+    for name, run in list(jacobian.STEPS.items()):
+        monkeypatch.setitem(jacobian.STEPS, name, lambda *a, _name=name, _run=run, **k: ran.append(_name) or _run(*a, **k))
+    f, _ = affine_extractor(30, limit + 10, seed=15)
+    x, x_prime = pairs_of_uniform(30, 4, seed=17)
+    jacobian.search(f, None, x, x_prime, step="auto", box=None)
+    jacobian.search(f, torch.randn(10, limit + 10, dtype=torch.float64), x, x_prime, step="auto", box=None)
+    narrow, _ = affine_extractor(30, 8, seed=16)
+    jacobian.search(narrow, None, x, x_prime, step="auto", box=None)
+    assert ran == ["decay", "merit", "merit"]
+
+
+def pairs_of_uniform(n: int, count: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(count, n, generator=g, dtype=torch.float64), torch.rand(count, n, generator=g, dtype=torch.float64)

@@ -104,7 +104,7 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     """Collision distances of every pair under A o f_j, for `projections` Gaussian projections A
     (m x n_j, seeded from seed, name, layer, m and the projection index as in the workflow; none
     when m >= n_j), by paper 001's Algorithm 1 with the given step control ("merit", "decay", or
-    "auto": merit when projected, decay when not) and at most `max_iter` Jacobian evaluations per
+    "auto": merit on maps of at most 50 features, decay on wider ones) and at most `max_iter` Jacobian evaluations per
     pair (None: 15 with merit, 40 with decay). `box` keeps the colliding
     images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place.
     """

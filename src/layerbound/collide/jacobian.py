@@ -45,7 +45,7 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     `dtype` (default: x's floating dtype); f must accept that dtype. `tol` is the convergence
     threshold of Algorithm 1 (residual relative to the feature gap, objective change relative to
     the midpoint objective); `verify_tol` the relative residual under which a collision counts.
-    `step` is the step control (STEPS, or "auto": resolve_step), `max_iter` the Jacobian
+    `step` is the step control (STEPS, or "auto": resolve_step by the map's width m), `max_iter` the Jacobian
     evaluations per pair at most (None: the step control's DEFAULT_MAX_ITER).
     Pairs are processed `batch_size` at a time (default: all; on a CUDA device at most as many as
     its free memory holds, measured by memory.gpu_batch_size). `rows_per_pass` is how many of the
@@ -63,9 +63,7 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
     tol = DEFAULT_TOL.get(dtype, 1e-4) if tol is None else tol
     verify_tol = verify_tol_for(dtype, verify_tol)
-    step = resolve_step(step, A)
-    max_iter = DEFAULT_MAX_ITER[step] if max_iter is None else max_iter
-    if not (0 < gamma < 1 and 0 < alpha <= 1 and max_iter >= 0):
+    if not (0 < gamma < 1 and 0 < alpha <= 1 and (max_iter is None or max_iter >= 0)):
         raise ValueError("need 0 < alpha <= 1, 0 < gamma < 1 and max_iter >= 0")
     x, x_prime = x.to(dtype), x_prime.to(dtype)
     if box is not None:
@@ -82,6 +80,12 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
         def g(u: torch.Tensor) -> torch.Tensor:
             return f(u) @ A_t
 
+    features = 0
+    if step == "auto" and len(x):   # the map's width m decides (one forward pass when unprojected)
+        with torch.no_grad():
+            features = A.shape[0] if A is not None else g(x[:1]).shape[1]
+    step = resolve_step(step, features)
+    max_iter = DEFAULT_MAX_ITER[step] if max_iter is None else max_iter
     batch_size = batch_size or max(len(x), 1)
     run_step = STEPS[step]
     if _plans_gpu_memory(x.device) and len(x):
@@ -505,12 +509,21 @@ STEPS = {"decay": algorithm1, "merit": merit}
 DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
 
 
-def resolve_step(step: str, A: torch.Tensor | None) -> str:
-    """The step control `search` runs: "auto" is merit on a projected map (A given) and decay on an
-    unprojected one, where the merit search was measured to stall (benchmarks/bench_unprojected.py:
-    2x decay's distances at a 784-300-200 network's fc1)."""
+# `auto` uses the merit search on maps of at most this many features (m constraints) and the
+# decay schedule on wider ones. Measured: merit within 1% of the 300-iteration reference at m = 10
+# (every projected tap and the logits of the default models, benchmarks/bench_tightness.py) and
+# as close as decay at 40 iterations at projected m = 50 and 100 (but at 100 it costs more CPU);
+# on unprojected ReLU layers with 75-300 features it stalls (benchmarks/bench_unprojected.py:
+# one pair of 8 kept the midpoint at fcnn_smaller's fc1, 5% above decay at fcnn's fc1 and no
+# collision at its fc2), there decay does not.
+AUTO_MERIT_MAX_FEATURES = 50
+
+
+def resolve_step(step: str, features: int) -> str:
+    """The step control `search` runs on a map with `features` outputs (m): "auto" is merit up to
+    AUTO_MERIT_MAX_FEATURES and decay above."""
     if step == "auto":
-        return "merit" if A is not None else "decay"
+        return "merit" if features <= AUTO_MERIT_MAX_FEATURES else "decay"
     if step not in STEPS:
         raise ValueError(f"unknown step control {step!r}; known: auto, {', '.join(STEPS)}")
     return step

@@ -22,7 +22,8 @@ _DEFAULTS = config.defaults("collision")
 class SearchOptions:
     """Algorithm 1's parameters (method `jacobian`, config `collision.search`).
 
-    step "auto" means merit on projected maps and decay on unprojected ones (jacobian.resolve_step);
+    step "auto" means merit on maps of at most 50 features (m) and decay on wider ones
+    (jacobian.resolve_step);
     max_iter None the step control's own budget (jacobian.DEFAULT_MAX_ITER). Tolerances None mean
     the dtype's defaults (base.DEFAULT_TOL, base.DEFAULT_VERIFY_TOL); rows_per_pass None means 1
     Jacobian row per backward pass on the CPU, all m on a GPU.
