@@ -75,5 +75,5 @@ def test_the_gpu_memory_probe_runs_the_search_step_and_batches_by_its_answer(mon
     batched = jacobian.search(f, A, x, x_prime, step=step, max_iter=6, box=(0.0, 1.0), rows_per_pass=2)
     monkeypatch.setattr(jacobian, "_plans_gpu_memory", lambda device: False)
     whole = jacobian.search(f, A, x, x_prime, step=step, max_iter=6, box=(0.0, 1.0), rows_per_pass=2)
-    assert probed == [(3, 1)]   # one step (one Jacobian evaluation) on 3 pairs
+    assert probed == [(3, 2)]   # two steps (Jacobians at the midpoints, then at both points) on 3 pairs
     assert torch.allclose(batched.distance, whole.distance, rtol=1e-12)

@@ -89,9 +89,10 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     batch_size = batch_size or max(len(x), 1)
     run_step = STEPS[step]
     if _plans_gpu_memory(x.device) and len(x):
-        # One search step on a few pairs measures the memory a pair needs on this device.
+        # Two search steps on a few pairs measure the memory a pair needs on this device: the
+        # second takes Jacobian rows at both points of every pair (the first, at the midpoint, one).
         def probe(n: int) -> Collisions:
-            return run_step(g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=1, tol=tol,
+            return run_step(g, x[:n], x_prime[:n], alpha=alpha, gamma=gamma, max_iter=2, tol=tol,
                             verify_tol=verify_tol, rows_per_pass=rows_per_pass, box=box)
         log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
         batch_size = memory.gpu_batch_size(probe, len(x), batch_size, x.device, log)
@@ -377,7 +378,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     pass): the distance to the original pair plus a first-order distance to the collision set
     (at z itself that is ||P_z - z||). The first of up to MERIT_TRIES fractions a, a s, a s^2, ...
     (s = MERIT_SHRINK) that lowers psi below psi(z) becomes the next iterate and a grows by
-    MERIT_GROW (up to 1); when none does, the next iterate is P_z. Unlike paper 001's schedule
+    MERIT_GROW (up to 1) if P_z could be restored; when none does, the next iterate is P_z. After
+    MERIT_PATIENCE iterates in a row whose P_z could not be restored, a shrinks by s at each. Unlike paper 001's schedule
     the step length adapts to how far the linearization holds, and unlike a search over verified
     collisions the iterates need not collide, so a step can cross ReLU kinks and let the next
     Jacobians restore it. At every iterate P_z is restored by up to CHORD_STEPS chord steps (fixed
@@ -406,16 +408,22 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         return (norms(u - x[pairs]) ** 2 + norms(u_prime - x_prime[pairs]) ** 2).sqrt()
 
     def restore_and_offer(pairs, u, u_prime, J_p, J_prime_p) -> torch.Tensor:
-        """Chord steps from (u, u') until it collides; offer it as the best collision. Whether it collides."""
+        """Chord steps from (u, u') until it collides; offer it as the best collision. Whether it
+        collides. Only the pairs that do not collide yet take a step (each pair's result is the
+        same whichever pairs share its batch)."""
+        residual = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
+        todo = torch.arange(len(pairs), device=x.device)
         for chord in range(CHORD_STEPS + 1):
             with torch.no_grad():
-                g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
+                g_u, g_u_prime = g(torch.cat([u[todo], u_prime[todo]])).chunk(2)
             r_u = g_u_prime - g_u
-            residual = r_u.norm(dim=1)
+            residual[todo] = r_u.norm(dim=1)
             # Half the tolerance here, so float noise cannot fail the independent check at the end.
-            if chord == CHORD_STEPS or (residual <= verify_tol / 2 * scale[pairs]).all():
+            open_ = ~(residual[todo] <= verify_tol / 2 * scale[pairs[todo]])
+            todo, r_u = todo[open_], r_u[open_]
+            if chord == CHORD_STEPS or not len(todo):
                 break
-            u, u_prime = _chord_step(J_p, J_prime_p, r_u, u, u_prime, box)
+            u[todo], u_prime[todo] = _chord_step(J_p[todo], J_prime_p[todo], r_u, u[todo], u_prime[todo], box)
         objective = norms(u - x[pairs]) ** 2 + norms(u_prime - x_prime[pairs]) ** 2
         distance = torch.maximum(norms(u - x[pairs]), norms(u_prime - x_prime[pairs]))
         collides = torch.isfinite(residual) & torch.isfinite(objective) & (residual <= verify_tol / 2 * scale[pairs])
@@ -481,6 +489,10 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             (v, v_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
             r = v_prime - v
             iterations[active] += 1
+            # A pair whose features or Jacobians stopped being finite stops (keeping its best collision).
+            finite = torch.isfinite(r).all(1) & torch.isfinite(rows.flatten(1)).all(1).view(2, -1).all(0)
+            if not finite.all():
+                active, J, J_prime, r = active[finite], J[finite], J_prime[finite], r[finite]
     return best.verified(g, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
                          converged, return_points)
 
