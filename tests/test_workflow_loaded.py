@@ -24,7 +24,7 @@ def tiny_loaded_config(weights: str) -> dict:
         "models": {"resnet_random": {**RESNET, "weights": weights}},
         "pairs": {"classes": [3, 7], "per_class": 2},
         "collision": {"layers": LAYERS, "m": [10], "projections": 1, "chunk_size": 4, "batch_size": 4,
-                      "keep_points": 2, "baselines": ["input"], "search": {"step": "merit", "max_iter": 4}},
+                      "keep_points": 2, "baselines": ["input"], "search": {"step": "merit", "max_iter": 15}},
         "losses": {"eps": {"start": 0.0, "stop": 4.0, "num": EPS}, "bootstrap": 20},
         # A light attack stage (the schema's full-strength defaults would take a quarter hour here).
         "attacks": {"examples": 16, "batch_size": 16, "eps": {"l2": [1.0], "linf": [0.1]}, "run": ["fgsm"],
