@@ -337,29 +337,35 @@ def tap_table(spec: Mapping[str, Any], input_shape: Shape, num_classes: int) -> 
     (no memory, no arithmetic), or on the CPU when its code does not run there. Fails in one line
     when the network cannot take the dataset's inputs or has another number of outputs."""
     try:
-        net = network(spec, input_shape, num_classes, weights=False, device="meta")
-        table, outputs = _table(net, input_shape, "meta"), _outputs(net, input_shape, "meta")
+        table, outputs = _without_weights(spec, input_shape, num_classes, lambda net, device: (
+            _table(net, input_shape, device), _outputs(net, input_shape, device)))
     except ModelLoadError:
         raise
-    except Exception:   # code that does not run on the meta device: the CPU, with random weights
-        try:
-            net = network(spec, input_shape, num_classes, weights=False)
-            table, outputs = _table(net, input_shape, "cpu"), _outputs(net, input_shape, "cpu")
-        except ModelLoadError:
-            raise
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if isinstance(err, torch.fx.proxy.TraceError):
-                raise ModelLoadError(f"{describe(spec)} cannot be traced by torch.fx, which naming its layers needs "
-                                     f"(torchvision's feature extraction): {first}") from None
-            hint = ("; small_inputs: true adapts an ImageNet architecture's stem to the dataset's channels and size"
-                    if spec["source"] == "torchvision" and not spec.get("small_inputs") else "")
-            raise ModelLoadError(f"{describe(spec)} cannot take inputs of shape {tuple(input_shape)}: {first}{hint}") from None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, torch.fx.proxy.TraceError):
+            raise ModelLoadError(f"{describe(spec)} cannot be traced by torch.fx, which naming its layers needs "
+                                 f"(torchvision's feature extraction): {first}") from None
+        hint = ("; small_inputs: true adapts an ImageNet architecture's stem to the dataset's channels and size"
+                if spec["source"] == "torchvision" and not spec.get("small_inputs") else "")
+        raise ModelLoadError(f"{describe(spec)} cannot take inputs of shape {tuple(input_shape)}: {first}{hint}") from None
     if not table:
         raise ModelLoadError(f"{describe(spec)} has no layer whose output is a tensor")
     if outputs != num_classes:
         raise ModelLoadError(f"{describe(spec)} outputs {outputs} values, but the dataset has {num_classes} classes")
     return table
+
+
+def _without_weights(spec: Mapping[str, Any], input_shape: Shape, num_classes: int, measure):
+    """measure(net, device) of a spec's network built without its weights: on PyTorch's meta
+    device (no memory, no arithmetic), or on the CPU with random weights when its code does not
+    run there (the CPU's errors propagate)."""
+    try:
+        return measure(network(spec, input_shape, num_classes, weights=False, device="meta"), "meta")
+    except ModelLoadError:
+        raise
+    except Exception:
+        return measure(network(spec, input_shape, num_classes, weights=False), "cpu")
 
 
 def _outputs(net: nn.Module, input_shape: Shape, device) -> int:
@@ -391,18 +397,13 @@ def execution_order(net: nn.Module, input_shape: Shape, device) -> list[str]:
     return list(order)
 
 
-def weight_layers(net: nn.Module, input_shape: Shape, device) -> list[str]:
-    """Its conv and linear modules in execution order: paper 003's "trainable layers", which its
-    reference code counts from the output to make f_b."""
-    return [name for name in execution_order(net, input_shape, device)
-            if isinstance(net.get_submodule(name), WEIGHT_LAYERS)]
+def weight_layers(net: nn.Module, input_shape: Shape, device, order: list[str] | None = None) -> list[str]:
+    """Its conv and linear modules in execution order (`order`, if already known): paper 003's
+    "trainable layers", which its reference code counts from the output to make f_b."""
+    order = execution_order(net, input_shape, device) if order is None else order
+    return [name for name in order if isinstance(net.get_submodule(name), WEIGHT_LAYERS)]
 
 
 def spec_weight_layers(spec: Mapping[str, Any], input_shape: Shape, num_classes: int) -> list[str]:
-    """weight_layers of a spec's network, built without weights on the meta device (else the CPU)."""
-    try:
-        return weight_layers(network(spec, input_shape, num_classes, weights=False, device="meta"), input_shape, "meta")
-    except ModelLoadError:
-        raise
-    except Exception:   # code that does not run on the meta device
-        return weight_layers(network(spec, input_shape, num_classes, weights=False), input_shape, "cpu")
+    """weight_layers of a spec's network, built without its weights."""
+    return _without_weights(spec, input_shape, num_classes, lambda net, device: weight_layers(net, input_shape, device))

@@ -49,13 +49,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adversary, attack_info, attacks, seeds
+from . import adversary, attack_info, attacks, loaded, seeds
 from .config import defaults, paper003_iterations
 from .errors import CheckpointMismatch
 from .mutual_info import EdgeOptions, class_conditional_mi
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+WEIGHT_LAYERS = loaded.WEIGHT_LAYERS   # conv and linear: the layers f_b's size counts
 
 
 # --- the split -----------------------------------------------------------------------------------
@@ -114,8 +114,6 @@ def _stage_split(net: nn.Module, a: int) -> Split:
 
 def loaded_weight_layers(net: nn.Module) -> list[str]:
     """A loaded network's conv and linear modules in execution order (names inside `net.net`)."""
-    from . import loaded
-
     return loaded.weight_layers(net.net, net.input_shape, next(net.parameters()).device)
 
 
@@ -124,10 +122,9 @@ def _loaded_split(net: nn.Module, k: int) -> Split:
     rule: any conv or linear module, in execution order). f_a owns every module first run before
     that layer (for a ResNet cut inside a block: the block's earlier convolutions and their
     BatchNorm), f_b every module first run from it on; modules that never run belong to neither."""
-    from . import loaded
-
-    order = loaded.execution_order(net.net, net.input_shape, next(net.parameters()).device)
-    weights = [name for name in order if isinstance(net.net.get_submodule(name), WEIGHT_LAYERS)]
+    device = next(net.parameters()).device
+    order = loaded.execution_order(net.net, net.input_shape, device)
+    weights = loaded.weight_layers(net.net, net.input_shape, device, order)
     if not 1 <= k < len(weights):
         raise ValueError(f"{net.arch} has {len(weights)} weight layers (conv and linear): f_b cannot be its last {k} "
                          f"(f_a keeps one); choose k in 1..{len(weights) - 1}")
