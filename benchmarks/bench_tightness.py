@@ -7,7 +7,10 @@ first projection, the first pairs of the default pair set), the median and maxim
 
 and the mean Jacobian evaluations per pair (pair-iterations) and the CPU time of the search. The
 reference is paper 001's Algorithm 1 in float64 with gamma = 0.95 and 300 iterations (its
-tolerance stop included); the step controls compared are the paper's decaying schedule (`decay`:
+tolerance stop included). Algorithm 1 minimizes the sum of squares of the two distances, while the
+distance is their max, which the merit search minimizes; so each ratio is printed a second time
+against the best known distance, per pair the smaller of that reference and a 100-iteration merit
+search in float64 ("vs best"). The step controls compared are the paper's decaying schedule (`decay`:
 gamma 0.7, 40 iterations, the default until issue 11) and the config's own search options (the
 default config: the merit line search, `merit`, 15 iterations), both in float32 as the shards run
 them, with the config's box. A ratio of 1.01 means 1% looser than the reference; below 1 the step
@@ -34,6 +37,7 @@ from layerbound.collide.options import CollisionOptions, adversary_label
 ROOT = Path(__file__).resolve().parents[1]
 DECAY = dict(step="decay", alpha=1.0, gamma=0.7, max_iter=40)
 REFERENCE = dict(step="decay", alpha=1.0, gamma=0.95, max_iter=300)
+MIN_MAX_REFERENCE = dict(step="merit", alpha=1.0, max_iter=100)
 
 
 def main() -> None:
@@ -56,9 +60,11 @@ def main() -> None:
     models = args.models.split(",") if args.models else list(cfg["models"])
     print(f"adversary {adversary_label(box)}, m = {m}, first {args.pairs} pairs of classes {classes} "
           f"(S = {per_class}), projection 0; reference: {REFERENCE} in float64")
-    header = f"{'model':<16}{'layer':<8}" + "".join(f"{name:>40}" for name in step_controls)
-    print(header + "\n" + " " * 24 + "".join(f"{'median   max    it/pair  cpu s':>40}" for _ in step_controls))
+    header = f"{'model':<16}{'layer':<8}" + "".join(f"{name:>54}" for name in step_controls)
+    print(header + "\n" + " " * 24 + "".join(f"{'median   max  vs best: median  max  it/pair cpu s':>54}"
+                                              for _ in step_controls))
     totals = {name: [] for name in step_controls}
+    totals_best = {name: [] for name in step_controls}
     for model in models:
         spec = cfg["models"][model]
         path = ROOT / plan.path("checkpoint", dataset=spec["dataset"], model=model)
@@ -76,17 +82,23 @@ def main() -> None:
             f, A = setup(torch.float64)
             reference = jacobian.search(f, A, x.double(), x_prime.double(), dtype=torch.float64, box=box,
                                         **REFERENCE).distance
+            best = torch.minimum(reference, jacobian.search(f, A, x.double(), x_prime.double(), dtype=torch.float64,
+                                                            box=box, **MIN_MAX_REFERENCE).distance)
             f, A = setup(torch.float32)
             row = f"{model:<16}{tap:<8}"
             for name, step in step_controls.items():
                 started = time.process_time()
                 found = jacobian.search(f, A, x, x_prime, dtype=torch.float32, box=box, **step)
                 elapsed = time.process_time() - started
-                ratio = found.distance / reference
+                ratio, ratio_best = found.distance / reference, found.distance / best
                 totals[name].append(ratio)
-                row += f"{ratio.median():>14.4f}{ratio.max():>7.3f}{found.iterations.double().mean():>11.1f}{elapsed:>8.1f}"
+                totals_best[name].append(ratio_best)
+                row += (f"{ratio.median():>14.4f}{ratio.max():>7.3f}{ratio_best.median():>12.4f}{ratio_best.max():>7.3f}"
+                        f"{found.iterations.double().mean():>7.1f}{elapsed:>7.1f}")
             print(row, flush=True)
     print("all layers: median ratio " + ", ".join(f"{name} {torch.cat(r).median():.4f}" for name, r in totals.items()))
+    print("all layers: median ratio vs best " + ", ".join(f"{name} {torch.cat(r).median():.4f}"
+                                                        for name, r in totals_best.items()))
 
 
 if __name__ == "__main__":

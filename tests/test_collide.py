@@ -3,6 +3,8 @@ ReLU networks."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -251,17 +253,24 @@ def test_box_projection_is_the_constrained_least_squares_point():
 
 @pytest.mark.parametrize("step", ["merit", "decay"])
 def test_boxed_search_on_an_affine_map_matches_a_generic_solver(step):
-    """For u -> W u the boxed search's first step is the exact boxed least-squares point: its
-    objective is the QP optimum, its distance is at least the min-max optimum (SOCP) and at most
-    the least-squares point's, and every point lies in the box."""
+    """For u -> W u in the box, decay's first step is the exact boxed least-squares point: its
+    objective is the QP optimum and its distance at least the min-max optimum (SOCP). The merit
+    search balances the two distances: its distance is the SOCP optimum itself, the distance
+    that the bound needs (the box makes the least-squares point unbalanced, up to 9% above it here).
+    Every point lies in the box."""
     torch.manual_seed(2)
     W = torch.randn(4, 20, dtype=torch.float64)
     x, x_prime = _binary_images(5, 20, seed=3)
     result = jacobian.search(lambda u: u @ W.T, None, x, x_prime, step=step, dtype=torch.float64,
                              box=(0.0, 1.0), return_points=True)
     for k in range(5):
-        assert result.objective[k].item() == pytest.approx(_cvxpy_boxed(W, x[k], x_prime[k], "squares"), rel=1e-6)
-        assert result.distance[k].item() >= _cvxpy_boxed(W, x[k], x_prime[k], "max") * (1 - 1e-6)
+        min_max = _cvxpy_boxed(W, x[k], x_prime[k], "max")
+        if step == "decay":
+            assert result.objective[k].item() == pytest.approx(_cvxpy_boxed(W, x[k], x_prime[k], "squares"), rel=1e-6)
+            assert result.distance[k].item() >= min_max * (1 - 1e-6)
+        else:
+            assert result.distance[k].item() == pytest.approx(min_max, rel=1e-6)
+            assert result.converged[k]
     unboxed = closed_form.affine_distance(W, x, x_prime)
     assert (result.distance >= unboxed * (1 - 1e-9)).all() and (result.distance > unboxed * 1.001).any()
     for points in (result.x_tilde, result.x_tilde_prime):
@@ -404,3 +413,78 @@ def test_merit_stops_a_pair_whose_features_become_infinite():
     rest = jacobian.search(_InfiniteInAStrip(W), None, x[1:], x_prime[1:], step="merit", box=None)
     assert torch.allclose(found.distance[1:], rest.distance, rtol=1e-12, atol=0)
     assert (rest.distance < closed_form.input_distance(x[1:], x_prime[1:])).all()
+
+
+# --- the merit search's balancing metric -------------------------------------------------------------
+
+def test_weighted_box_projection_is_the_weighted_least_squares_point():
+    """project() with weights (w, w') and a box against cvxpy's QP: Jacobians that differ at the
+    two points, a nonzero residual, and weights up to 20 apart."""
+    import cvxpy as cp
+
+    g = torch.Generator().manual_seed(31)
+    B, m, n = 5, 3, 14
+    J, J_prime = torch.randn(B, m, n, generator=g, dtype=torch.float64), torch.randn(B, m, n, generator=g, dtype=torch.float64)
+    z, z_prime = _binary_images(B, n, seed=32)
+    p, p_prime = _binary_images(B, n, seed=33)
+    r = 0.3 * torch.randn(B, m, generator=g, dtype=torch.float64)
+    w = torch.tensor([1.0, 0.2, 1.9, 0.1, 1.5], dtype=torch.float64)
+    u, u_prime = jacobian.project(J, J_prime, r, z, z_prime, p, p_prime, box=(0.0, 1.0), weights=(w, 2 - w))
+    assert u.min() >= 0 and u.max() <= 1 and u_prime.min() >= 0 and u_prime.max() <= 1
+    for k in range(B):
+        a, b = cp.Variable(n), cp.Variable(n)
+        constraint = r[k].numpy() + J_prime[k].numpy() @ (b - z_prime[k].numpy()) - J[k].numpy() @ (a - z[k].numpy()) == 0
+        goal = float(w[k]) * cp.sum_squares(a - p[k].numpy()) + float(2 - w[k]) * cp.sum_squares(b - p_prime[k].numpy())
+        problem = cp.Problem(cp.Minimize(goal), [constraint, a >= 0, a <= 1, b >= 0, b <= 1])
+        problem.solve(solver=cp.CLARABEL)
+        ours = float(w[k] * ((u[k] - p[k]) ** 2).sum() + (2 - w[k]) * ((u_prime[k] - p_prime[k]) ** 2).sum())
+        assert ours == pytest.approx(problem.value, rel=1e-6)
+        residual = r[k] + J_prime[k] @ (u_prime[k] - z_prime[k]) - J[k] @ (u[k] - z[k])
+        assert residual.abs().max() < 1e-9
+
+
+def test_merit_reaches_a_local_min_max_where_least_squares_is_unbalanced():
+    """On a smooth two-layer map (tanh, 8 hidden units, 2 features) the Jacobians differ at the
+    two points, so the least-squares collision leaves one point farther than the other. The merit
+    search minimizes the max: a generic solver (SLSQP on min t s.t. both squared distances <= t and
+    g(u) = g(u')) started from its result improves it by less than 0.1% (a local min-max optimum,
+    to the accuracy 15 iterations reach), while from the same start the least-squares optimum's
+    max is larger, by more than 3% on some pairs."""
+    from scipy.optimize import minimize
+    g0 = torch.Generator().manual_seed(21)
+    n = 6
+    W = torch.randn(8, n, generator=g0, dtype=torch.float64) * 1.5
+    b = torch.randn(8, generator=g0, dtype=torch.float64)
+    V = torch.randn(2, 8, generator=g0, dtype=torch.float64)
+    x = torch.randn(6, n, generator=g0, dtype=torch.float64)
+    x_prime = torch.randn(6, n, generator=g0, dtype=torch.float64)
+    found = jacobian.search(lambda u: torch.tanh(u @ W.T + b) @ V.T, None, x, x_prime, step="merit", max_iter=15,
+                            dtype=torch.float64, box=None, return_points=True)
+    Wn, bn, Vn = W.numpy(), b.numpy(), V.numpy()
+
+    def features(u):
+        return Vn @ np.tanh(Wn @ u + bn)
+
+    def solve(k: int, objective: str) -> float:
+        """SLSQP from the merit search's collision; the max of the two distances it ends at."""
+        a, c = x[k].numpy(), x_prime[k].numpy()
+        start = np.concatenate([found.x_tilde[k].numpy(), found.x_tilde_prime[k].numpy()])
+        collide = dict(type="eq", fun=lambda v: features(v[:n]) - features(v[n:2 * n]))
+        if objective == "max":
+            squares = [lambda v: np.sum((v[:n] - a) ** 2), lambda v: np.sum((v[n:2 * n] - c) ** 2)]
+            constraints = [collide] + [dict(type="ineq", fun=lambda v, s=s: v[-1] - s(v)) for s in squares]
+            start = np.append(start, max(s(start) for s in squares))
+            goal = lambda v: v[-1]  # noqa: E731
+        else:
+            constraints = [collide]
+            goal = lambda v: np.sum((v[:n] - a) ** 2) + np.sum((v[n:] - c) ** 2)  # noqa: E731
+        v = minimize(goal, start, constraints=constraints, method="SLSQP", options=dict(ftol=1e-13, maxiter=500)).x
+        assert np.abs(features(v[:n]) - features(v[n:2 * n])).max() < 1e-7
+        return max(np.linalg.norm(v[:n] - a), np.linalg.norm(v[n:2 * n] - c))
+
+    least_squares = []
+    for k in range(len(x)):
+        assert float(found.distance[k]) <= solve(k, "max") * (1 + 1e-3)
+        least_squares.append(solve(k, "squares"))
+    assert (found.distance <= torch.tensor(least_squares) * (1 + 1e-6)).all()
+    assert (found.distance < 0.97 * torch.tensor(least_squares)).any()

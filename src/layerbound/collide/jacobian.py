@@ -261,6 +261,22 @@ def jacobian_rows(g: Features, u: torch.Tensor, rows_per_pass: int | None = None
     return value.detach(), rows.detach()
 
 
+def _step_scales(weights: tuple[torch.Tensor, torch.Tensor] | None, like: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair multipliers of the two points' steps, broadcastable against `like` (B, *shape):
+    1 / w and 1 / w' for the metric w ||u - p||^2 + w' ||u' - p'||^2 (both 1: Euclidean)."""
+    if weights is None:
+        one = torch.ones(len(like), dtype=like.dtype, device=like.device)
+        weights = (one, one)
+    shape = (-1,) + (1,) * (like.dim() - 1)
+    return (1 / weights[0]).view(shape), (1 / weights[1]).view(shape)
+
+
+def _gram(J_left: torch.Tensor, J: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """scale * J_left J^T per pair, scale the broadcastable (B, 1, ...) step multiplier."""
+    return scale.reshape(-1, 1, 1) * (J_left @ J.transpose(1, 2))
+
+
 def _apply(J: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Batched J v for J (B, m, n0) and v (B, *shape)."""
     return (J @ v.reshape(v.shape[0], -1, 1)).squeeze(2)
@@ -290,12 +306,15 @@ BOX_NEWTON_HALVINGS = 6
 
 def project(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, x_tilde: torch.Tensor,
             x_tilde_prime: torch.Tensor, p: torch.Tensor, p_prime: torch.Tensor,
-            box: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            box: tuple[float, float] | None = None,
+            weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean projection of the pair (p, p') onto the linearized collision constraint H_i,
 
         r + J' (u' - x~') - J (u - x~) = 0,
 
-    and, with a box (lo, hi), onto H_i intersected with lo <= u, u' <= hi. Without a box it is
+    and, with a box (lo, hi), onto H_i intersected with lo <= u, u' <= hi; with `weights` (w, w'),
+    per-pair tensors, in the metric w ||u - p||^2 + w' ||u' - p'||^2 (the steps below then carry
+    the factors 1 / w and 1 / w', and so do the Gram matrices). Without a box it is
     one m x m solve: (u, u') = (p + J^T y, p' - J'^T y) with (J J^T + J' J'^T) y = c(p, p'). With a
     box the minimizer is (clip(p + J^T y), clip(p' - J'^T y)) for the y that satisfies the
     constraint (the Lagrangian separates per coordinate); y solves that piecewise-linear equation
@@ -307,16 +326,18 @@ def project(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, x_tilde: to
     def constraint(u: torch.Tensor, u_prime: torch.Tensor) -> torch.Tensor:
         return r + _apply(J_prime, u_prime - x_tilde_prime) - _apply(J, u - x_tilde)
 
-    def back(M: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (M.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
+    s, s_prime = _step_scales(weights, p)
 
-    y = _solve_psd(J @ J.transpose(1, 2) + J_prime @ J_prime.transpose(1, 2), constraint(p, p_prime))
+    def back(M: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return scale * (M.transpose(1, 2) @ y.unsqueeze(2)).reshape(p.shape)
+
+    y = _solve_psd(_gram(J, J, s) + _gram(J_prime, J_prime, s_prime), constraint(p, p_prime))
     if box is None:
-        return p + back(J, y), p_prime - back(J_prime, y)
+        return p + back(J, y, s), p_prime - back(J_prime, y, s_prime)
     lo, hi = box
 
     # v = p + J^T y and v' = p' - J'^T y are affine in y: the trial points of a step are cheap.
-    v, v_prime = p + back(J, y), p_prime - back(J_prime, y)
+    v, v_prime = p + back(J, y, s), p_prime - back(J_prime, y, s_prime)
     # Converged once the constraint holds to rounding of the violation there was to remove.
     floor = 16 * torch.finfo(p.dtype).eps * (constraint(p, p_prime).norm(dim=1) + r.norm(dim=1))
     c = constraint(v.clamp(lo, hi), v_prime.clamp(lo, hi))
@@ -327,9 +348,9 @@ def project(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, x_tilde: to
             break
         free = ((lo < v) & (v < hi)).flatten(1).to(p.dtype).unsqueeze(1)
         free_prime = ((lo < v_prime) & (v_prime < hi)).flatten(1).to(p.dtype).unsqueeze(1)
-        H = (J * free) @ J.transpose(1, 2) + (J_prime * free_prime) @ J_prime.transpose(1, 2)
+        H = _gram(J * free, J, s) + _gram(J_prime * free_prime, J_prime, s_prime)
         step = _solve_psd(H, c)
-        dv, dv_prime = back(J, step), -back(J_prime, step)
+        dv, dv_prime = back(J, step, s), -back(J_prime, step, s_prime)
         accepted = torch.zeros_like(done)
         t = 1.0
         for _ in range(BOX_NEWTON_HALVINGS):   # halve the step until the constraint violation decreases
@@ -358,13 +379,20 @@ MERIT_GROW = 4.0
 MERIT_PENALTY = 1.0
 CHORD_STEPS = 8
 MERIT_PATIENCE = 3
+# The balancing metric: fixed-point steps per iteration that tilt it until the Gauss-Newton step's
+# two distances are equal (4: within 3e-4 of a local min-max optimum where 6 reach 2e-4, on
+# test_collide's smooth 2-layer map), and the bound on its log weight ratio log(w / w') (weights
+# up to e^3 = 20 apart), so that a pair one of whose points cannot move (pinned by the box)
+# cannot tilt it without end.
+BALANCE_STEPS = 4
+BALANCE_LIMIT = 3.0
 
 
 def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,
           tol: float, verify_tol: float, return_points: bool = False, rows_per_pass: int | None = None,
           points_per_pass: int | None = None, box: tuple[float, float] | None = None) -> Collisions:
     """Algorithm 1's linearize-and-project step with a per-pair step fraction chosen by a line
-    search on an exact-penalty merit function.
+    search on an exact-penalty merit function, in a metric that balances the pair's two distances.
 
     At the iterate z = (x~, x~') (any pair of points) with Jacobians J, J', the projections onto
     H_i of z (P_z, the Newton restoration) and of the original pair (P_x, the Gauss-Newton step)
@@ -372,7 +400,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     projection of (1 - a) z + a (x, x') is the point (1 - a) P_z + a P_x on it. A trial point u at
     fraction a is judged by
 
-        psi(u) = ||(u - x, u' - x')|| + MERIT_PENALTY * ||delta(u)||,
+        psi(u) = ||(u - x, u' - x')||_w + MERIT_PENALTY * ||delta(u)||_w,
 
     delta(u) the least-norm correction of its true residual g(u') - g(u) with J, J' (one forward
     pass): the distance to the original pair plus a first-order distance to the collision set
@@ -384,13 +412,25 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     unlike a search over verified collisions the iterates need not collide, so a step can cross
     ReLU kinks and let the next Jacobians restore it. At every iterate P_z is restored by up to CHORD_STEPS chord steps (fixed
     J, J') and offered as the best collision when its residual is within verify_tol / 2 of the
-    feature gap; so is the accepted trial of the last iteration. A pair stops when P_z collides
-    and the Gauss-Newton step moves less than tol of the midpoint objective (stationary), or
+    feature gap; so is the accepted trial of the last iteration. A pair stops when P_z collides,
+    the Gauss-Newton step moves less than tol of the midpoint objective and P_z's two distances
+    differ by less than tol of the midpoint's scale ||x - x'|| / sqrt(2) (stationary), or
     after max_iter Jacobian evaluations (the midpoint's included). The first fraction is alpha;
     gamma (algorithm1's decay) is not used. The best collision is verified independently at the
-    end, as in algorithm1. Measured (benchmarks/bench_tightness.py): at 15 Jacobian evaluations
-    a median 0.9% below to 3.5% above a 300-iteration reference on the default models' taps,
-    within 1% on 17 of 21.
+    end, as in algorithm1.
+
+    The distance is max(||x~ - x||, ||x~' - x'||), which the sum of squares that Algorithm 1
+    minimizes does not balance: where the map's Jacobians differ at the two points its minimizer
+    can leave one point much farther than the other. So every projection, chord step and psi is
+    in the metric ||(v, v')||_w^2 = w ||v||^2 + w' ||v'||^2 (w + w' = 2, both 1 at the start,
+    kept per pair from one iteration to the next). At each iterate, BALANCE_STEPS fixed-point
+    steps first tilt the log weight ratio log(w / w') by log(||u - x|| / ||u' - x'||) at the
+    Gauss-Newton point (u, u') = P_x of the current weights (the update that equalizes them if
+    each distance is inversely proportional to its weight), clamped to +-BALANCE_LIMIT. The
+    Gauss-Newton step is then the linearized min-max step: of the points on H_i (and in the box)
+    the closest to (x, x') in the max of the two distances. A fixed point with equal distances is
+    a stationary point of min max(||x~ - x||, ||x~' - x'||) over collisions. Measured
+    (benchmarks/bench_tightness.py): MEASURED.
     """
     B = x.shape[0]
     norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
@@ -404,9 +444,18 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     iterations = torch.zeros(B, dtype=torch.int64, device=x.device)
     converged = torch.zeros(B, dtype=torch.bool, device=x.device)
 
-    def pair_norm(u: torch.Tensor, u_prime: torch.Tensor, v: torch.Tensor, v_prime: torch.Tensor) -> torch.Tensor:
-        """||(u - v, u' - v')||: to (x, x') the square root of Algorithm 1's objective."""
-        return (norms(u - v) ** 2 + norms(u_prime - v_prime) ** 2).sqrt()
+    def pair_norm(u: torch.Tensor, u_prime: torch.Tensor, v: torch.Tensor, v_prime: torch.Tensor,
+                  w: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """(w ||u - v||^2 + w' ||u' - v'||^2)^(1/2)."""
+        return (w[0] * norms(u - v) ** 2 + w[1] * norms(u_prime - v_prime) ** 2).sqrt()
+
+    log_ratio = torch.zeros(B, dtype=x.dtype, device=x.device)   # log(w / w') of the balancing metric
+    tiny = torch.finfo(x.dtype).tiny
+
+    def weights(pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The metric's (w, w') for these pairs, w + w' = 2."""
+        w = 2 * torch.sigmoid(log_ratio[pairs])
+        return w, 2 - w
 
     def restore_and_offer(pairs, u, u_prime, J_p, J_prime_p) -> torch.Tensor:
         """Chord steps from (u, u') until it collides; offer it as the best collision. Whether it
@@ -424,7 +473,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             todo, r_u = todo[open_], r_u[open_]
             if chord == CHORD_STEPS or not len(todo):
                 break
-            u[todo], u_prime[todo] = _chord_step(J_p[todo], J_prime_p[todo], r_u, u[todo], u_prime[todo], box)
+            u[todo], u_prime[todo] = _chord_step(J_p[todo], J_prime_p[todo], r_u, u[todo], u_prime[todo], box,
+                                                 weights(pairs[todo]))
         objective = norms(u - x[pairs]) ** 2 + norms(u_prime - x_prime[pairs]) ** 2
         distance = torch.maximum(norms(u - x[pairs]), norms(u_prime - x_prime[pairs]))
         collides = torch.isfinite(residual) & torch.isfinite(objective) & (residual <= verify_tol / 2 * scale[pairs])
@@ -443,12 +493,18 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         active = active[:0]
     while len(active):
         za, za_prime = z[active], z_prime[active]
-        restore = project(J, J_prime, r, za, za_prime, za, za_prime, box)                 # P_z
-        newton = project(J, J_prime, r, za, za_prime, x[active], x_prime[active], box)    # P_x
+        for _ in range(BALANCE_STEPS):   # the metric in which the Gauss-Newton step is balanced
+            step_x = project(J, J_prime, r, za, za_prime, x[active], x_prime[active], box, weights(active))
+            tilt = (norms(step_x[0] - x[active]).clamp_min(tiny) / norms(step_x[1] - x_prime[active]).clamp_min(tiny)).log()
+            log_ratio[active] = (log_ratio[active] + tilt).clamp(-BALANCE_LIMIT, BALANCE_LIMIT)
+        W = weights(active)
+        restore = project(J, J_prime, r, za, za_prime, za, za_prime, box, W)                 # P_z
+        newton = project(J, J_prime, r, za, za_prime, x[active], x_prime[active], box, W)    # P_x
         restored = restore_and_offer(active, restore[0].clone(), restore[1].clone(), J, J_prime)
-        psi_z = pair_norm(za, za_prime, x[active], x_prime[active]) + MERIT_PENALTY * pair_norm(*restore, za, za_prime)
+        psi_z = pair_norm(za, za_prime, x[active], x_prime[active], W) + MERIT_PENALTY * pair_norm(*restore, za, za_prime, W)
+        gap = norms(restore[0] - x[active]) - norms(restore[1] - x_prime[active])
         still = restored & (norms(newton[0] - restore[0]) ** 2 + norms(newton[1] - restore[1]) ** 2
-                            < tol * objective_0[active])
+                            < tol * objective_0[active]) & (gap.abs() < tol * objective_0[active].sqrt())
         converged[active[still]] = True
         last = iterations[active] >= max_iter    # no Jacobians at the next iterate: offer it now
         a = fraction[active].clone()
@@ -468,8 +524,9 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             u_prime = (1 - w) * restore[1][idx] + w * newton[1][idx]
             with torch.no_grad():
                 g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
-            c, c_prime = _chord_step(J[idx], J_prime[idx], g_u_prime - g_u, u, u_prime, box)
-            psi = pair_norm(u, u_prime, x[active[idx]], x_prime[active[idx]]) + MERIT_PENALTY * pair_norm(c, c_prime, u, u_prime)
+            Wi = (W[0][idx], W[1][idx])
+            c, c_prime = _chord_step(J[idx], J_prime[idx], g_u_prime - g_u, u, u_prime, box, Wi)
+            psi = pair_norm(u, u_prime, x[active[idx]], x_prime[active[idx]], Wi) + MERIT_PENALTY * pair_norm(c, c_prime, u, u_prime, Wi)
             ok = torch.isfinite(psi) & (psi < psi_z[idx])
             took = idx[ok]
             accepted[took], searching[took] = True, False
@@ -498,20 +555,22 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
 
 
 def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor,
-                box: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+                box: tuple[float, float] | None,
+                weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The least-norm correction of (u, u') that zeroes the linearized residual r = g(u') - g(u)
-    with the given Jacobians. With a box, only coordinates strictly inside it move (one m x m
+    with the given Jacobians (in the metric of `weights`, as in project). With a box, only coordinates strictly inside it move (one m x m
     solve, no Newton iteration: the search checks the result anyway) and the result is
     clipped to the box."""
     if box is None:
-        return project(J, J_prime, r, u, u_prime, u, u_prime)
+        return project(J, J_prime, r, u, u_prime, u, u_prime, weights=weights)
     lo, hi = box
+    s, s_prime = _step_scales(weights, u)
     free = ((u > lo) & (u < hi)).flatten(1).to(u.dtype).unsqueeze(1)
     free_prime = ((u_prime > lo) & (u_prime < hi)).flatten(1).to(u.dtype).unsqueeze(1)
     JD, JD_prime = J * free, J_prime * free_prime
-    y = _solve_psd(JD @ J.transpose(1, 2) + JD_prime @ J_prime.transpose(1, 2), r)
-    step = (JD.transpose(1, 2) @ y.unsqueeze(2)).reshape(u.shape)
-    step_prime = (JD_prime.transpose(1, 2) @ y.unsqueeze(2)).reshape(u.shape)
+    y = _solve_psd(_gram(JD, J, s) + _gram(JD_prime, J_prime, s_prime), r)
+    step = s * (JD.transpose(1, 2) @ y.unsqueeze(2)).reshape(u.shape)
+    step_prime = s_prime * (JD_prime.transpose(1, 2) @ y.unsqueeze(2)).reshape(u.shape)
     return (u + step).clamp(lo, hi), (u_prime - step_prime).clamp(lo, hi)
 
 
