@@ -2,6 +2,7 @@
 torch-free planning layer the workflow parses with."""
 
 import inspect
+import dataclasses
 import json
 import subprocess
 import sys
@@ -176,3 +177,18 @@ def test_method_polytope_is_planned_for_unprojected_maps_only():
     units = plan.units(validate(raw))
     assert {(u.model, u.layer) for u in units} == {(name, "logits") for name in raw["models"]} | {("input", "input")}
     assert all(u.projections == 1 for u in units)          # and no projected input baseline
+
+
+def test_the_search_revision_and_resolved_defaults_are_in_the_digest(monkeypatch):
+    """`step: auto` and `max_iter: null` are stored as written, so what they resolve to, and the
+    algorithm's revision, must change the digest (and the shard job's parameters) by themselves:
+    otherwise a new search would reuse the shards of the old one."""
+    from layerbound.collide import options as collide_options
+
+    options = CollisionOptions()
+    revision = options.revision()
+    assert "merit up to 50 features" in revision and '"merit": 15' in revision
+    before = options.digest()
+    changed = dataclasses.replace(collide_options.METHODS["jacobian"], revision=revision + " (changed)")
+    monkeypatch.setitem(collide_options.METHODS, "jacobian", changed)
+    assert options.to_json() == CollisionOptions().to_json() and options.digest() != before

@@ -29,6 +29,7 @@ rule collide_shard:
         lb_plan.pattern("shard"),
     params:
         options=collide_options_json,
+        revision=collide_revision,
         model_args=collide_model_args,
         seed=config["seed"],
     log:

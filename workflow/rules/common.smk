@@ -78,6 +78,11 @@ def collide_options_json(wildcards):
     return lb_plan.collision_options(config, wildcards.collision_method).to_json()
 
 
+def collide_revision(wildcards):
+    """The method's algorithm revision and resolved defaults: a change re-runs the shards."""
+    return lb_plan.collision_options(config, wildcards.collision_method).revision()
+
+
 def collide_model_args(wildcards, input):
     unit = _unit_of(wildcards)
     if unit.model == lb_plan.INPUT_MODEL:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import memory
 from .base import DEFAULT_TOL, Collisions, Features, verify_tol_for
-from .options import SearchOptions
+from .options import AUTO_MERIT_MAX_FEATURES, DEFAULT_MAX_ITER, SearchOptions
 
 # On the CPU the Jacobian rows are computed for at most this many points per forward/backward, so
 # the activations stay in cache: measured ~10% faster than 128 points for the Medium CNN.
@@ -575,18 +575,10 @@ def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torc
 
 
 # The step controls of `search` (option `step`): the paper's decaying schedule, and the merit line
-# search; each one's Jacobian budget when max_iter is None.
+# search; each one's Jacobian budget when max_iter is None is options.DEFAULT_MAX_ITER.
 STEPS = {"decay": algorithm1, "merit": merit}
-DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
 
 
-# `auto` uses the merit search on maps of at most this many features (m constraints) and the
-# decay schedule on wider ones. Measured: at m = 10 (every tap of the default models) merit is
-# closer to a 300-iteration reference than decay at 40 iterations on 20 of 21 taps
-# (benchmarks/bench_tightness.py); on unprojected ReLU layers of 200-300 features it stalls
-# (benchmarks/bench_unprojected.py --arch fcnn: 5% above decay at fc1, no collision at fc2),
-# where decay does not; at fcnn_smaller's 50-wide fc2 both find the same median distance.
-AUTO_MERIT_MAX_FEATURES = 50
 
 
 def resolve_step(step: str, features: int) -> str:

@@ -17,6 +17,18 @@ from .. import config
 
 _DEFAULTS = config.defaults("collision")
 
+# What the search's `step: auto` and `max_iter: null` resolve to (jacobian.resolve_step and
+# jacobian.search), and the revision of its algorithm. With the options they decide a shard's
+# numbers, so they are part of its digest and of its job's parameters: changing any of them
+# re-runs the shards, and shards of different revisions do not merge.
+# `auto` uses merit up to AUTO_MERIT_MAX_FEATURES features (m constraints) because on unprojected
+# ReLU layers of 200-300 features it stalls where decay does not (benchmarks/bench_unprojected.py
+# --arch fcnn: 4% above decay at fc1, at fc2 no collision, the midpoint kept), while at m = 10 (every
+# default tap) and on fcnn_smaller's 75- and 50-wide layers it finds closer collisions than decay.
+AUTO_MERIT_MAX_FEATURES = 50
+DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
+SEARCH_REVISION = "2 (merit minimizes the max of the two distances)"
+
 
 @dataclass(frozen=True)
 class SearchOptions:
@@ -24,7 +36,7 @@ class SearchOptions:
 
     step "auto" means merit on maps of at most 50 features (m) and decay on wider ones
     (jacobian.resolve_step);
-    max_iter None the step control's own budget (jacobian.DEFAULT_MAX_ITER). Tolerances None mean
+    max_iter None the step control's own budget (DEFAULT_MAX_ITER). Tolerances None mean
     the dtype's defaults (base.DEFAULT_TOL, base.DEFAULT_VERIFY_TOL); rows_per_pass None means 1
     Jacobian row per backward pass on the CPU, all m on a GPU.
     """
@@ -57,11 +69,14 @@ class Method:
     options_key: str     # the config section of `collision:` holding them
     module: str          # the module of layerbound.collide with its `run` function
     unprojected_only: bool = False   # searches only maps with m >= n_j (the plan refuses others)
+    revision: str = "1"  # the algorithm's revision and what its option defaults resolve to
 
 
 # The dispatch point of the collision methods (the path component `{collision_method}` of shards).
 METHODS: dict[str, Method] = {
-    "jacobian": Method(SearchOptions, "search", "jacobian"),
+    "jacobian": Method(SearchOptions, "search", "jacobian",
+                       revision=f"{SEARCH_REVISION}; auto: merit up to {AUTO_MERIT_MAX_FEATURES} features; "
+                                f"max_iter null: {json.dumps(DEFAULT_MAX_ITER, sort_keys=True)}"),
     "polytope": Method(PolytopeOptions, "polytope", "polytope", unprojected_only=True),
 }
 
@@ -127,8 +142,12 @@ class CollisionOptions:
             d["box"] = list(d["box"])
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
+    def revision(self) -> str:
+        """The method's revision (Method.revision): with the options, what decides the numbers."""
+        return METHODS[self.method].revision
+
     def digest(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        return hashlib.sha256(f"{self.to_json()}\n{self.revision()}".encode()).hexdigest()
 
     def run(self, f, A, x, x_prime, return_points: bool):
         """Collisions of a batch of pairs by this method (on x's device, in this dtype)."""
