@@ -488,3 +488,28 @@ def test_merit_reaches_a_local_min_max_where_least_squares_is_unbalanced():
         least_squares.append(solve(k, "squares"))
     assert (found.distance <= torch.tensor(least_squares) * (1 + 1e-6)).all()
     assert (found.distance < 0.97 * torch.tensor(least_squares)).any()
+
+
+def test_weighted_chord_step_in_the_box_moves_free_coordinates_by_the_weighted_least_norm_step():
+    """_chord_step with weights and a box: from points strictly inside the box with a small
+    residual nothing clips, and the step is the weighted least-norm correction (the unboxed
+    weighted projection of the points onto their own linearization); coordinates on the box's
+    faces do not move."""
+    g = torch.Generator().manual_seed(41)
+    B, m, n = 4, 3, 12
+    J, J_prime = torch.randn(B, m, n, generator=g, dtype=torch.float64), torch.randn(B, m, n, generator=g, dtype=torch.float64)
+    u = 0.3 + 0.4 * torch.rand(B, n, generator=g, dtype=torch.float64)
+    u_prime = 0.3 + 0.4 * torch.rand(B, n, generator=g, dtype=torch.float64)
+    r = 1e-3 * torch.randn(B, m, generator=g, dtype=torch.float64)
+    w = torch.tensor([1.0, 0.1, 1.8, 0.5], dtype=torch.float64)
+    weights = (w, 2 - w)
+    c, c_prime = jacobian._chord_step(J, J_prime, r, u, u_prime, (0.0, 1.0), weights)
+    free, free_prime = jacobian.project(J, J_prime, r, u, u_prime, u, u_prime, weights=weights)
+    assert torch.allclose(c, free, atol=1e-14) and torch.allclose(c_prime, free_prime, atol=1e-14)
+    assert (c != u).all() and not torch.allclose(c, jacobian.project(J, J_prime, r, u, u_prime, u, u_prime)[0])
+    # On a face: a point with its first 4 coordinates at 0 keeps them there.
+    u[:, :4] = 0.0
+    c, c_prime = jacobian._chord_step(J, J_prime, r, u, u_prime, (0.0, 1.0), weights)
+    assert (c[:, :4] == 0).all()
+    linearized = r + (J_prime @ (c_prime - u_prime).unsqueeze(2)).squeeze(2) - (J @ (c - u).unsqueeze(2)).squeeze(2)
+    assert linearized.abs().max() < 1e-12

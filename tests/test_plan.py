@@ -1,8 +1,8 @@
 """The plan (config -> units, paths, figures), the schema as the one source of defaults, and the
 torch-free planning layer the workflow parses with."""
 
-import inspect
 import dataclasses
+import inspect
 import json
 import subprocess
 import sys
@@ -188,7 +188,8 @@ def test_the_search_revision_and_resolved_defaults_are_in_the_digest(monkeypatch
     options = CollisionOptions()
     revision = options.revision()
     assert "merit up to 50 features" in revision and '"merit": 15' in revision
-    before = options.digest()
+    json_before, digest_before = options.to_json(), options.digest()
     changed = dataclasses.replace(collide_options.METHODS["jacobian"], revision=revision + " (changed)")
     monkeypatch.setitem(collide_options.METHODS, "jacobian", changed)
-    assert options.to_json() == CollisionOptions().to_json() and options.digest() != before
+    assert options.to_json() == json_before and options.digest() != digest_before
+    assert options.revision() == revision + " (changed)"

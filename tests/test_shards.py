@@ -168,7 +168,8 @@ def test_merge_refuses_nan_naming_the_file(full_run, tmp_path):
         shards.merge(full_run[:3] + [bad] + full_run[4:], tmp_path / "out.h5")
 
 
-@pytest.mark.parametrize("key,value", [("config_digest", "0" * 64), ("checkpoint_sha256", "f" * 64),
+@pytest.mark.parametrize("key,value", [("revision", "0 (another search)"), ("config_digest", "0" * 64),
+                                       ("checkpoint_sha256", "f" * 64),
                                        ("torch_version", "0.0"), ("experiment_seed", 1)])
 def test_merge_refuses_disagreeing_attributes_naming_the_file(full_run, tmp_path, key, value):
     bad = edited_copy(full_run[2], tmp_path / "other.h5", lambda h5: h5.attrs.__setitem__(key, value))

@@ -8,8 +8,9 @@ converged; optionally points/pair, points/x_tilde, points/x_tilde_prime
 (the colliding examples of the first `keep_points` pairs of the grid). Attributes: the unit
 (dataset, pairset, method = the collision method, model, layer, m, n_j, projected, projection,
 projection_seed, chunk, chunk_size, num_pairs, per_class, solver), the provenance
-(experiment_seed, config_digest of the collision options, options_json, checkpoint_sha256,
-pairs_sha256, torch_version, layerbound_version, dtype, device). A shard does not record how many
+(experiment_seed, revision of the collision method, config_digest of the collision options and
+that revision, options_json, checkpoint_sha256, pairs_sha256, torch_version, layerbound_version,
+dtype, device). A shard does not record how many
 projections the configuration asks for, so adding one leaves the existing shards valid.
 
 The merged file (plan.PATTERNS["distances"]) holds distances, residuals, objectives, feature_gaps
@@ -54,7 +55,7 @@ BOUND_RTOL = 1e-5
 # Attributes every shard of one merged file must share (the rest: projection, projection_seed,
 # chunk, device, solver).
 AGREE = ("format", "dataset", "pairset", "method", "model", "layer", "m", "n_j", "projected",
-         "chunk_size", "num_pairs", "per_class", "experiment_seed", "config_digest", "options_json",
+         "chunk_size", "num_pairs", "per_class", "experiment_seed", "revision", "config_digest", "options_json",
          "checkpoint_sha256", "pairs_sha256", "torch_version", "layerbound_version", "dtype")
 
 
@@ -153,7 +154,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         "projection": int(s.projection), "projection_seed": int(seed),
         "chunk": int(s.chunk), "chunk_size": int(options.chunk_size), "num_pairs": int(pairs.num_pairs),
         "per_class": int(pairs.per_class), "solver": solver, "experiment_seed": int(experiment_seed),
-        "config_digest": options.digest(), "options_json": options.to_json(),
+        "revision": options.revision(), "config_digest": options.digest(), "options_json": options.to_json(),
         "checkpoint_sha256": checkpoint_sha, "pairs_sha256": file_digest(pairs_file),
         "torch_version": str(torch.__version__), "layerbound_version": __version__,
         "dtype": options.dtype, "device": str(dev),

@@ -269,7 +269,7 @@ def _step_scales(weights: tuple[torch.Tensor, torch.Tensor] | None, like: torch.
         one = torch.ones(len(like), dtype=like.dtype, device=like.device)
         weights = (one, one)
     shape = (-1,) + (1,) * (like.dim() - 1)
-    return (1 / weights[0]).view(shape), (1 / weights[1]).view(shape)
+    return (1 / weights[0]).reshape(shape), (1 / weights[1]).reshape(shape)
 
 
 def _gram(J_left: torch.Tensor, J: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -308,13 +308,15 @@ def project(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, x_tilde: to
             x_tilde_prime: torch.Tensor, p: torch.Tensor, p_prime: torch.Tensor,
             box: tuple[float, float] | None = None,
             weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean projection of the pair (p, p') onto the linearized collision constraint H_i,
+    """Projection of the pair (p, p') onto the linearized collision constraint H_i,
 
         r + J' (u' - x~') - J (u - x~) = 0,
 
     and, with a box (lo, hi), onto H_i intersected with lo <= u, u' <= hi; with `weights` (w, w'),
-    per-pair tensors, in the metric w ||u - p||^2 + w' ||u' - p'||^2 (the steps below then carry
-    the factors 1 / w and 1 / w', and so do the Gram matrices). Without a box it is
+    per-pair tensors (w, w' > 0), in the metric w ||u - p||^2 + w' ||u' - p'||^2 (default: both 1,
+    the Euclidean projection; the formulas below are for that case, and with weights the steps
+    J^T y and J'^T y and the Gram matrices J J^T and J' J'^T carry the factors 1 / w and 1 / w').
+    Without a box it is
     one m x m solve: (u, u') = (p + J^T y, p' - J'^T y) with (J J^T + J' J'^T) y = c(p, p'). With a
     box the minimizer is (clip(p + J^T y), clip(p' - J'^T y)) for the y that satisfies the
     constraint (the Lagrangian separates per coordinate); y solves that piecewise-linear equation
@@ -413,8 +415,9 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     ReLU kinks and let the next Jacobians restore it. At every iterate P_z is restored by up to CHORD_STEPS chord steps (fixed
     J, J') and offered as the best collision when its residual is within verify_tol / 2 of the
     feature gap; so is the accepted trial of the last iteration. A pair stops when P_z collides,
-    the Gauss-Newton step moves less than tol of the midpoint objective and P_z's two distances
-    differ by less than tol of the midpoint's scale ||x - x'|| / sqrt(2) (stationary), or
+    the Gauss-Newton step moves less than tol of the midpoint objective (a squared length) and P_z's
+    two distances differ by less than tol of its square root (the imbalance moves the max to first
+    order, a step near stationarity the objective only to second), or
     after max_iter Jacobian evaluations (the midpoint's included). The first fraction is alpha;
     gamma (algorithm1's decay) is not used. The best collision is verified independently at the
     end, as in algorithm1.
@@ -427,9 +430,13 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     steps first tilt the log weight ratio log(w / w') by log(||u - x|| / ||u' - x'||) at the
     Gauss-Newton point (u, u') = P_x of the current weights (the update that equalizes them if
     each distance is inversely proportional to its weight), clamped to +-BALANCE_LIMIT. The
-    Gauss-Newton step is then the linearized min-max step: of the points on H_i (and in the box)
-    the closest to (x, x') in the max of the two distances. A fixed point with equal distances is
-    a stationary point of min max(||x~ - x||, ||x~' - x'||) over collisions. Measured
+    Gauss-Newton step is then, to the accuracy of those steps, the linearized min-max step: of the
+    points on H_i (and in the box) the closest to (x, x') in the max of the two distances (a
+    weighted least-distance point with equal distances is a min-max point of its set). A fixed
+    point with equal distances is a first-order stationary point of min max(||x~ - x||,
+    ||x~' - x'||) over collisions. Where no weights within the clamp balance the step (one point
+    pinned by the box or by dead ReLUs), the step stays the 20:1-weighted least-squares one and the
+    pair never counts as converged: it runs its whole budget. Measured
     (benchmarks/bench_tightness.py): MEASURED.
     """
     B = x.shape[0]
@@ -558,7 +565,7 @@ def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torc
                 box: tuple[float, float] | None,
                 weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The least-norm correction of (u, u') that zeroes the linearized residual r = g(u') - g(u)
-    with the given Jacobians (in the metric of `weights`, as in project). With a box, only coordinates strictly inside it move (one m x m
+    with the given Jacobians (least in the metric of `weights`, as in project). With a box, only coordinates strictly inside it move (one m x m
     solve, no Newton iteration: the search checks the result anyway) and the result is
     clipped to the box."""
     if box is None:
@@ -577,8 +584,6 @@ def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torc
 # The step controls of `search` (option `step`): the paper's decaying schedule, and the merit line
 # search; each one's Jacobian budget when max_iter is None is options.DEFAULT_MAX_ITER.
 STEPS = {"decay": algorithm1, "merit": merit}
-
-
 
 
 def resolve_step(step: str, features: int) -> str:
