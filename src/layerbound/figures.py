@@ -268,7 +268,7 @@ def zero_one_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: M
 
 METHOD_STYLES = {"polytope": {"linestyle": "-", "color": "tab:blue"},
                  "jacobian": {"linestyle": "--", "color": "tab:orange"}}
-METHOD_LABELS = {"polytope": "polytope descent (paper 002)", "jacobian": "Algorithm 1 (paper 001)"}
+METHOD_LABELS = {"polytope": "polytope descent (paper 002)", "jacobian": "Jacobian search (paper 001)"}
 
 
 def collision_methods_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: Mapping, m: int,
