@@ -448,7 +448,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     with torch.no_grad():
         g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
     feature_gap = norms(g_x_prime - g_x)
-    scale = feature_gap.clamp_min(torch.finfo(x.dtype).tiny)
+    tiny = torch.finfo(x.dtype).tiny
+    scale = feature_gap.clamp_min(tiny)
     midpoint = (x + x_prime) / 2
     objective_0 = norms(x - x_prime) ** 2 / 2
     best = _Best(midpoint, norms(x - x_prime) / 2, objective_0)
@@ -461,7 +462,6 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         return (w[0] * norms(u - v) ** 2 + w[1] * norms(u_prime - v_prime) ** 2).sqrt()
 
     log_ratio = torch.zeros(B, dtype=x.dtype, device=x.device)   # log(w / w') of the balancing metric
-    tiny = torch.finfo(x.dtype).tiny
 
     def weights(pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The metric's (w, w') for these pairs, w + w' = 2."""
@@ -506,7 +506,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         za, za_prime = z[active], z_prime[active]
         for _ in range(BALANCE_STEPS):   # the metric in which the Gauss-Newton step is balanced
             step_x = project(J, J_prime, r, za, za_prime, x[active], x_prime[active], box, weights(active))
-            tilt = (norms(step_x[0] - x[active]).clamp_min(tiny) / norms(step_x[1] - x_prime[active]).clamp_min(tiny)).log()
+            tilt = (norms(step_x[0] - x[active]).clamp_min(tiny)
+                    / norms(step_x[1] - x_prime[active]).clamp_min(tiny)).log()
             log_ratio[active] = (log_ratio[active] + tilt).clamp(-BALANCE_LIMIT, BALANCE_LIMIT)
         W = weights(active)
         restore = project(J, J_prime, r, za, za_prime, za, za_prime, box, W)                 # P_z
@@ -537,7 +538,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
                 g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
             Wi = (W[0][idx], W[1][idx])
             c, c_prime = _chord_step(J[idx], J_prime[idx], g_u_prime - g_u, u, u_prime, box, Wi)
-            psi = pair_norm(u, u_prime, x[active[idx]], x_prime[active[idx]], Wi) + MERIT_PENALTY * pair_norm(c, c_prime, u, u_prime, Wi)
+            psi = (pair_norm(u, u_prime, x[active[idx]], x_prime[active[idx]], Wi)
+                   + MERIT_PENALTY * pair_norm(c, c_prime, u, u_prime, Wi))
             ok = torch.isfinite(psi) & (psi < psi_z[idx])
             took = idx[ok]
             accepted[took], searching[took] = True, False
@@ -569,9 +571,9 @@ def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torc
                 box: tuple[float, float] | None,
                 weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The least-norm correction of (u, u') that zeroes the linearized residual r = g(u') - g(u)
-    with the given Jacobians (least in the metric of `weights`, as in project). With a box, only coordinates strictly inside it move (one m x m
-    solve, no Newton iteration: the search checks the result anyway) and the result is
-    clipped to the box."""
+    with the given Jacobians (least in the metric of `weights`, as in project). With a box, only
+    coordinates strictly inside it move (one m x m solve, no Newton iteration: the search checks
+    the result anyway) and the result is clipped to the box."""
     if box is None:
         return project(J, J_prime, r, u, u_prime, u, u_prime, weights=weights)
     lo, hi = box
