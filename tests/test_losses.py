@@ -140,3 +140,14 @@ def test_bootstrap_collapses_without_sampling_noise_and_is_seeded():
     a, b = losses.loss_table(d, [1.0, 2.0]), losses.loss_table(d, [1.0, 2.0])
     np.testing.assert_array_equal(a["ce_lo"], b["ce_lo"])
     assert losses.loss_table(d, [1.0], replicates=0)[["ce_lo", "zero_one_hi"]].isna().all(axis=None)
+
+
+def test_loss_tables_count_the_collisions_that_fell_back():
+    """fell_back counts collisions reported from an earlier candidate or the midpoint, because
+    the search's best could not be certified; fell_back_midpoint those from the midpoint."""
+    d = np.full((2, 3, 3), 0.5)
+    candidates = np.zeros(d.shape, dtype=np.int8)
+    candidates[0, 1, 2], candidates[1, 0, 0], candidates[1, 2, 1] = 1, -1, -1
+    table = loss_table(d, [0.0, 1.0], 0, candidates=candidates)
+    assert (table["fell_back"] == 3).all() and (table["fell_back_midpoint"] == 2).all()
+    assert (loss_table(d, [0.0, 1.0], 0)["fell_back"] == 0).all()

@@ -274,3 +274,34 @@ def test_polytope_method_shards_verify_and_are_never_worse_than_the_midpoint(set
     assert (columns["distance"] <= columns["midpoint_bound"] + 1e-6).all()
     points = np.concatenate([columns["points/x_tilde"], columns["points/x_tilde_prime"]])
     assert points.min() >= -1e-6 and points.max() <= 1 + 1e-6     # the default box holds
+
+
+def test_shards_record_their_certificates(setup, full_run, tmp_path):
+    """Every shard's collisions are certified in float64 (collide/certify.py): the reported points
+    collide to float64 round-off of the features, by an independent float64 forward pass of the
+    checkpoint, and each pair records its search's distance and residual, the polishing Jacobians
+    and which candidate it reports; the merged file carries them per projection."""
+    root, ps, _, ckpt = setup
+    net64 = features.prepare_model(checkpoint.load(ckpt), torch.float64, torch.device("cpu"))
+    for path in full_run:
+        columns, attrs = shards.read(path)
+        assert attrs["certified_in"] == "float64" and "certificate 1" in attrs["revision"]
+        assert set(np.unique(columns["candidate"])) <= {-1, 0, 1, 2}
+        assert (columns["search_residual"] > 0).any() and (columns["polish_steps"] >= 0).all()
+        with h5py.File(path) as h5:
+            if "points" not in h5:
+                continue
+            k, u, u_prime = (h5["points"][n][()] for n in ("pair", "x_tilde", "x_tilde_prime"))
+        A = projection.draw(0, "tiny", "conv2", 5, attrs["projection"], attrs["n_j"], dtype=torch.float64)
+        g = lambda v: net64.features(torch.from_numpy(v).double(), "conv2") @ A.T  # noqa: E731
+        x, x_prime = ps.gather(k)
+        scale = torch.maximum(g(x.numpy()).norm(dim=1), g(x_prime.numpy()).norm(dim=1))
+        # The stored points are float32 copies: their residual is float32 rounding of the points
+        # times the Jacobian, so this checks the record, not the certificate's 1e-12.
+        residual = (g(u_prime) - g(u)).norm(dim=1)
+        rows = np.searchsorted(columns["pair"], k)
+        assert (residual <= 1e-5 * scale).all()
+        assert (columns["residual"][rows] <= 1e-12 * 4 * scale.numpy()).all()
+    merged = shards.merge(full_run, tmp_path / "merged.h5")
+    arrays, _ = shards.read_merged(merged)
+    assert arrays["candidates"].shape == arrays["distances"].shape == arrays["search_distances"].shape

@@ -12,7 +12,8 @@
 Each step is the workflow's own code: `load_model` builds what a config entry describes (or
 rebuilds a checkpoint, or wraps a module you already have), `collisions` runs paper 001's
 Algorithm 1 on f_j composed with seeded Gaussian projections A (m x n_j; none when m >= n_j)
-and keeps, per pair, the verified collision's distance (at most the midpoint bound ||x - x'|| / 2),
+and keeps, per pair, the distance of a collision certified in float64 (collide/certify.py; at
+most the midpoint bound ||x - x'|| / 2),
 `loss_curve` computes the optimal cross-entropy and 0-1 losses of the conflict graphs over the
 budgets (paper 001, Algorithm 2), with bootstrap intervals, and `plot_loss_curves` draws them
 as the workflow's layer figure. The bound is for every classifier h(A f_j(x)) on the sampled
@@ -21,6 +22,8 @@ points against an l2 adversary of budget eps whose images stay in `box` ([0, 1]^
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,7 +35,7 @@ import torch
 from . import checkpoint, dataset_info, features, loaded, projection, sources
 from . import config as configuration
 from . import pairs as pairsets
-from .collide import CollisionOptions, closed_form
+from .collide import CollisionOptions, certify, closed_form
 from .collide.options import SearchOptions, adversary_label
 from .errors import ConfigError
 
@@ -85,7 +88,8 @@ def sample_pairs(dataset: str, classes: tuple[int, int] = (3, 7), per_class: int
 @dataclass
 class LayerDistances:
     """The collision distances of one layer: `distances` (projections, S, S), the pairs' midpoint
-    bounds ||x - x'|| / 2 (S, S), whether each search converged, and what they are for."""
+    bounds ||x - x'|| / 2 (S, S), whether each search converged, what they are for, and how each
+    collision was certified."""
 
     layer: str
     m: int
@@ -95,6 +99,8 @@ class LayerDistances:
     midpoint_bounds: np.ndarray
     converged: np.ndarray
     adversary: str
+    candidates: np.ndarray | None = None  # per collision: 0 the method's best, k its k-th earlier candidate,
+    certified_in: str = "float64"         # -1 the midpoint (collide/certify.py); the certificates' dtype
 
 
 def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: int = 10, projections: int = 1,
@@ -106,12 +112,16 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     when m >= n_j), by paper 001's Algorithm 1 with the given step control ("merit", "decay", or
     "auto": merit on maps of at most 50 features, decay on wider ones) and at most `max_iter` Jacobian evaluations per
     pair (None: 15 with merit, 40 with decay). `box` keeps the colliding
-    images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place.
+    images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place; a
+    float64 copy of it certifies every collision (collide/certify.py), and `candidates` says per
+    collision whether the search's best was certified (0), an earlier candidate (k > 0) or the
+    midpoint (-1) was used instead.
     """
     dev = torch.device(device)
     options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size,
                                method_options=SearchOptions(step=step, max_iter=max_iter))
     dtype = getattr(torch, options.dtype)
+    spare = copy.deepcopy(model)   # its float64 copy certifies the collisions (collide/certify.py)
     net = features.prepare_model(model, dtype, dev)
     f = features.feature_map(net, layer, dev)
     k = np.arange(pairs.num_pairs)
@@ -119,16 +129,22 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     with torch.no_grad():
         n_j = int(f(x[:1]).shape[1])
     projected = not projection.is_identity(m, n_j)
-    distances, converged = [], []
+    make_float64 = functools.cache(lambda: features.float64_map(spare, layer, dev))
+    distances, converged, candidates = [], [], []
     for p in range(projections if projected else 1):
         A = projection.draw(seed, name, layer, m, p, n_j, dtype=dtype, device=dev) if projected else None
-        result = options.run(f, A, x, x_prime, return_points=False)
+        g = f if A is None else (lambda u, A=A: f(u) @ A.T)
+        exact_map, exact_dtype, certified_in = certify.certification_map(make_float64, A, g, dtype, x)
+        result = certify.certify(exact_map, x, x_prime, options.run(f, A, x, x_prime, return_points=True),
+                                 box, exact_dtype)
         distances.append(result.distance.numpy())
         converged.append(result.converged.numpy())
+        candidates.append(result.candidate.numpy())
     S = pairs.per_class
     bounds = closed_form.input_distance(*pairs.gather(k)).numpy().reshape(S, S)
     return LayerDistances(layer, int(m), n_j, projected, np.stack(distances).reshape(-1, S, S), bounds,
-                          np.stack(converged).reshape(-1, S, S), adversary_label(box))
+                          np.stack(converged).reshape(-1, S, S), adversary_label(box),
+                          np.stack(candidates).reshape(-1, S, S), certified_in)
 
 
 def input_distances(pairs: pairsets.PairSet, box: tuple[float, float] | None = (0.0, 1.0)) -> LayerDistances:
@@ -146,7 +162,8 @@ def loss_curve(found: LayerDistances, eps: Sequence[float], bootstrap: int | Non
     from . import losses
 
     replicates = configuration.defaults("losses")["bootstrap"] if bootstrap is None else bootstrap
-    return losses.loss_table(found.distances, np.asarray(eps, dtype=float), replicates, found.adversary)
+    return losses.loss_table(found.distances, np.asarray(eps, dtype=float), replicates, found.adversary,
+                             found.candidates)
 
 
 def plot_loss_curves(curves: Mapping[str, pd.DataFrame], model: str = "model", dataset: str = "?", m: int = 0,

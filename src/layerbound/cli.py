@@ -66,7 +66,7 @@ def _cmd_losses(args: argparse.Namespace) -> None:
     replicates = losses.BOOTSTRAP_REPLICATES if args.bootstrap is None else args.bootstrap
     if replicates < 0:
         raise ValueError(f"--bootstrap must be 0 or more, not {replicates}")
-    table = losses.loss_table(arrays["distances"], eps, replicates, adversary_label(box))
+    table = losses.loss_table(arrays["distances"], eps, replicates, adversary_label(box), arrays["candidates"])
     key = tuple(attrs[k] for k in losses.KEY_COLUMNS)
     losses.write_table(losses.summarize({key: table}), args.out)
     top = table.iloc[-1]

@@ -20,6 +20,12 @@ def prepare_model(model: torch.nn.Module, dtype: torch.dtype, device: torch.devi
     return model
 
 
+def float64_map(model: torch.nn.Module, layer: str, device: torch.device) -> Features:
+    """f_j of `model` in float64 (its own weights: float32 values are exact in float64), for the
+    certificates of collide/certify.py. Converts `model` in place: pass a copy."""
+    return feature_map(prepare_model(model, torch.float64, device), layer, device)
+
+
 def feature_map(net: torch.nn.Module, layer: str, device: torch.device) -> Features:
     """f_j of a prepared network, as the function the collision search differentiates.
 

@@ -41,6 +41,8 @@ TABLE_COLUMNS = [
     "zero_one_lo",
     "zero_one_hi",
     "adversary",
+    "fell_back",
+    "fell_back_midpoint",
 ]
 # What identifies a merged distance file (and so a loss table): the pair set and the collision
 # method are part of it so two methods, or two pair sets, never mix in one summary.
@@ -97,7 +99,7 @@ def bootstrap(distances: np.ndarray, grid: np.ndarray, replicates: int = BOOTSTR
 
 
 def loss_table(distances, eps_grid, replicates: int = BOOTSTRAP_REPLICATES,
-               adversary: str = adversary_label(None)) -> pd.DataFrame:
+               adversary: str = adversary_label(None), candidates=None) -> pd.DataFrame:
     """Optimal losses over projections for every eps, one row per eps (sorted).
 
     Parameters
@@ -112,7 +114,11 @@ def loss_table(distances, eps_grid, replicates: int = BOOTSTRAP_REPLICATES,
     DataFrame with columns :data:`TABLE_COLUMNS`; ``*_std`` is the sample standard deviation
     over projections (0 for a single projection), ``*_lo`` / ``*_hi`` the bootstrap interval
     (:func:`bootstrap`, `replicates` replicates; NaN for 0), ``adversary`` the threat model the
-    distances are for (collide.options.adversary_label), on every row.
+    distances are for (collide.options.adversary_label), on every row, and ``fell_back`` /
+    ``fell_back_midpoint`` how many of the P x S_A x S_B collisions are not the method's best
+    because it could not be certified (collide/certify.py): reported from an earlier candidate or
+    the midpoint / from the midpoint, from `candidates` (same shape as distances: the
+    certificates' candidate index, -1 the midpoint; None counts none).
     """
     d = np.asarray(distances, dtype=np.float64)
     if d.ndim != 3:
@@ -124,6 +130,9 @@ def loss_table(distances, eps_grid, replicates: int = BOOTSTRAP_REPLICATES,
     table["projections"] = np.full(grid.size, d.shape[0], dtype=np.int64)
     table.update(bootstrap(d, grid, replicates))
     table["adversary"] = [adversary] * grid.size
+    chosen = np.zeros(d.shape, dtype=np.int64) if candidates is None else np.asarray(candidates)
+    table["fell_back"] = np.full(grid.size, int((chosen != 0).sum()), dtype=np.int64)
+    table["fell_back_midpoint"] = np.full(grid.size, int((chosen < 0).sum()), dtype=np.int64)
     return pd.DataFrame(table, columns=TABLE_COLUMNS)
 
 

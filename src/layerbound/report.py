@@ -19,7 +19,7 @@ SUMMARY_COLUMNS = ["dataset", "pairset", "method", "adversary", "model", "traini
                    "eps_ce_half_log2", "eps_ce_half_log2_lo", "eps_ce_half_log2_hi", "eval_eps", "grid_eps",
                    "ce_at_eval_eps", "ce_at_eval_eps_lo", "ce_at_eval_eps_hi", "zero_one_at_eval_eps",
                    "ce_at_max_eps", "clean_acc", "robust_acc", "headline_attack", "headline_norm", "headline_eps",
-                   "headline_examples", "headline_robust_acc"]
+                   "headline_examples", "headline_robust_acc", "fell_back", "fell_back_midpoint"]
 
 
 def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
@@ -36,6 +36,9 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
     robust_acc: the training sidecar's PGD robust accuracy; headline_*: the attack stage's
     headline (AutoAttack at the training budget on the first `headline_examples` test images)
     from `attacks_by_model` (the sidecars results/attacks/{dataset}/{model}.json), NaN without one.
+    fell_back / fell_back_midpoint: how many of the layer's collisions (pairs times projections)
+    report an earlier candidate or the midpoint / the midpoint, because the search's best
+    collision could not be certified (collide/certify.py).
     """
     rows = []
     group_cols = ["dataset", "pairset", "method", "m"]
@@ -75,6 +78,8 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
                     "clean_acc": float(metrics.get("clean_test_accuracy", float("nan"))),
                     "robust_acc": float(metrics.get("robust_test_accuracy", float("nan"))),
                     **headline,
+                    "fell_back": int(curve["fell_back"].max()),
+                    "fell_back_midpoint": int(curve["fell_back_midpoint"].max()),
                 })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -128,7 +133,10 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
         "collide only at larger budgets under that map. <b>CE / 0-1 at eval eps</b>: the optimal losses at the grid "
         "budget nearest the model's robust-evaluation budget (its training eps for PGD and TRADES models). "
         "Brackets are 95% bootstrap intervals over the S examples per class and the projections; layers marked "
-        "&#8776; are not separated from the extreme layer by that noise (their intervals overlap).</p>",
+        "&#8776; are not separated from the extreme layer by that noise (their intervals overlap). Every collision "
+        "behind these numbers is certified: re-evaluated in float64 and polished until its residual is at float64 "
+        "round-off of the features; <b>fell back</b> counts the collisions (pairs times projections) for which the "
+        "search's best could not be certified and an earlier candidate or, in parentheses, the midpoint was used.</p>",
     ]
     for (dataset, pairset, method, model, m), block in summary.groupby(["dataset", "pairset", "method", "model", "m"], sort=False):
         first = block.iloc[0]
@@ -155,7 +163,7 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
                          f"it: {', '.join(ce_others) or 'no other layer'}.</p>")
         parts.append("<table><tr><th>layer</th><th>projections</th><th>eps at CE = log(2)/2 [95%]</th>"
                      f"<th>CE at eps = {fmt(first['grid_eps'], 2)} [95%]</th><th>0-1 at eps = {fmt(first['grid_eps'], 2)}</th>"
-                     "<th>CE at largest eps</th></tr>")
+                     "<th>CE at largest eps</th><th>fell back (midpoint)</th></tr>")
         for index, row in block.iterrows():
             cls = " class='baseline'" if row["layer"] in BASELINES else ""
 
@@ -167,7 +175,8 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
                        f"{' &#8776;' if ce_near.get(index, False) else ''}")
             parts.append(f"<tr{cls}><td>{html.escape(layer_display(row['layer'], int(m)))}</td><td>{int(row['projections'])}</td>"
                          f"<td>{half}</td><td>{ce_text}</td><td>{fmt(row['zero_one_at_eval_eps'])}</td>"
-                         f"<td>{fmt(row['ce_at_max_eps'])}</td></tr>")
+                         f"<td>{fmt(row['ce_at_max_eps'])}</td>"
+                         f"<td>{int(row['fell_back'])} ({int(row['fell_back_midpoint'])})</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -4,17 +4,22 @@ A shard (path pattern plan.PATTERNS["shard"]) holds the pairs k in [chunk * chun
 (chunk + 1) * chunk_size) of the S x S grid, for one projection p of one (model, layer, m).
 Columns (one row per pair): pair (flat index k = i * S + j), i, j, distance, midpoint_bound
 (||x - x'|| / 2, which no distance may exceed), objective, residual, feature_gap, iterations,
-converged; optionally points/pair, points/x_tilde, points/x_tilde_prime
-(the colliding examples of the first `keep_points` pairs of the grid). Attributes: the unit
+converged, and the certificate's record (collide/certify.py: every distance is that of a
+collision certified in float64): search_distance and search_residual (the method's own best
+candidate, before polishing), polish_steps (Jacobian evaluations) and candidate (0 the method's
+best, k its k-th earlier candidate, -1 the midpoint); optionally points/pair, points/x_tilde,
+points/x_tilde_prime (the colliding examples of the first `keep_points` pairs of the grid). Attributes: the unit
 (dataset, pairset, method = the collision method, model, layer, m, n_j, projected, projection,
 projection_seed, chunk, chunk_size, num_pairs, per_class, solver), the provenance
 (experiment_seed, revision of the collision method, config_digest of the collision options and
 that revision, options_json, checkpoint_sha256, pairs_sha256, torch_version, layerbound_version,
-dtype, device). A shard does not record how many
+dtype, device, certified_in: "float64", or the dtype and reason where the model cannot run in
+float64). A shard does not record how many
 projections the configuration asks for, so adding one leaves the existing shards valid.
 
-The merged file (plan.PATTERNS["distances"]) holds distances, residuals, objectives, feature_gaps
-(projections, S, S) float64, midpoint_bounds (S, S), iterations (int32) and converged (bool) of the same shape,
+The merged file (plan.PATTERNS["distances"]) holds distances, residuals, objectives, feature_gaps,
+search_distances, search_residuals (projections, S, S) float64, midpoint_bounds (S, S), iterations
+and polish_steps (int32), candidates (int8) and converged (bool) of the same shape,
 projection_seeds (projections,), the points of the shards (points/pair, points/x_tilde and
 points/x_tilde_prime of shape (projections, K, C, H, W)), and the shards' common attributes plus
 projections, the list of devices and solvers, and the path and sha256 of every shard. Merging
@@ -24,6 +29,7 @@ naming the file.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -35,7 +41,7 @@ import torch
 
 from . import __version__, checkpoint, dataset_info, features, projection
 from . import pairs as pairsets
-from .collide import CollisionOptions, closed_form
+from .collide import CollisionOptions, certify, closed_form
 from .collide.base import Features, verify_tol_for
 from .device import describe as describe_device
 from .device import select as select_device
@@ -43,11 +49,12 @@ from .errors import ShardError
 from .plan import INPUT_LAYERS, INPUT_MODEL, Shard, is_projected
 from .store import file_digest, plain, write_h5
 
-SHARD_FORMAT = "layerbound-shard-2"
-MERGED_FORMAT = "layerbound-distances-2"
+SHARD_FORMAT = "layerbound-shard-3"
+MERGED_FORMAT = "layerbound-distances-3"
 COLUMNS = ("pair", "i", "j", "distance", "midpoint_bound", "objective", "residual", "feature_gap", "iterations",
-           "converged")
-FLOAT_COLUMNS = ("distance", "midpoint_bound", "objective", "residual", "feature_gap")
+           "converged", "search_distance", "search_residual", "polish_steps", "candidate")
+FLOAT_COLUMNS = ("distance", "midpoint_bound", "objective", "residual", "feature_gap", "search_distance",
+                 "search_residual")
 # A distance is a max of two norms of a collision no farther than the midpoint's, so it lies in
 # [0, ||x - x'|| / 2]; the search computes it in float32, so above the bound is allowed this
 # relative slack (float32 rounding), and nothing more.
@@ -56,7 +63,7 @@ BOUND_RTOL = 1e-5
 # chunk, device, solver).
 AGREE = ("format", "dataset", "pairset", "method", "model", "layer", "m", "n_j", "projected",
          "chunk_size", "num_pairs", "per_class", "experiment_seed", "revision", "config_digest", "options_json",
-         "checkpoint_sha256", "pairs_sha256", "torch_version", "layerbound_version", "dtype")
+         "checkpoint_sha256", "pairs_sha256", "torch_version", "layerbound_version", "dtype", "certified_in")
 
 
 # --- computing one shard -----------------------------------------------------------------------
@@ -71,8 +78,10 @@ def chunk_pairs(chunk: int, chunk_size: int, num_pairs: int) -> np.ndarray:
 
 def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, experiment_seed: int,
             checkpoint_file: str | Path | None = None, arch: str | None = None,
-            device: str | torch.device = "auto", log: Callable[[str], None] = print) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The columns and attributes of shard `s` (nothing written)."""
+            device: str | torch.device = "auto", log: Callable[[str], None] = print,
+            timings: dict[str, float] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The columns and attributes of shard `s` (nothing written). `timings`, when given, receives
+    the wall seconds of the whole shard ("shard") and of the certification in it ("certify")."""
     if s.collision_method != options.method:
         raise ValueError(f"shard method {s.collision_method!r} differs from the options' method {options.method!r}")
     started = time.perf_counter()
@@ -90,7 +99,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
     if s.model == INPUT_MODEL:
         if s.layer not in INPUT_LAYERS:
             raise ValueError(f"model {INPUT_MODEL!r} has layers {INPUT_LAYERS}, not {s.layer!r}")
-        net, n_j, checkpoint_sha = None, n0, ""
+        net, spare, n_j, checkpoint_sha = None, None, n0, ""
         f: Features = lambda u: u.flatten(1)  # noqa: E731
     else:
         if checkpoint_file is None:
@@ -105,6 +114,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         if s.layer not in net.taps + net.pre_activation_taps:
             raise ValueError(f"model {s.model!r} ({net.arch}) has no tap {s.layer!r}; taps: {', '.join(net.taps)}")
         n_j = net.tap_widths()[s.layer]
+        spare = copy.deepcopy(net) if dtype != torch.float64 else None   # for the float64 certificates
         net = features.prepare_model(net, dtype, dev)
         checkpoint_sha = file_digest(checkpoint_file)
         f = features.feature_map(net, s.layer, dev)
@@ -122,6 +132,11 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
     # The affine closed forms ignore a box: with one, only the identity keeps its closed form (the
     # midpoint of two points in a box lies in it), and the other affine maps are searched.
     boxed = options.box is not None
+    # Every collision, whatever found it, is certified in float64 (collide/certify.py).
+    make_float64 = None if spare is None else (lambda: features.float64_map(spare, s.layer, dev))
+    exact_map, exact_dtype, certified_in = certify.certification_map(make_float64, A, g, dtype, x_d)
+    if certified_in != "float64":
+        log(f"{s.model}/{s.layer}: collisions certified in {certified_in}")
     if s.model == INPUT_MODEL and (s.layer == "input" or A is None or not boxed):
         solver = "closed_form_input" if s.layer == "input" else "closed_form_input_rp"
         result = closed_form.collisions(g, None if A is None else A.double().cpu(), x_d, x_prime_d, verify_tol)
@@ -132,7 +147,10 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         result = closed_form.collisions(g, L, x_d, x_prime_d, verify_tol)
     else:
         solver = s.collision_method
-        result = options.run(f, A, x_d, x_prime_d, return_points=bool(keep.any()))
+        result = options.run(f, A, x_d, x_prime_d, return_points=True)
+    searched = time.perf_counter()
+    result = certify.certify(exact_map, x_d, x_prime_d, result, options.box, exact_dtype)
+    certified = time.perf_counter()
 
     i, j = pairs.grid(k)
     midpoint_bound = closed_form.input_distance(x, x_prime).numpy()
@@ -142,6 +160,9 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         "objective": result.objective.numpy(),
         "residual": result.residual.numpy(), "feature_gap": result.feature_gap.numpy(),
         "iterations": result.iterations.numpy().astype(np.int32), "converged": result.converged.numpy().astype(bool),
+        "search_distance": result.search_distance.numpy(), "search_residual": result.search_residual.numpy(),
+        "polish_steps": result.polish_steps.numpy().astype(np.int32),
+        "candidate": result.candidate.numpy().astype(np.int8),
     }
     if keep.any():
         sel = torch.from_numpy(np.flatnonzero(keep))
@@ -157,13 +178,18 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         "revision": options.revision(), "config_digest": options.digest(), "options_json": options.to_json(),
         "checkpoint_sha256": checkpoint_sha, "pairs_sha256": file_digest(pairs_file),
         "torch_version": str(torch.__version__), "layerbound_version": __version__,
-        "dtype": options.dtype, "device": str(dev),
+        "dtype": options.dtype, "device": str(dev), "certified_in": certified_in,
     }
     elapsed = time.perf_counter() - started
+    if timings is not None:
+        timings.update(shard=elapsed, certify=certified - searched)
     log(f"{s.model}/{s.layer} m={s.m} p={s.projection} chunk={s.chunk}: {len(k)} pairs by {solver} on {dev} "
-        f"in {elapsed:.1f} s; mean distance {columns['distance'].mean():.4f} "
+        f"in {elapsed:.1f} s ({certified - searched:.1f} s certifying); mean distance {columns['distance'].mean():.4f} "
         f"(midpoint bound {(midpoint_bound.mean()):.4f}), "
-        f"converged {columns['converged'].mean():.0%}, mean iterations {columns['iterations'].mean():.1f}")
+        f"converged {columns['converged'].mean():.0%}, mean iterations {columns['iterations'].mean():.1f}; "
+        f"certified in {str(exact_dtype).removeprefix('torch.')}: {int((columns['candidate'] != 0).sum())} pairs fell back "
+        f"({int((columns['candidate'] < 0).sum())} to the midpoint), {int(columns['polish_steps'].sum())} polishing "
+        "Jacobians")
     return columns, attrs
 
 
@@ -262,6 +288,8 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
     merged = {c: np.zeros((P, N), dtype=np.float64) for c in FLOAT_COLUMNS}
     iterations = np.zeros((P, N), dtype=np.int32)
     converged = np.zeros((P, N), dtype=bool)
+    polish_steps = np.zeros((P, N), dtype=np.int32)
+    candidate = np.zeros((P, N), dtype=np.int8)
     points: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {p: {} for p in range(P)}
     for index, (path, columns, attrs) in enumerate(shards):
         p, k = attrs["projection"], columns["pair"]
@@ -277,6 +305,8 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
             merged[c][p, k] = columns[c]
         iterations[p, k] = columns["iterations"]
         converged[p, k] = columns["converged"]
+        polish_steps[p, k] = columns["polish_steps"]
+        candidate[p, k] = columns["candidate"]
         if "points/pair" in columns:
             for row, pair in enumerate(columns["points/pair"]):
                 points[p][int(pair)] = (columns["points/x_tilde"][row], columns["points/x_tilde_prime"][row])
@@ -297,6 +327,9 @@ def merge(shard_files: Iterable[str | Path], out: str | Path, projections: int |
         "residuals": merged["residual"].reshape(shape),
         "objectives": merged["objective"].reshape(shape), "feature_gaps": merged["feature_gap"].reshape(shape),
         "iterations": iterations.reshape(shape), "converged": converged.reshape(shape),
+        "search_distances": merged["search_distance"].reshape(shape),
+        "search_residuals": merged["search_residual"].reshape(shape),
+        "polish_steps": polish_steps.reshape(shape), "candidates": candidate.reshape(shape),
         "projection_seeds": np.array([projection.seed(ref["experiment_seed"], ref["model"], ref["layer"], ref["m"], p)
                                       for p in range(P)], dtype=np.int64),
     }

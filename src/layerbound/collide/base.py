@@ -44,6 +44,16 @@ class Collisions:
     converged: torch.Tensor    # bool, stopped by the tolerance test rather than the iteration cap
     x_tilde: torch.Tensor | None = None        # the colliding points (when asked for)
     x_tilde_prime: torch.Tensor | None = None
+    # The method's earlier best candidates (B, K, *shape), best first: certify.py falls back to them.
+    earlier_tilde: torch.Tensor | None = None
+    earlier_tilde_prime: torch.Tensor | None = None
+    # Set by certify.certify: the method's own distance, the residual of its best candidate in the
+    # certificate's dtype, the polishing Jacobians, and which candidate is reported (0 the best,
+    # k its k-th earlier one, -1 the midpoint).
+    search_distance: torch.Tensor | None = None
+    search_residual: torch.Tensor | None = None
+    polish_steps: torch.Tensor | None = None
+    candidate: torch.Tensor | None = None
 
     @classmethod
     def empty(cls) -> "Collisions":

@@ -84,30 +84,33 @@ def collisions(g: Features, L: torch.Tensor | None, x: torch.Tensor, x_prime: to
                verify_tol: float) -> Collisions:
     """Collisions of an affine map g(u) = L u + k at their optimum (L None: the identity on inputs).
 
-    x~ = x + delta, x~' = x' - delta with delta = V V^T (x' - x)/2. The residual is recomputed from
-    g and checked like the search's collisions; a pair that fails gets the midpoint.
+    x~ = x + delta, x~' = x' - delta with delta = V V^T (x' - x)/2, in float64 (the points are
+    returned in float64, so their certificates keep the closed form's digits). The residual is
+    recomputed from g (in x's dtype) and checked like the search's collisions; a pair that fails
+    gets the midpoint.
     """
-    delta = (x_prime - x).flatten(1).double().cpu() / 2
+    x64, x_prime64 = x.double(), x_prime.double()
+    delta = (x_prime64 - x64).flatten(1).cpu() / 2
     if L is not None:
         V_t = row_space(L)
         delta = (delta @ V_t.T) @ V_t
-    delta = delta.reshape(x.shape).to(x.dtype)
-    x_tilde, x_tilde_prime = x + delta.to(x.device), x_prime - delta.to(x.device)
+    delta = delta.reshape(x.shape).to(x.device)
+    x_tilde, x_tilde_prime = x64 + delta, x_prime64 - delta
 
     def norms(t: torch.Tensor) -> torch.Tensor:
         return t.flatten(1).double().norm(dim=1).cpu()
     with torch.no_grad():
         g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
-        g_t, g_t_prime = g(torch.cat([x_tilde, x_tilde_prime])).chunk(2)
+        g_t, g_t_prime = g(torch.cat([x_tilde, x_tilde_prime]).to(x.dtype)).chunk(2)
     residual, feature_gap = norms(g_t_prime - g_t), norms(g_x_prime - g_x)
     failed = (~(residual <= verify_tol * feature_gap)).to(x.device)
     if failed.any():
-        midpoint = (x + x_prime) / 2
+        midpoint = (x64 + x_prime64) / 2
         x_tilde[failed], x_tilde_prime[failed] = midpoint[failed], midpoint[failed]
         residual[failed.cpu()] = 0.0
-    distance = torch.maximum(norms(x_tilde - x), norms(x_tilde_prime - x_prime))
+    distance = torch.maximum(norms(x_tilde - x64), norms(x_tilde_prime - x_prime64))
     return Collisions(
-        distance=distance, objective=norms(x_tilde - x) ** 2 + norms(x_tilde_prime - x_prime) ** 2,
+        distance=distance, objective=norms(x_tilde - x64) ** 2 + norms(x_tilde_prime - x_prime64) ** 2,
         residual=residual, feature_gap=feature_gap,
         iterations=torch.zeros(len(x), dtype=torch.int64), converged=torch.ones(len(x), dtype=torch.bool),
         x_tilde=x_tilde.cpu(), x_tilde_prime=x_tilde_prime.cpu())

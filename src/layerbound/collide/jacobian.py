@@ -182,18 +182,34 @@ def algorithm1(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: fl
                          converged, return_points)
 
 
+# Earlier best collisions kept per pair, for certify.py to fall back to when the best cannot be
+# certified (before falling back to the midpoint).
+EARLIER_KEPT = 2
+
+
 class _Best:
-    """Per pair, the best collision found so far, starting from the midpoint (always a collision)."""
+    """Per pair, the best collision found so far, starting from the midpoint (always a collision),
+    and the EARLIER_KEPT collisions it replaced last (NaN where there were fewer)."""
 
     def __init__(self, midpoint: torch.Tensor, distance: torch.Tensor, objective: torch.Tensor):
         self.tilde, self.tilde_prime = midpoint.clone(), midpoint.clone()
         self.distance, self.objective = distance.clone(), objective.clone()
+        shape = (len(midpoint), EARLIER_KEPT, *midpoint.shape[1:])
+        self.earlier = torch.full(shape, float("nan"), dtype=midpoint.dtype, device=midpoint.device)
+        self.earlier_prime = self.earlier.clone()
+        self.found = torch.zeros(len(midpoint), dtype=torch.bool, device=midpoint.device)
 
     def offer(self, pairs: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor, distance: torch.Tensor,
               objective: torch.Tensor, collides: torch.Tensor) -> None:
         """Keep (u, u') for the pairs where it collides and is closer than their best so far."""
         better = collides & (distance < self.distance[pairs])
         won = pairs[better]
+        if EARLIER_KEPT:   # the replaced best moves to the front of the earlier ones (not the start's midpoint)
+            pad = lambda t: torch.where(self.found[won].view(-1, *[1] * (t.dim() - 1)), t, float("nan"))  # noqa: E731
+            self.earlier[won] = torch.cat([pad(self.tilde[won]).unsqueeze(1), self.earlier[won, :-1]], dim=1)
+            self.earlier_prime[won] = torch.cat([pad(self.tilde_prime[won]).unsqueeze(1), self.earlier_prime[won, :-1]],
+                                                dim=1)
+        self.found[won] = True
         self.tilde[won], self.tilde_prime[won] = u[better], u_prime[better]
         self.distance[won], self.objective[won] = distance[better], objective[better]
 
@@ -217,6 +233,8 @@ class _Best:
             feature_gap=cpu(feature_gap), iterations=iterations.cpu(), converged=converged.cpu(),
             x_tilde=self.tilde.detach().cpu() if return_points else None,
             x_tilde_prime=self.tilde_prime.detach().cpu() if return_points else None,
+            earlier_tilde=self.earlier.detach().cpu() if return_points else None,
+            earlier_tilde_prime=self.earlier_prime.detach().cpu() if return_points else None,
         )
 
 
@@ -292,10 +310,12 @@ def _solve_psd(G: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     y = torch.cholesky_solve(c.unsqueeze(2), L).squeeze(2)
     bad = (info != 0) | ~torch.isfinite(y).all(dim=1)
     if bad.any():
-        w, Q = torch.linalg.eigh(G[bad])
+        # In float64: float32's eigh fails to converge on nearly vanishing G (saturated units).
+        G_bad, c_bad = G[bad].double(), c[bad].double()
+        w, Q = torch.linalg.eigh(G_bad)
         cutoff = w.amax(dim=1, keepdim=True).clamp_min(0) * G.shape[1] * torch.finfo(G.dtype).eps
         w_inv = torch.where(w > cutoff, 1 / w, torch.zeros_like(w))
-        y[bad] = (Q @ (w_inv.unsqueeze(2) * (Q.transpose(1, 2) @ c[bad].unsqueeze(2)))).squeeze(2)
+        y[bad] = (Q @ (w_inv.unsqueeze(2) * (Q.transpose(1, 2) @ c_bad.unsqueeze(2)))).squeeze(2).to(y.dtype)
     return y
 
 

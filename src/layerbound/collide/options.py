@@ -28,6 +28,9 @@ _DEFAULTS = config.defaults("collision")
 AUTO_MERIT_MAX_FEATURES = 50
 DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
 SEARCH_REVISION = "2 (merit minimizes the max of the two distances)"
+# The revision of collide/certify.py, which every method's collisions pass through: part of every
+# method's revision (CollisionOptions.revision), so a new certificate re-runs every shard.
+CERTIFY_REVISION = "1 (float64 Gauss-Newton polish; residual <= 1e-12 of the feature magnitude, correction <= 1e-10 of ||x - x'||/2)"
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,9 @@ class CollisionOptions:
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     def revision(self) -> str:
-        """The method's revision (Method.revision): with the options, what decides the numbers."""
-        return METHODS[self.method].revision
+        """The method's revision (Method.revision) and the certificate's: with the options, what
+        decides the numbers."""
+        return f"{METHODS[self.method].revision}; certificate {CERTIFY_REVISION}"
 
     def digest(self) -> str:
         return hashlib.sha256(f"{self.to_json()}\n{self.revision()}".encode()).hexdigest()
