@@ -189,7 +189,11 @@ def test_the_search_revision_and_resolved_defaults_are_in_the_digest(monkeypatch
     revision = options.revision()
     assert "merit up to 50 features" in revision and '"merit": 15' in revision
     json_before, digest_before = options.to_json(), options.digest()
-    changed = dataclasses.replace(collide_options.METHODS["jacobian"], revision=revision + " (changed)")
+    method_revision = collide_options.METHODS["jacobian"].revision
+    changed = dataclasses.replace(collide_options.METHODS["jacobian"], revision=method_revision + " (changed)")
     monkeypatch.setitem(collide_options.METHODS, "jacobian", changed)
     assert options.to_json() == json_before and options.digest() != digest_before
-    assert options.revision() == revision + " (changed)"
+    assert options.revision() == revision.replace(method_revision, method_revision + " (changed)")
+    # The certificate's revision is part of every method's (collide/certify.py): a new one re-runs every shard.
+    monkeypatch.setattr(collide_options, "CERTIFY_REVISION", "next")
+    assert options.revision().endswith("; certificate next") and options.digest() != digest_before
