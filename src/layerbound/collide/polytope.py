@@ -15,9 +15,10 @@ constraint has a positive dual variable (crossing it could lower t): independent
 in the hidden layers, and, as the collision shares the tap layer's pattern, a tap ReLU only when
 both its duals are positive. The previous optimum lies in the new polytope (the flipped units are
 at zero there), so t never increases; the search stops when no flip is allowed, when t stops
-improving, or after max_iter cone programs. Input space reduction (paper 002, Section 4): only the
-component of delta in the row space of W_1 moves any feature, so delta = V alpha with V the right
-singular vectors of W_1 (when W_1 has full column rank, V = I and delta is the input itself).
+improving, or after max_iter cone programs. Input space reduction (paper 002, Section 4): without a
+box, only the component of delta in the row space of W_1 moves any feature, so delta = V alpha with
+V the right singular vectors of W_1; with a box, or when W_1 has full column rank, V = I and delta
+ranges over the whole input space (input_basis says why the reduction is exact only unboxed).
 
 Solver: Clarabel, an interior-point conic solver, called directly on the program's sparse layered
 form (see _cone_program; the tests check it against the dense form solved through cvxpy).
@@ -151,7 +152,7 @@ def search(stages: list[Stage], x: torch.Tensor, x_prime: torch.Tensor, *, max_i
     shape = x.shape[1:]
     xs = x.detach().double().cpu().reshape(len(x), -1).numpy()
     xs_prime = x_prime.detach().double().cpu().reshape(len(x), -1).numpy()
-    V = input_basis(stages[0].W)
+    V = input_basis(stages[0].W, box)
     results = []
     for k in tqdm(range(len(xs)), desc="polytope descent", unit="pair", disable=not progress, mininterval=2.0):
         results.append(_descend(stages, V, xs[k], xs_prime[k], max_iter, box))
@@ -184,11 +185,23 @@ def search(stages: list[Stage], x: torch.Tensor, x_prime: torch.Tensor, *, max_i
         x_tilde=points(u) if points else None, x_tilde_prime=points(u_prime) if points else None)
 
 
-def input_basis(W: np.ndarray | sp.spmatrix) -> np.ndarray | None:
-    """V (n0 x r): an orthonormal basis of the first layer's row space (paper 002, Section 4: only
-    that component of delta moves a feature); None when W has full column rank (V = I, and a sparse
-    W stays sparse in the cone programs)."""
+def input_basis(W: np.ndarray | sp.spmatrix, box: tuple[float, float] | None) -> np.ndarray | None:
+    """V (n0 x r): an orthonormal basis of the first layer's row space, to which the search may
+    restrict delta = V alpha (paper 002, Section 4); None for the whole input space (V = I, and a
+    sparse W stays sparse in the cone programs): when W has full column rank, and with a box.
+
+    Unboxed the reduction is exact: every constraint of a polytope's program (sign patterns, the
+    collision) depends on delta only through W delta = W P delta (P = V V^T), so (P delta,
+    P delta') is feasible whenever (delta, delta') is, and ||P delta|| <= ||delta||; each
+    polytope's optimum t is the same, and attained in the row space. With a box it is not: x +
+    P delta may leave the box where x + delta does not (x = (0, 1), x' = (1, 1), W = [1 1] in
+    [0, 1]^2: P (x' - x) / 2 = (1/4, 1/4) moves x to (1/4, 5/4)), so the reduced program misses
+    the boxed optimum (here sqrt(2) - 1, below the midpoint's 1/2; the reduced descent stays at
+    the midpoint), and in the midpoint's polytope it can even be infeasible.
+    """
     n0 = W.shape[1]
+    if box is not None:
+        return None
     dense = W.toarray() if sp.issparse(W) else W
     if W.shape[0] >= n0 and np.linalg.matrix_rank(dense) == n0:
         return None
@@ -248,8 +261,8 @@ def _cone_program(stages: list[Stage], V: np.ndarray | None, x: np.ndarray, x_pr
     """Solve the polytope's cone program: (t, x~, x~', duals per stage for x~, for x~') or None.
 
     Layered form, passed to Clarabel directly: besides t and the input coordinates alpha (x~ =
-    x + V alpha; V None means the identity, used when the first layer has full column rank, so a
-    convolution's matrix stays sparse), every stage's pre-activation z_i is a variable, tied to
+    x + V alpha; V None means the identity, see input_basis; a convolution's matrix then stays
+    sparse), every stage's pre-activation z_i is a variable, tied to
     the previous one by z_i = W_i diag(pattern_{i-1}) z_{i-1} + k_i. A sign constraint is then
     sign_i * z_i >= 0, diagonal, instead of a dense row of the chained product W_i ... W_1 V:
     1.3-2.5x less CPU per program than that dense form through cvxpy at the FCNN's ReLU taps

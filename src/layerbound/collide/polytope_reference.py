@@ -9,11 +9,12 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def cone_program(stages, x, x_prime, pattern, pattern_prime, V=None):
+def cone_program(stages, x, x_prime, pattern, pattern_prime, V=None, box=None):
     """The cone program of polytope._cone_program in its dense form: every sign constraint a row of
     the chained product W_i diag(s_{i-1}) ... W_1 V acting on delta = V alpha (V None: the identity,
-    delta in the whole input space), solved through cvxpy with Clarabel. Returns t and the sign
-    constraints' duals per stage, for x~ and for x~'."""
+    delta in the whole input space), with lo <= x + V alpha <= hi for a box (lo, hi), solved through
+    cvxpy with Clarabel. Returns t (inf when the polytope is infeasible) and the sign constraints'
+    duals per stage, for x~ and for x~'."""
     def chain(point, pats):
         c, M, out = point, (np.eye(len(point)) if V is None else V), []
         for stage, s in zip(stages, pats):
@@ -33,8 +34,14 @@ def cone_program(stages, x, x_prime, pattern, pattern_prime, V=None):
     (c, M), (c_p, M_p) = chain(x, pattern)[-1], chain(x_prime, pattern_prime)[-1]
     rows = pattern[-1] if stages[-1].relu else np.ones(len(c), dtype=bool)
     constraints.append(M[rows] @ delta - M_p[rows] @ delta_prime == c_p[rows] - c[rows])
+    if box is not None:
+        basis = np.eye(len(x)) if V is None else V
+        for var, point in ((delta, x), (delta_prime, x_prime)):
+            constraints += [point + basis @ var >= box[0], point + basis @ var <= box[1]]
     problem = cp.Problem(cp.Minimize(t), constraints + [s for side in signs for s in side if s is not None])
     problem.solve(solver=cp.CLARABEL)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        return np.inf, None
     duals = [[np.zeros(len(st.k)) if s is None else np.maximum(s.dual_value, 0) for s, st in zip(side, stages)]
              for side in signs]
     return problem.value, duals
