@@ -65,8 +65,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
-from scipy.special import digamma
 
 from .config import defaults
 
@@ -270,6 +268,10 @@ def ksg(x, y, k: int = 3, seed: int = 0) -> float:
     strictly closer in X (in Y) than the k-th neighbour in the joint space (max-norm). Coordinates
     are standardized, and a seeded jitter of 1e-10 breaks ties (ReLU outputs repeat exact zeros).
     """
+    # Imported here: the workflow imports this module to plan (REVISIONS), and scipy takes seconds to load.
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
     x, y = _as_samples(x, "x"), _as_samples(y, "y")
     _check_pair(x, y, k + 1, f"KSG with k={k}")
     rng = np.random.default_rng(seed)
