@@ -42,7 +42,7 @@ def main() -> None:
     accuracy, x_adv = adversarial_accuracy(net, x, y, PGDAttack(norm, eps, steps=10))
     print(f"{metrics['model']}: {len(x)} test images, PGD-{norm} eps {eps}: adversarial accuracy {accuracy:.3f}")
     inputs = {"clean": x, f"PGD eps {eps}": x_adv}
-    print(f"{'pair':<18}{'widths':>14}" + "".join(f"{f'{e} {k}':>22}" for k in inputs for e in args.estimators)
+    print(f"{'pair':<18}{'widths':>14}" + "".join(f"{f'{e} {k}':>26}" for k in inputs for e in args.estimators)
           + f"{'s per estimate':>16}")
     for prev, nxt in zip(net.taps[:-1], net.taps[1:]):
         row, seconds = [], []
@@ -53,7 +53,7 @@ def main() -> None:
                 row.append(class_conditional_mi(h[prev], h[nxt], y.numpy(), estimator).value)
                 seconds.append(time.perf_counter() - started)
         widths = f"{h[prev].shape[1]}-{h[nxt].shape[1]}"
-        print(f"{prev + ' -> ' + nxt:<18}{widths:>14}" + "".join(f"{v:>22.3f}" for v in row)
+        print(f"{prev + ' -> ' + nxt:<18}{widths:>14}" + "".join(f"{v:>26.3f}" for v in row)
               + f"{sum(seconds) / len(seconds):>16.2f}", flush=True)
 
 
