@@ -1,5 +1,6 @@
 """Paper 003's I_j = sum_y pi(y) I(h_{j-1}; h_j | y) between consecutive layers of a trained
-checkpoint, with EDGE and KSG (issue 16); prints the values and their cost.
+checkpoint, with each estimator of `mutual_info.ESTIMATORS` (paper 003's EDGE, EDGE 4.3.1, KSG);
+prints the values and their cost.
 
 The inputs are the first `--examples` test images of the checkpoint's dataset, clean and under
 PGD (l2 or linf, the checkpoint's training budget unless `--eps`, 10 steps of 2.5 eps / 10, random
@@ -17,7 +18,7 @@ import time
 import torch
 
 from layerbound import checkpoint, data
-from layerbound.mutual_info import class_conditional_mi
+from layerbound.mutual_info import ESTIMATORS, class_conditional_mi
 from layerbound.semirobust import PGDAttack, adversarial_accuracy, layer_outputs
 
 
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--eps", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--estimators", nargs="+", default=["edge", "ksg"])
+    parser.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     metrics = checkpoint.load_metrics(args.checkpoint)
@@ -41,7 +42,7 @@ def main() -> None:
     accuracy, x_adv = adversarial_accuracy(net, x, y, PGDAttack(norm, eps, steps=10))
     print(f"{metrics['model']}: {len(x)} test images, PGD-{norm} eps {eps}: adversarial accuracy {accuracy:.3f}")
     inputs = {"clean": x, f"PGD eps {eps}": x_adv}
-    print(f"{'pair':<18}{'widths':>14}" + "".join(f"{f'{e} {k}':>22}" for k in inputs for e in args.estimators)
+    print(f"{'pair':<18}{'widths':>14}" + "".join(f"{f'{e} {k}':>26}" for k in inputs for e in args.estimators)
           + f"{'s per estimate':>16}")
     for prev, nxt in zip(net.taps[:-1], net.taps[1:]):
         row, seconds = [], []
@@ -52,7 +53,7 @@ def main() -> None:
                 row.append(class_conditional_mi(h[prev], h[nxt], y.numpy(), estimator).value)
                 seconds.append(time.perf_counter() - started)
         widths = f"{h[prev].shape[1]}-{h[nxt].shape[1]}"
-        print(f"{prev + ' -> ' + nxt:<18}{widths:>14}" + "".join(f"{v:>22.3f}" for v in row)
+        print(f"{prev + ' -> ' + nxt:<18}{widths:>14}" + "".join(f"{v:>26.3f}" for v in row)
               + f"{sum(seconds) / len(seconds):>16.2f}", flush=True)
 
 

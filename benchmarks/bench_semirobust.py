@@ -5,7 +5,8 @@ Acc_sr, every trial's accuracy per epoch, rho per layer and the cost of a retrai
 Training and evaluation attack: PGD (adversary.pgd) in the robust checkpoint's norm and budget
 unless `--norm` / `--eps`, with `--steps` steps of 2.5 eps / steps and a random start; training
 on the checkpoint dataset's training images, evaluation and the I_j on its first `--examples`
-test images (true labels). rho_j = min over trials of I_{j,t}, in bits, by EDGE and by KSG.
+test images (true labels). rho_j = min over trials of I_{j,t}, in bits, by each of `--estimators`
+(default: paper 003's EDGE and KSG).
 
     python benchmarks/bench_semirobust.py --robust results/models/mnist5k/medium_pgd2.pt \
         --regular results/models/mnist5k/medium_benign.pt [--fb-layers 3] [--trials 2] [--epochs 2]
@@ -19,6 +20,7 @@ import time
 import torch
 
 from layerbound import checkpoint, data
+from layerbound.mutual_info import ESTIMATORS
 from layerbound.semirobust import PGDAttack, RetrainOptions, algorithm1, layer_mi, split_last
 
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=["edge_paper003", "ksg"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -51,7 +54,7 @@ def main() -> None:
 
     def both(net, split, x_adv, y):
         values = {}
-        for estimator in ("edge", "ksg"):
+        for estimator in args.estimators:
             values.update({f"{estimator}:{tap}": v for tap, v in layer_mi(net, split, x_adv, y, estimator).items()})
         return values
 
@@ -67,8 +70,8 @@ def main() -> None:
     for t, trial in enumerate(result.trials):
         print(f"trial {t}: accuracy per epoch {', '.join(f'{a:.3f}' for a in trial.accuracies)}"
               f"{'  (reached Acc* - k)' if trial.reached else ''}")
-    for estimator in ("edge", "ksg"):
-        rho = {tap.split(":")[1]: v for tap, v in result.rho.items() if tap.startswith(estimator)}
+    for estimator in args.estimators:
+        rho = {tap.split(":", 1)[1]: v for tap, v in result.rho.items() if tap.startswith(f"{estimator}:")}
         print(f"rho ({estimator}, bits): " + ", ".join(f"{tap} {v:.3f}" for tap, v in rho.items()))
     print(f"{wall:.0f} s in all, {epochs} retraining epochs ({wall / max(epochs, 1):.0f} s per epoch, "
           f"evaluations and I_j included), {args.threads} thread(s)")

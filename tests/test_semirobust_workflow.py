@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from layerbound import architectures, checkpoint, cli, config, data, models, plan, seeds, semirobust
+from layerbound import architectures, checkpoint, cli, config, data, models, mutual_info, plan, seeds, semirobust
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
 
 
@@ -143,7 +143,8 @@ def test_no_study_plans_no_study_job():
 # --- the CLI end to end on tiny networks ---------------------------------------------------------
 
 TINY = {"trials": 2, "epochs": 2, "tolerance": 1.0, "train_examples": 200, "test_examples": 120, "batch_size": 100,
-        "train_attack": {"steps": 2}, "eval_attack": {"method": "pgd_l2", "steps": 3}, "estimators": ["ksg", "edge"]}
+        "train_attack": {"steps": 2}, "eval_attack": {"method": "pgd_l2", "steps": 3},
+        "estimators": ["ksg", "edge_paper003", "edge"]}
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,10 @@ def test_study_json_holds_algorithm1_as_the_paper_defines_it(tiny_study):
     finals = [t["accuracies"][-1] for t in record["trials"]]
     assert record["best_accuracy"] == max(finals) and record["best_trial"] == finals.index(max(finals))
     assert record["difference"] == pytest.approx(record["best_accuracy"] - record["acc_star"])
-    for estimator in ("ksg", "edge"):
+    # "edge" and "edge_paper003" share a prefix: each keeps its own values.
+    assert record["estimator_revisions"] == mutual_info.revisions(["ksg", "edge_paper003", "edge"])
+    assert record["rho"]["edge"] != record["rho"]["edge_paper003"]
+    for estimator in ("ksg", "edge_paper003", "edge"):
         per_trial = [t["mi"][estimator] for t in record["trials"]]
         assert record["rho"][estimator] == {tap: min(m[tap] for m in per_trial) for tap in ("fc2", "logits")}
         assert record["rho_best"][estimator] == per_trial[record["best_trial"]]
@@ -213,7 +217,7 @@ def test_acc_star_and_acc_sr_are_the_attacked_accuracies_of_the_right_networks(t
 def test_table1_rows_are_the_json_results(tiny_study):
     table, records = tiny_study["table"], tiny_study["records"]
     assert list(table.columns[:6]) == ["study", "model", "dataset", "robust", "regular", "fb_layers"]
-    assert len(table) == 2 * 2   # two f_b sizes x two estimators
+    assert len(table) == 2 * 3   # two f_b sizes x three estimators
     for _, row in table.iterrows():
         record = records[int(row["fb_layers"])]
         assert row["model"] == "fcnn_smaller" and row["dataset"] == "mnist5k"

@@ -235,7 +235,7 @@ def test_study_writes_table1_and_its_figures(finished_run):
 
     results = finished_run["workdir"] / "results"
     table = pd.read_csv(results / "semirobust" / "table1.csv")
-    assert sorted(table["fb_layers"].unique()) == [1, 2] and set(table["estimator"]) == {"edge", "ksg"}
+    assert sorted(table["fb_layers"].unique()) == [1, 2] and set(table["estimator"]) == {"edge_paper003", "ksg"}
     assert (table["difference"] - (table["acc_best"] - table["acc_star"])).abs().max() < 1e-5
     for name in ("rho_by_study", "rho_by_fb/fcnn"):
         assert (results / "figures" / "semirobust" / f"{name}.png").stat().st_size > 1000

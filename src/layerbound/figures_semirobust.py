@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure
 
 from .figures_style import layer_colors
+from .mutual_info import LABELS
 from .semirobust_table import rho_by_offset
 
 
@@ -44,8 +45,8 @@ def _rho_figure(curves: list[tuple[str, dict[str, Any]]], title: str) -> Figure:
             points = sorted(rho_by_offset(record, estimator).items())
             ax.plot([x for x, _ in points], [v for _, v in points], "o-", color=color, label=label)
         ax.set_xlabel("x: layer f(n - x), counted back from the logits")
-        ax.set_ylabel(f"rho ({estimator.upper()}), bits")
-        ax.set_title(estimator.upper(), fontsize=9)
+        ax.set_ylabel(f"rho ({LABELS.get(estimator, estimator)}), bits")
+        ax.set_title(LABELS.get(estimator, estimator), fontsize=9)
         ax.set_ylim(bottom=0)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)

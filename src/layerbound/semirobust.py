@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 from . import adversary, attack_info, attacks, loaded, seeds
 from .config import defaults, paper003_iterations
 from .errors import CheckpointMismatch
-from .mutual_info import EdgeOptions, class_conditional_mi
+from .mutual_info import PAPER003_ESTIMATOR, EdgeOptions, class_conditional_mi
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 WEIGHT_LAYERS = loaded.WEIGHT_LAYERS   # conv and linear: the layers f_b's size counts
@@ -385,7 +385,7 @@ def module_outputs(net: nn.Module, x: torch.Tensor, names, batch_size: int = 500
     return {t: np.concatenate(p) for t, p in pieces.items()}
 
 
-def layer_mi(net: nn.Module, split: Split, x: torch.Tensor, y: torch.Tensor, estimator: str = "edge",
+def layer_mi(net: nn.Module, split: Split, x: torch.Tensor, y: torch.Tensor, estimator: str = PAPER003_ESTIMATOR,
              seed: int = 0, edge_options: EdgeOptions | None = None) -> dict[str, float]:
     """I_j = sum_y pi(y) I(h_{j-1}; h_j | y) (paper 003, eq. 5) in bits, for j = a+1..n.
 

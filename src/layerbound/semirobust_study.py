@@ -23,7 +23,7 @@ import torch
 from . import __version__, checkpoint, data, dataset_info
 from .device import describe as describe_device
 from .device import select as select_device
-from .mutual_info import EdgeOptions
+from .mutual_info import EdgeOptions, revisions
 from .semirobust import RetrainOptions, algorithm1, attack_label, layer_mi, make_attack, split_last
 from .store import atomic_write
 
@@ -84,7 +84,7 @@ def run(job: dict[str, Any], robust_path: str | Path, regular_path: str | Path, 
         "reached": any(t.reached for t in result.trials),
         "trials": [{"accuracies": t.accuracies, "reached": t.reached, "mi": by_estimator(t.mi)} for t in result.trials],
         "rho": by_estimator(result.rho), "rho_best": by_estimator(result.rho_best),
-        "estimators": estimators,
+        "estimators": estimators, "estimator_revisions": revisions(estimators),
         "train_attack": {**job["train_attack"], "label": attack_label(job["train_attack"])},
         "eval_attack": {**job["eval_attack"], "label": attack_label(job["eval_attack"])},
         "train_examples": n_train, "test_examples": n_test,

@@ -5,6 +5,7 @@ import os
 import re
 
 from layerbound import config as lb_config
+from layerbound import mutual_info as lb_mutual_info
 from layerbound import plan as lb_plan
 
 PLAN = lb_plan.Plan(config)
@@ -181,6 +182,11 @@ def semirobust_inputs(wildcards):
 def semirobust_job_json(wildcards):
     """The resolved Algorithm 1 job: a change to the study block (and only to it) re-runs it."""
     return lb_config.semirobust_job_json(config, wildcards.study, wildcards.fb_layers)
+
+
+def semirobust_revision(wildcards):
+    """The estimators' revisions: a change to an estimator's algorithm re-runs the study's jobs."""
+    return json.dumps(lb_mutual_info.revisions(config["semirobust"]["estimators"]), sort_keys=True)
 
 
 def semirobust_study_results(wildcards):

@@ -15,6 +15,7 @@ rule semirobust_run:
         lb_plan.pattern("semirobust"),
     params:
         job=semirobust_job_json,
+        revision=semirobust_revision,
     log:
         lb_plan.pattern("semirobust", under="logs", suffix=".log"),
     benchmark:
