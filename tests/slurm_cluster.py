@@ -62,6 +62,14 @@ def ensure_installed() -> None:
         pytest.skip(f"still missing after apt-get install: {', '.join(_missing())}")
 
 
+def ensure_mount_namespace() -> None:
+    """The cluster shows its slurm.conf to its jobs at /etc/slurm in a mount namespace of their own
+    (LocalSlurm.start); skip where this machine allows none (a container without CAP_SYS_ADMIN)."""
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"no mount namespace for the test cluster's slurmd (unshare --mount: {result.stderr.strip()})")
+
+
 def _epoch(timestamp: str) -> float | None:
     """sacct's local time stamp (2026-12-07T03:48:42) in seconds since the epoch; None: Unknown/None."""
     try:

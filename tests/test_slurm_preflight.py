@@ -113,6 +113,8 @@ def test_job_requests_as_the_plugin_submits_them():
     b = cluster.job_request("r", {"mem_mb_per_cpu": 1000, "slurm_partition": "gpu", "runtime": 240}, threads=2)
     assert b == Request("r", "gpu", 2, 2000, 0, 240)
     assert cluster.largest_per_rule([a, b]) == [Request("r", "gpu", 4, 8000, 1, 240)]
+    # A value Snakemake computes from inputs that do not exist yet is not a request (yet).
+    assert cluster.job_request("r", {"mem_mb": "<TBD>", "runtime": "<TBD>"}, threads=1) == Request("r", None, 1, 0, 0, None)
 
 
 def test_cluster_file_is_validated_and_becomes_snakemake_resources(tmp_path):

@@ -250,14 +250,17 @@ def unknown_rules(resources: dict, rules: set[str]) -> list[str]:
 
 # --- what the workflow's jobs ask for ---
 
+def _number(value) -> int | None:
+    """A resource's value when it is a number (not one Snakemake has yet to compute from inputs)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def job_request(rule: str, resources: dict, threads: int) -> Request:
     """A job's SLURM request from its Snakemake resources, as the plugin turns them into sbatch options."""
-    cpus = resources.get("cpus_per_task") or threads or 1
-    mem_mb = resources.get("mem_mb") or (resources.get("mem_mb_per_cpu") or 0) * cpus
-    runtime = resources.get("runtime")
-    return Request(rule=rule, partition=resources.get("slurm_partition") or None, cpus=int(cpus),
-                   mem_mb=int(mem_mb or 0), gpus=int(resources.get("gpu") or 0),
-                   runtime_min=int(runtime) if isinstance(runtime, (int, float)) else None)
+    cpus = _number(resources.get("cpus_per_task")) or _number(threads) or 1
+    mem_mb = _number(resources.get("mem_mb")) or (_number(resources.get("mem_mb_per_cpu")) or 0) * cpus
+    return Request(rule=rule, partition=resources.get("slurm_partition") or None, cpus=cpus, mem_mb=mem_mb,
+                   gpus=_number(resources.get("gpu")) or 0, runtime_min=_number(resources.get("runtime")))
 
 
 def largest_per_rule(requests) -> list[Request]:
