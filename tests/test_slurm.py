@@ -190,3 +190,37 @@ def test_cpu_rules_ask_for_no_gpu(tmp_path):
     assert GPU_RULES | STUDY_GPU_RULES < seen
     assert {"losses_table", "figures_layers", "pairs_sample", "collide_merge", "semirobust_table"} <= seen
     assert set(job_counts(result.stdout)) - {"all"} <= seen
+
+
+def planned_jobs(stdout: str) -> dict[str, dict]:
+    """Rule -> the threads and resources of its last planned job, from a dry run's job blocks."""
+    jobs, rule = {}, None
+    for line in stdout.splitlines():
+        words = line.strip()
+        if line.lstrip().startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs[rule] = {"threads": 1}
+        elif rule and words.startswith("threads:"):
+            jobs[rule]["threads"] = int(words.split(":")[1])
+        elif rule and words.startswith("resources:"):
+            jobs[rule].update(item.split("=", 1) for item in words[len("resources:"):].strip().split(", "))
+    return jobs
+
+
+def test_a_cluster_file_sizes_the_jobs_over_the_profile(tmp_path):
+    """LAYERBOUND_SLURM_RESOURCES: only what it names changes, the rest is the profile's."""
+    env_vars, command = readme_cluster_commands()
+    profile = ROOT / command[command.index("--workflow-profile") + 1]
+    cluster_file = tmp_path / "mycluster.yaml"
+    cluster_file.write_text("collide_shard: {cpus: 2, mem_mb: 3500, runtime: 45}\nlosses_table: {mem_mb: 1000}\n")
+    # (--cores: a dry run's threads are capped by it, 1 unless given)
+    result = run_snakemake(tmp_path, "-n", "--cores", "64", "--workflow-profile", str(profile),
+                           configfile=ROOT / "config.yaml",
+                           env={**env_vars, "LAYERBOUND_SLURM_RESOURCES": str(cluster_file)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    shard, table, train = jobs["collide_shard"], jobs["losses_table"], jobs["train_model"]
+    assert (shard["threads"], shard["cpus_per_task"], shard["mem_mb"], shard["runtime"]) == (2, "2", "3500", "45")
+    assert (shard["gpu"], shard["slurm_partition"]) == ("1", env_vars["LAYERBOUND_GPU_PARTITION"])
+    assert (table["mem_mb"], table["runtime"]) == ("1000", "30")
+    assert (train["threads"], train["cpus_per_task"], train["mem_mb"]) == (8, "8", "16000")
