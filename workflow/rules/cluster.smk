@@ -16,9 +16,12 @@ if os.environ.get(lb_cluster.RESOURCES_VARIABLE):
         CLUSTER_RESOURCES = lb_cluster.load_resources(os.environ[lb_cluster.RESOURCES_VARIABLE])
     except lb_cluster.ClusterMisfit as err:
         sys.exit(f"layerbound: {err}")
+    # Snakemake (9.x) has no public call for this: its parsed --set-resources / --set-threads maps,
+    # read when a rule is defined and passed on to each job, are updated in place (checked by
+    # tests/test_slurm.py, test_a_cluster_file_sizes_the_jobs_over_the_profile).
+    _overwrite = workflow.resource_settings._parsed_overwrite_resources
     for _rule, _entry in CLUSTER_RESOURCES.items():
         _threads, _resources = lb_cluster.snakemake_resources(_entry)
-        _overwrite = workflow.resource_settings._parsed_overwrite_resources
         _overwrite.setdefault(_rule, Resources()).update(
             Resources.parse([f"{k}={v}" for k, v in _resources.items()], allow_expressions=True))
         if _threads is not None:
