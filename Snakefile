@@ -26,6 +26,7 @@ except ConfigError as err:
     sys.exit(f"layerbound: {err}")
 
 
+include: "workflow/rules/cluster.smk"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/collide.smk"

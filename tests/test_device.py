@@ -27,7 +27,24 @@ def test_auto_on_a_node_that_was_given_a_gpu_says_so_loudly(no_cuda, monkeypatch
     monkeypatch.setenv("SLURM_JOB_GPUS", "0")
     assert device.select("auto") == torch.device("cpu")
     err = capsys.readouterr().err
-    assert err.startswith("WARNING: this job was given a GPU (SLURM_JOB_GPUS=0)") and "running on the CPU" in err
+    assert err.startswith("WARNING: this job was given a GPU (SLURM_JOB_GPUS=0) and runs on the CPU")
+
+
+@pytest.mark.parametrize("cuda_build,driver,missing", [
+    (None, False, "is a CPU-only build; install a CUDA build"),
+    ("13.0", False, "is a CUDA 13.0 build, but this node has no NVIDIA driver"),
+    ("13.0", True, "the NVIDIA driver loads, but it shows no usable GPU"),
+])
+def test_the_warning_names_what_is_missing_not_what_is_there(no_cuda, monkeypatch, capsys, cuda_build, driver,
+                                                             missing):
+    # A CUDA build on a node without the driver was told to install a CUDA build (issue 26).
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    monkeypatch.setattr(device, "nvidia_driver_loads", lambda: driver)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert device.select("auto") == torch.device("cpu")
+    err = capsys.readouterr().err
+    assert missing in err
+    assert ("install a CUDA build" in err) == (cuda_build is None)
 
 
 def test_environment_is_the_default_and_an_explicit_request_wins(no_cuda, monkeypatch):

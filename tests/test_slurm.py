@@ -1,6 +1,8 @@
-"""The README's SLURM command, run against stub sbatch/squeue/sacct/scontrol/sinfo commands that
-record what would be submitted: GPU jobs ask for one GPU each, sized to fit one node; arrays, not
-summed groups; every other rule asks for no GPU."""
+"""The README's SLURM command on the paper grid, run against stub sbatch/squeue/sacct/scontrol/sinfo
+commands that record what would be submitted (a real Slurm runs a small config in
+tests/test_slurm_real.py, with the sizes of its node): with the profile's own sizes, GPU jobs ask
+for one GPU each and fit one modest GPU node (the stub sinfo's, so the pre-flight check passes);
+every other rule asks for no GPU."""
 
 import json
 import os
@@ -36,7 +38,9 @@ STUB = textwrap.dedent('''\
         count = sum(1 for line in open(record) if '"command": "sbatch"' in line)
         print(1000 + count)
     elif name == "scontrol":
-        print("MaxArraySize = 1001")
+        print("MaxArraySize = 1001\\nMinJobAge = 300 sec")
+    elif name == "sinfo":
+        print("\\n".join(os.environ["SLURM_STUB_SINFO"].split(";")))
     elif name in ("sacctmgr", "sshare"):
         print(os.environ.get("LAYERBOUND_SLURM_ACCOUNT", "acct"))
     ''')
@@ -58,14 +62,16 @@ def readme_cluster_commands() -> tuple[dict[str, str], list[str]]:
     return env, command
 
 
-def fake_upstream(workdir: Path, config: dict, skip_model: str) -> None:
-    """Empty files where the pair set and all checkpoints but one would be: their shards are ready."""
+def fake_upstream(workdir: Path, config: dict, keep_model: str) -> None:
+    """Empty files where the pair set and one model's checkpoint would be: that model's shards and
+    attacks and the input baselines' shards are ready, the other models' training too (a few
+    hundred jobs, below the profile's `jobs`, so every GPU rule is among the first submissions)."""
     (a, b), per_class = config["pairs"]["classes"], config["pairs"]["per_class"]
     pairs = workdir / "results" / "pairs" / "mnist" / f"c{a}v{b}-S{per_class}-seed{config['seed']}.h5"
     pairs.parent.mkdir(parents=True)
     pairs.touch()
     for name, entry in config["models"].items():
-        if name != skip_model:
+        if name == keep_model:
             for suffix in (".pt", ".json"):
                 path = workdir / "results" / "models" / entry["dataset"] / f"{name}{suffix}"
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,14 +117,17 @@ def submitted(tmp_path_factory):
         path.chmod(0o755)
     env_vars, command = readme_cluster_commands()
     configfile = ROOT / command[command.index("--configfile") + 1]
-    fake_upstream(workdir, yaml.safe_load(configfile.read_text()), skip_model="small_benign")
+    fake_upstream(workdir, yaml.safe_load(configfile.read_text()), keep_model="small_benign")
     log = workdir / "slurm_calls.jsonl"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     for i, word in enumerate(command[1:], start=1):
         previous = command[i - 1]
         cmd.append(str(ROOT / word) if previous in ("--workflow-profile", "--configfile") else word)
-    env = {**os.environ, **env_vars, "SLURM_STUB_LOG": str(log),
+    sinfo = ";".join(f"{env_vars[p]}|node1|{NODE['cpus']}|{NODE['mem_mb']}|gpu:{NODE['gpus']}|1-00:00:00"
+                     for p in ("LAYERBOUND_CPU_PARTITION", "LAYERBOUND_GPU_PARTITION"))
+    env = {**os.environ, **env_vars, "SLURM_STUB_LOG": str(log), "SLURM_STUB_SINFO": sinfo,
            "PATH": os.pathsep.join([str(stubs), str(Path(sys.executable).parent), os.environ["PATH"]])}
+    env.pop("LAYERBOUND_SLURM_RESOURCES", None)     # the profile's own sizes
     # Snakemake's output goes to a file: a pipe nobody reads would fill up and stall it.
     output_file = workdir / "snakemake.log"
     with open(output_file, "w") as out:
@@ -156,13 +165,10 @@ def test_every_gpu_job_asks_for_one_gpu_and_fits_one_node(submitted):
         assert call["cpus"] <= NODE["cpus"] // NODE["gpus"], call["text"]
 
 
-def test_shards_go_out_as_arrays_of_single_gpu_tasks(submitted):
+def test_shards_go_out_as_single_jobs(submitted):
+    # Not arrays: plugin 2.8's array tasks each check the first task's output (docs/cluster.md).
     shards = [c for c in submitted["calls"] if c["rule"] == "collide_shard"]
-    assert shards and all(c["array"] for c in shards)
-    tasks = [int(b) - int(a) + 1 for a, b in (c["array"].split("-") for c in shards)]
-    assert max(tasks) > 1          # many shards per submission, each task with its own GPU
-    trains = [c for c in submitted["calls"] if c["rule"] == "train_model"]
-    assert len(trains) == 1 and trains[0]["array"] is None
+    assert len(shards) > 1 and all(c["array"] is None for c in shards)
 
 
 def test_cpu_rules_ask_for_no_gpu(tmp_path):
@@ -184,3 +190,37 @@ def test_cpu_rules_ask_for_no_gpu(tmp_path):
     assert GPU_RULES | STUDY_GPU_RULES < seen
     assert {"losses_table", "figures_layers", "pairs_sample", "collide_merge", "semirobust_table"} <= seen
     assert set(job_counts(result.stdout)) - {"all"} <= seen
+
+
+def planned_jobs(stdout: str) -> dict[str, dict]:
+    """Rule -> the threads and resources of its last planned job, from a dry run's job blocks."""
+    jobs, rule = {}, None
+    for line in stdout.splitlines():
+        words = line.strip()
+        if line.lstrip().startswith(("rule ", "localrule ")):
+            rule = line.split()[1].rstrip(":")
+            jobs[rule] = {"threads": 1}
+        elif rule and words.startswith("threads:"):
+            jobs[rule]["threads"] = int(words.split(":")[1])
+        elif rule and words.startswith("resources:"):
+            jobs[rule].update(item.split("=", 1) for item in words[len("resources:"):].strip().split(", "))
+    return jobs
+
+
+def test_a_cluster_file_sizes_the_jobs_over_the_profile(tmp_path):
+    """LAYERBOUND_SLURM_RESOURCES: only what it names changes, the rest is the profile's."""
+    env_vars, command = readme_cluster_commands()
+    profile = ROOT / command[command.index("--workflow-profile") + 1]
+    cluster_file = tmp_path / "mycluster.yaml"
+    cluster_file.write_text("collide_shard: {cpus: 2, mem_mb: 3500, runtime: 45}\nlosses_table: {mem_mb: 1000}\n")
+    # (--cores: a dry run's threads are capped by it, 1 unless given)
+    result = run_snakemake(tmp_path, "-n", "--cores", "64", "--workflow-profile", str(profile),
+                           configfile=ROOT / "config.yaml",
+                           env={**env_vars, "LAYERBOUND_SLURM_RESOURCES": str(cluster_file)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    shard, table, train = jobs["collide_shard"], jobs["losses_table"], jobs["train_model"]
+    assert (shard["threads"], shard["cpus_per_task"], shard["mem_mb"], shard["runtime"]) == (2, "2", "3500", "45")
+    assert (shard["gpu"], shard["slurm_partition"]) == ("1", env_vars["LAYERBOUND_GPU_PARTITION"])
+    assert (table["mem_mb"], table["runtime"]) == ("1000", "30")
+    assert (train["threads"], train["cpus_per_task"], train["mem_mb"]) == (8, "8", "16000")

@@ -8,6 +8,7 @@ otherwise run on the CPU, correctly but many times slower, without a word.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 
@@ -31,10 +32,26 @@ def allocated_gpus() -> dict[str, str]:
     return found
 
 
+def nvidia_driver_loads() -> bool:
+    """Whether the NVIDIA driver's CUDA library (libcuda.so.1, what a CUDA build of PyTorch needs on
+    the node besides the GPU itself) can be loaded here."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def _why_no_cuda() -> str:
+    """What is missing for CUDA, and what to do: a CUDA build of PyTorch, the node's driver, or a GPU."""
     if torch.version.cuda is None:
-        return f"this PyTorch ({torch.__version__}) is a CPU-only build"
-    return f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU"
+        return (f"this PyTorch ({torch.__version__}) is a CPU-only build; install a CUDA build in the job's "
+                "environment (docs/cluster.md)")
+    build = f"PyTorch {torch.__version__} is a CUDA {torch.version.cuda} build"
+    if not nvidia_driver_loads():
+        return f"{build}, but this node has no NVIDIA driver (libcuda.so.1 does not load); ask the admins"
+    return (f"{build} and the NVIDIA driver loads, but it shows no usable GPU (check `nvidia-smi` on the node, "
+            f"and that its driver supports CUDA {torch.version.cuda})")
 
 
 def select(requested: str | None = "auto") -> torch.device:
@@ -46,8 +63,7 @@ def select(requested: str | None = "auto") -> torch.device:
         gpus = allocated_gpus()
         if gpus:
             given = ", ".join(f"{k}={v}" for k, v in gpus.items())
-            print(f"WARNING: this job was given a GPU ({given}) but {_why_no_cuda()}: running on the CPU. "
-                  "Install a CUDA build of PyTorch in the job's environment (see the README's SLURM section).",
+            print(f"WARNING: this job was given a GPU ({given}) and runs on the CPU: {_why_no_cuda()}.",
                   file=sys.stderr, flush=True)
         return torch.device("cpu")
     try:
@@ -57,7 +73,7 @@ def select(requested: str | None = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceUnavailable(f"device {requested!r} was requested (config `device` or LAYERBOUND_DEVICE), "
-                                    f"but {_why_no_cuda()} on this machine; use `device: auto` to fall back to the CPU")
+                                    f"but {_why_no_cuda()}; `device: auto` falls back to the CPU instead")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceUnavailable(f"device {requested!r} was requested, but only {torch.cuda.device_count()} "
                                     "GPU(s) are visible")
