@@ -176,11 +176,21 @@ def test_loaded_checkpoint_rebuilds_the_model_and_loads_with_weights_only(tmp_pa
 
 
 def test_eval_mode_taps_are_independent_of_the_batch(resnet):
-    x = _x(4)
+    """Eval-mode BatchNorm uses its running statistics, so an example's features do not depend on
+    the other examples of its batch. The check changes the other examples and keeps the batch's
+    shape: the kernels then do the same operations in the same order on the first example (their
+    order follows the shapes and the thread count, never the values), so its features must be
+    bitwise equal. (A batch of another size may sum in another order and differ by rounding.)
+    The control: with batch statistics (train mode) they change."""
+    x, others = _x(4), _x(4, seed=2)
+    others[0] = x[0]
     with torch.no_grad():
-        together = resnet.features(x, "layer2")
-        alone = torch.cat([resnet.features(x[i:i + 1], "layer2") for i in range(4)])
-    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+        assert torch.equal(resnet.features(x, "layer2")[0], resnet.features(others, "layer2")[0])
+        resnet.train()
+        try:
+            assert not torch.equal(resnet.features(x, "layer2")[0], resnet.features(others, "layer2")[0])
+        finally:
+            resnet.eval()
 
 
 def test_vector_jacobian_products_through_the_traced_tap_equal_the_eager_network(resnet_weights):
