@@ -40,7 +40,8 @@ __all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "coll
            "loss_curve", "plot_loss_curves"]
 
 
-def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = None) -> torch.nn.Module:
+def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = None,
+               entry: Mapping[str, Any] | None = None) -> torch.nn.Module:
     """A model with taps by name, in eval mode.
 
     `source` is either a config entry's keys without `dataset` (`{"source": "torchvision",
@@ -49,18 +50,28 @@ def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = Non
     `dataset` whose inputs and classes it takes, or the path of a layerbound checkpoint
     (results/models/...pt: a trained registry model or an imported one). Weights come from local
     files only; a file that does not match the architecture fails naming the file and the keys.
+
+    A checkpoint never chooses the code that runs: one made from a python factory loads only with
+    `entry`, the entry (with `dataset`) that names the factory, and any checkpoint given an entry
+    must have been made from it (its weights file aside: the checkpoint holds the weights).
     """
     if isinstance(source, (str, Path)):
-        return checkpoint.load(source)
-    if dataset is None:
+        return checkpoint.load(source, spec=None if entry is None else _entry_spec(entry, dataset, files=False))
+    spec = _entry_spec(source, dataset)
+    meta = dataset_info.info(spec["dataset"])
+    return loaded.build(spec, meta.input_shape, meta.num_classes)
+
+
+def _entry_spec(source: Mapping[str, Any], dataset: str | None, files: bool = True) -> dict[str, Any]:
+    """The spec (sources.spec) of a model entry, validated as the config validates its entries."""
+    entry = {**dict(source), **({"dataset": dataset} if dataset is not None else {})}
+    if "dataset" not in entry:
         raise ConfigError("load_model: give the dataset whose inputs and classes the model takes")
-    entry = {**dict(source), "dataset": dataset}
     if "source" not in entry:
         raise ConfigError("load_model: the entry needs `source` (torchvision, python or robustbench)")
     configuration.fill_loaded_defaults(entry)
-    configuration.check_loaded("load_model", entry)
-    meta = dataset_info.info(dataset)
-    return loaded.build(sources.spec(entry), meta.input_shape, meta.num_classes)
+    configuration.check_loaded("load_model", entry, files=files)
+    return sources.spec(entry)
 
 
 def wrap(module: torch.nn.Module, input_shape: Sequence[int], num_classes: int,

@@ -35,14 +35,15 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
     return resolve(cfg, args.model), cfg
 
 
-def _model(args: argparse.Namespace, cfg: dict | None, name: str, results: str):
+def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
+    """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
     from . import attacks, checkpoint, dataset_info, plan
     from .device import describe, select
 
     attacks.library()   # fails in one line, before anything is loaded, when torchattacks is missing
     device = select(args.device or (cfg["device"] if cfg else None))
     print(describe(device), file=sys.stderr, flush=True)
-    expect = None
+    expect, name = None, job["model"]
     if cfg is not None:
         spec = model_specs(cfg)[name]
         meta = dataset_info.info(spec.dataset)
@@ -52,7 +53,7 @@ def _model(args: argparse.Namespace, cfg: dict | None, name: str, results: str):
     if not args.checkpoint and cfg is None:
         raise ConfigError("--checkpoint is required with --job-json")
     path = args.checkpoint or plan.path("checkpoint", results, dataset=cfg["models"][name]["dataset"], model=name)
-    return checkpoint.load(path, expect=expect).to(device), device
+    return checkpoint.load(path, expect=expect, spec=job.get("source")).to(device), device
 
 
 def _write_csv(table, path) -> None:
@@ -68,7 +69,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
     job, cfg = _job(args, configuration.attack_job)
     started = time.perf_counter()
-    model, device = _model(args, cfg, job["model"], args.results)
+    model, device = _model(args, cfg, job, args.results)
     x, y = data.load(job["dataset"], "test", data_dir=args.data_dir, download=args.download)
     n = min(int(job["examples"]), len(x))
     x, y = x[:n].to(device), y[:n].to(device)
@@ -100,7 +101,7 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
     from . import attacks, pairs, plan
 
     job, cfg = _job(args, configuration.fab_pairs_job)
-    model, device = _model(args, cfg, job["model"], args.results)
+    model, device = _model(args, cfg, job, args.results)
     if args.pairs:
         pairs_file = args.pairs
     elif cfg is not None:

@@ -150,10 +150,10 @@ def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def check_loaded(where: str, entry: dict[str, Any]) -> None:
+def check_loaded(where: str, entry: dict[str, Any], files: bool = True) -> None:
     """The checks of a loaded model's entry (`where`: its key, models.NAME) that need no torch: keys
     that fit its source, the normalization's length, the weights file present (nothing is ever
-    downloaded)."""
+    downloaded). `files=False` skips what concerns the weights file (a checkpoint holds the weights)."""
     source = entry["source"]
     channels = dataset_info.info(entry["dataset"]).input_shape[0]
     if entry["small_inputs"] and source != "torchvision":
@@ -168,7 +168,7 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
     if "train" in entry and entry.get("weights") is not None:
         raise ConfigError(f"{where}: weights and train exclude each other (train: the workflow trains it from scratch; "
                           "weights: it is loaded from that file)")
-    if source == "torchvision" and "train" not in entry and entry.get("weights") is None:
+    if files and source == "torchvision" and "train" not in entry and entry.get("weights") is None:
         raise ConfigError(f"{where}: a torchvision model needs weights (a local state_dict file) or a train block "
                           "(the workflow trains it)")
     for key in ("weights", "pretrained", "num_classes"):
@@ -181,10 +181,10 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
             if len(norm[key]) != channels:
                 raise ConfigError(f"{where}.normalization.{key} has {len(norm[key])} values, but {entry['dataset']} "
                                   f"images have {channels} channel{'s' if channels != 1 else ''}")
-    if entry.get("weights") is not None and not Path(entry["weights"]).is_file():
+    if files and entry.get("weights") is not None and not Path(entry["weights"]).is_file():
         raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
     if source == "robustbench":
-        problem = sources.robustbench_missing(entry)
+        problem = sources.robustbench_missing(entry, weights=files)
         if problem:
             raise ConfigError(f"{where}: {problem}")
 
@@ -419,7 +419,14 @@ def attack_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     return {"seed": int(config["seed"]), "dataset": spec.dataset, "model": name,
             "examples": int(block["examples"]), "batch_size": int(block["batch_size"]),
             "headline": {"attack": headline, "norm": norm, "eps": eps}, "attacks": attacks,
-            "options": {key: dict(block[key]) for key in ATTACK_OPTION_BLOCKS}}
+            "options": {key: dict(block[key]) for key in ATTACK_OPTION_BLOCKS}, **_source_of(spec)}
+
+
+def _source_of(spec: ModelSpec | LoadedSpec) -> dict[str, Any]:
+    """{"source": the model entry} of a loaded or source-trained model, which rebuilds its network
+    from the checkpoint (a checkpoint never chooses code); {} for a registry model, whose jobs stay
+    as they were before sources existed."""
+    return {} if spec.source is None else {"source": spec.source}
 
 
 def attack_job_json(config: dict[str, Any], name: str) -> str:
@@ -433,7 +440,8 @@ def fab_pairs_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     fab = dict(config["attacks"]["fab"])
     steps = config["attacks"]["fab_comparison"]["steps"]
     fab["steps"] = int(steps) if steps is not None else fab["steps"]
-    return {"seed": int(config["seed"]), "model": name, "batch_size": int(config["attacks"]["batch_size"]), "fab": fab}
+    return {"seed": int(config["seed"]), "model": name, "batch_size": int(config["attacks"]["batch_size"]), "fab": fab,
+            **_source_of(model_specs(config)[name])}
 
 
 def fab_pairs_job_json(config: dict[str, Any], name: str) -> str:
@@ -580,7 +588,7 @@ def semirobust_job(config: dict[str, Any], study: str, fb_layers: int | str) -> 
             "retrain": {key: block[key] for key in RETRAIN_KEYS},
             "train_examples": block["train_examples"], "test_examples": block["test_examples"],
             "train_attack": resolved["train_attack"], "eval_attack": resolved["eval_attack"],
-            "estimators": list(block["estimators"]), "edge": dict(block["edge"])}
+            "estimators": list(block["estimators"]), "edge": dict(block["edge"]), **_source_of(robust)}
 
 
 def semirobust_job_json(config: dict[str, Any], study: str, fb_layers: int | str) -> str:

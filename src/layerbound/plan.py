@@ -76,6 +76,12 @@ def path(kind: str, root: str = RESULTS, **wildcards: Any) -> str:
     return pattern(kind, root).format(**wildcards)
 
 
+def model_source(specs: dict[str, Any], model: str) -> dict[str, Any] | None:
+    """The model entry (sources.spec) that rebuilds a loaded or source-trained model's network from
+    its checkpoint; None for registry models and `input`. `specs`: config.model_specs."""
+    return None if model == INPUT_MODEL else specs[model].source
+
+
 # --- units of work ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

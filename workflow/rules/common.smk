@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 
 from layerbound import config as lb_config
 from layerbound import plan as lb_plan
@@ -87,7 +88,9 @@ def collide_model_args(wildcards, input):
     unit = _unit_of(wildcards)
     if unit.model == lb_plan.INPUT_MODEL:
         return ""
-    return f"--checkpoint {input.checkpoint} --arch {unit.arch}"
+    args = f"--checkpoint {shlex.quote(input.checkpoint)} --arch {shlex.quote(unit.arch)}"
+    source = lb_plan.model_source(PLAN.specs, unit.model)   # the config's entry rebuilds the network
+    return args + (f" --source-json {shlex.quote(json.dumps(source, sort_keys=True))}" if source else "")
 
 
 def collide_merge_inputs(wildcards):
