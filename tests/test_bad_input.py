@@ -155,8 +155,8 @@ def test_cli_failures_are_one_line(tiny, tmp_path, capsys):
     cases = [
         (["losses", "--distances", str(junk), "--eps-json", "[1]", "--out", "t.csv"], "cannot be read as a merged"),
         (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[1", "--out", "t.csv"], "Expecting"),
-        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[-1]", "--out", "t.csv"], "finite and non-negative"),
-        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "NaN", "--out", "t.csv"], "finite and non-negative"),
+        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[-1]", "--out", "t.csv"], "not allowed"),
+        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "NaN", "--out", "t.csv"], "not allowed"),
         (["losses", "--distances", str(tiny["shard"]), "--eps-json", "[1]", "--out", "t.csv"], "is not a merged distance file"),
         (["fetch-data", "foo"], "unknown dataset 'foo'"),
         (["collide-shard", "--pairs", str(tmp_path / "none.h5"), "--model", "net", "--layer", "fc2", "--m", "5",

@@ -31,6 +31,7 @@ import torch
 
 from . import checkpoint, dataset_info, features, loaded, projection, sources
 from . import config as configuration
+from . import threads as threads_module
 from . import pairs as pairsets
 from .collide import CollisionOptions, closed_form
 from .collide.options import SearchOptions, adversary_label
@@ -111,14 +112,24 @@ class LayerDistances:
 def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: int = 10, projections: int = 1,
                seed: int = 0, box: tuple[float, float] | None = (0.0, 1.0), step: str = "auto",
                max_iter: int | None = None, batch_size: int = 64, name: str = "model",
-               device: str | torch.device = "cpu") -> LayerDistances:
+               device: str | torch.device = "cpu", threads: int | None = None) -> LayerDistances:
     """Collision distances of every pair under A o f_j, for `projections` Gaussian projections A
     (m x n_j, seeded from seed, name, layer, m and the projection index as in the workflow; none
     when m >= n_j), by paper 001's Algorithm 1 with the given step control ("merit", "decay", or
     "auto": merit on maps of at most 50 features, decay on wider ones) and at most `max_iter` Jacobian evaluations per
     pair (None: 15 with merit, 40 with decay). `box` keeps the colliding
     images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place.
+    m, projections and batch_size must be what a config may hold (collision.m, .projections,
+    .batch_size). The search runs on `threads` CPU threads (None: a collision shard's,
+    layerbound.threads: 1), torch's setting restored after.
     """
+    configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
+    threads_module.check(threads, "collisions")
+    with threads_module.limited(threads or threads_module.for_job("collide_shard")):
+        return _collisions(model, layer, pairs, m, projections, seed, box, step, max_iter, batch_size, name, device)
+
+
+def _collisions(model, layer, pairs, m, projections, seed, box, step, max_iter, batch_size, name, device):
     dev = torch.device(device)
     options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size,
                                method_options=SearchOptions(step=step, max_iter=max_iter))
@@ -153,9 +164,12 @@ def input_distances(pairs: pairsets.PairSet, box: tuple[float, float] | None = (
 def loss_curve(found: LayerDistances, eps: Sequence[float], bootstrap: int | None = None) -> pd.DataFrame:
     """Optimal cross-entropy and 0-1 losses per budget eps (one row each; losses.TABLE_COLUMNS):
     the mean over projections, its spread and a 95% bootstrap interval (`bootstrap` replicates,
-    the schema's losses.bootstrap by default; 0 for none)."""
+    the schema's losses.bootstrap by default; 0 for none). eps and bootstrap must be what a config
+    may hold (losses.eps as a list, losses.bootstrap)."""
     from . import losses
 
+    configuration.check_options("losses", "loss_curve", eps=list(np.atleast_1d(eps)),
+                                **({} if bootstrap is None else {"bootstrap": bootstrap}))
     replicates = configuration.defaults("losses")["bootstrap"] if bootstrap is None else bootstrap
     return losses.loss_table(found.distances, np.asarray(eps, dtype=float), replicates, found.adversary)
 

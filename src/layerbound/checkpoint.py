@@ -24,7 +24,7 @@ import torch
 
 from . import models
 from .errors import CheckpointMismatch
-from .store import atomic_write
+from .store import atomic_write, atomic_write_buffered
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
@@ -48,7 +48,7 @@ def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> 
         "padding": model.padding,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
     text = json.dumps(metrics, indent=2, sort_keys=True)
     atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
 
@@ -100,7 +100,7 @@ def _save_loaded(path: Path, model, metrics: dict[str, Any]) -> None:
         "source": json.dumps(model.spec, sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
     text = json.dumps(metrics, indent=2, sort_keys=True)
     atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
 

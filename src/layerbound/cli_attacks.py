@@ -40,10 +40,11 @@ def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     from . import attacks, checkpoint, dataset_info, plan
     from .device import describe, select
 
+    name = job["model"]
     attacks.library()   # fails in one line, before anything is loaded, when torchattacks is missing
     device = select(args.device or (cfg["device"] if cfg else None))
     print(describe(device), file=sys.stderr, flush=True)
-    expect, name = None, job["model"]
+    expect = None
     if cfg is not None:
         spec = model_specs(cfg)[name]
         meta = dataset_info.info(spec.dataset)
@@ -57,9 +58,9 @@ def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
 
 
 def _write_csv(table, path) -> None:
-    from .store import atomic_write
+    from .store import write_csv
 
-    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.12g"))
+    write_csv(path, table, "%.12g")
 
 
 def _cmd_attack(args: argparse.Namespace) -> None:
@@ -68,6 +69,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     from . import __version__, attacks, data, plan
 
     job, cfg = _job(args, configuration.attack_job)
+    args.results = plan.results_root(args.results, cfg)
     started = time.perf_counter()
     model, device = _model(args, cfg, job, args.results)
     x, y = data.load(job["dataset"], "test", data_dir=args.data_dir, download=args.download)
@@ -101,6 +103,7 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
     from . import attacks, pairs, plan
 
     job, cfg = _job(args, configuration.fab_pairs_job)
+    args.results = plan.results_root(args.results, cfg)
     model, device = _model(args, cfg, job, args.results)
     if args.pairs:
         pairs_file = args.pairs

@@ -24,8 +24,9 @@ from .errors import ConfigError
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
     from . import pairs, plan
 
-    if args.configfile:
-        cfg = configuration.load(args.configfile)
+    cfg = configuration.load(args.configfile) if args.configfile else None
+    args.results = plan.results_root(args.results, cfg)
+    if cfg:
         classes, per_class, seed = cfg["pairs"]["classes"], cfg["pairs"]["per_class"], cfg["seed"]
         data_dir, download = cfg["data_dir"], cfg["download"] or args.download
     else:
@@ -48,8 +49,10 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
     from . import plan, shards
     from .collide import CollisionOptions
 
+    configuration.check_options("collision", "layerbound collide-shard", m=args.m)
     if args.configfile:
         cfg = configuration.load(args.configfile)
+        args.results = plan.results_root(args.results, cfg)
         method = args.collision_method or cfg["collision"]["methods"][0]
         unit = next((u for u in plan.units(cfg) if (u.model, u.layer, u.m, u.collision_method)
                      == (args.model, args.layer, args.m, method)), None)
@@ -100,7 +103,9 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 def _cmd_collide_plan(args: argparse.Namespace) -> None:
     from . import plan
 
-    for unit in plan.units(configuration.load(args.configfile)):
+    cfg = configuration.load(args.configfile)
+    args.results = plan.results_root(args.results, cfg)
+    for unit in plan.units(cfg):
         if args.shards:
             for path in unit.shard_paths(args.results):
                 print(path)

@@ -1,5 +1,6 @@
-# Input functions of the rules: each asks the package's plan (layerbound.plan.Plan), which holds
-# every path pattern, unit and figure of the validated config. Nothing is planned here.
+# Input functions of the rules: each asks the package's plan (layerbound.plan.Plan, made in the
+# Snakefile as PLAN), which holds every path pattern, unit and figure of the validated config.
+# Nothing is planned here.
 import json
 import os
 import re
@@ -7,8 +8,8 @@ import shlex
 
 from layerbound import config as lb_config
 from layerbound import plan as lb_plan
-
-PLAN = lb_plan.Plan(config)
+from layerbound import startup as lb_startup
+from layerbound import threads as lb_threads
 
 # Where data lives and which device runs a job reach the `layerbound` command through the
 # environment, not as parameters of a job: changing them re-runs nothing.
@@ -94,7 +95,7 @@ def collide_model_args(wildcards, input):
 
 
 def collide_merge_inputs(wildcards):
-    return _unit_of(wildcards).shard_paths()
+    return _unit_of(wildcards).shard_paths(PLAN.root)
 
 
 def collide_projections(wildcards):
@@ -132,7 +133,7 @@ def m_sweep_layer(wildcards):
 
 def figures_collisions_inputs(wildcards):
     return {"merged": PLAN.collision_merged(*_figure_of(wildcards), wildcards.model, wildcards.m),
-            "pairs": lb_plan.path("pairs", dataset=wildcards.dataset, pairset=wildcards.pairset),
+            "pairs": PLAN.path("pairs", dataset=wildcards.dataset, pairset=wildcards.pairset),
             "metrics": PLAN.model_file("metrics", wildcards.model)}
 
 
@@ -151,7 +152,7 @@ def figures_fab_inputs(wildcards):
 
 
 def figures_summary_inputs(wildcards):
-    return {"summary": lb_plan.path("summary"),
+    return {"summary": PLAN.path("summary"),
             "metrics": [PLAN.model_file("metrics", model) for model in PLAN.figure_models()],
             "attacks": [PLAN.attack_files("attacks_summary", model) for model in PLAN.figure_models()
                         if model in PLAN.attack_models]}
