@@ -104,7 +104,6 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
 
     job, cfg = _job(args, configuration.fab_pairs_job)
     args.results = plan.results_root(args.results, cfg)
-    model, device = _model(args, cfg, job, args.results)
     if args.pairs:
         pairs_file = args.pairs
     elif cfg is not None:
@@ -112,7 +111,8 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
                                pairset=plan.pairset_name(cfg))
     else:
         raise ConfigError("--pairs is required with --job-json")
-    pair_set = pairs.load(pairs_file)
+    pair_set = pairs.load(pairs_file)   # before the model: a bad pair set fails at once
+    model, device = _model(args, cfg, job, args.results)
     started = time.perf_counter()
     points = attacks.fab_pairs(model, pair_set, job["fab"], model.num_classes, int(job["seed"]), int(job["batch_size"]))
     out = Path(args.out or plan.path("fab_pairs", args.results, dataset=pair_set.dataset, pairset=pair_set.name,
