@@ -274,12 +274,18 @@ def test_ctrl_c_is_one_line(tiny, tmp_path):
         [sys.executable, "-m", "layerbound", "collide-shard", "--pairs", str(tiny["pairs"]), "--checkpoint",
          str(tiny["ckpt"]), "--model", "net", "--layer", "fc1", "--m", "200", "--seed", "0", "--device", "cpu",
          "--options-json", '{"chunk_size": 9, "search": {"max_iter": 10000, "tol": 0}}', "--out",
-         str(tmp_path / "s.h5")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout.readline().startswith("device: cpu")
-    time.sleep(3)
-    process.send_signal(signal.SIGINT)
-    rest = process.stderr.read()
-    assert process.wait(timeout=120) == 130
+         str(tmp_path / "s.h5")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout.readline().startswith("device: cpu")
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
     lines = [line for line in rest.splitlines() if line.strip() and "collision search" not in line]
     assert lines == ["layerbound collide-shard: interrupted"], rest[-3000:]
     assert list(tmp_path.iterdir()) == []
