@@ -90,23 +90,22 @@ def test_a_checkpoint_naming_a_stdlib_function_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
-def test_a_checkpoint_naming_a_module_with_import_side_effects_imports_nothing(tmp_path, monkeypatch):
+def test_a_checkpoint_naming_a_module_with_import_side_effects_imports_nothing(tmp_path, tiny_factory):
     marker = tmp_path / "imported"
     _side_effect_module(tmp_path, marker)
-    monkeypatch.syspath_prepend(str(tmp_path))
     path = _crafted(tmp_path / "m.pt", {"dataset": "mnist5k", "source": "python", "factory": "evil_nets:make",
                                          "kwargs": {}, "normalization": None})
     with pytest.raises(checkpoint.CheckpointMismatch, match="never chooses"):
         api.load_model(path)
     # With the caller's own entry the network comes from the entry's factory, which must be the
     # recorded one: the difference is named, and neither module is imported.
-    (tmp_path / "my_nets.py").write_text("import torch\ndef tiny():\n    return torch.nn.Linear(784, 10)\n")
     with pytest.raises(checkpoint.CheckpointMismatch) as err:
-        api.load_model(path, dataset="mnist5k", entry={"source": "python", "factory": "my_nets:tiny"})
+        api.load_model(path, dataset="mnist5k", entry={"source": "python", "factory": tiny_factory})
     message = str(err.value)
     assert len(message.splitlines()) == 1
-    assert "factory: the checkpoint has 'evil_nets:make', the model entry 'my_nets:tiny'" in message
-    assert not marker.exists() and "evil_nets" not in sys.modules and "my_nets" not in sys.modules
+    assert f"factory: the checkpoint has 'evil_nets:make', the model entry '{tiny_factory}'" in message
+    assert not marker.exists() and "evil_nets" not in sys.modules
+    assert tiny_factory.split(":")[0] not in sys.modules
 
 
 def test_a_checkpoint_naming_code_outside_the_checkout_fails_in_one_line_on_the_command_line(tmp_path):
@@ -135,14 +134,8 @@ def test_a_recorded_registry_spec_is_validated_like_a_config_entry(tmp_path):
         checkpoint.load(path)
 
 
-def test_a_python_checkpoint_loads_with_the_entry_that_names_its_factory(tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text(
-        "import torch\n"
-        "def tiny(width=6):\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width), torch.nn.ReLU(),\n"
-        "                               torch.nn.Linear(width, 10))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    entry = {"source": "python", "factory": "my_nets:tiny", "kwargs": {"width": 7}}
+def test_a_python_checkpoint_loads_with_the_entry_that_names_its_factory(tmp_path, tiny_factory):
+    entry = {"source": "python", "factory": tiny_factory, "kwargs": {"width": 7}}
     model = api.load_model(entry, dataset="mnist5k")
     checkpoint.save(tmp_path / "m.pt", model, {})
     again = api.load_model(tmp_path / "m.pt", dataset="mnist5k", entry=entry)

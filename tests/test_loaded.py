@@ -132,14 +132,8 @@ def test_robustbench_entry_without_package_or_weights_fails_saying_what_to_insta
         assert "pip install robustbench" in lines[0]
 
 
-def test_python_factory_source_builds_the_user_s_module(tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text(
-        "import torch\n"
-        "def tiny(width=6):\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width), torch.nn.ReLU(),\n"
-        "                               torch.nn.Linear(width, 10))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    model = api.load_model({"source": "python", "factory": "my_nets:tiny", "kwargs": {"width": 7}}, dataset="mnist5k")
+def test_python_factory_source_builds_the_user_s_module(tiny_factory):
+    model = api.load_model({"source": "python", "factory": tiny_factory, "kwargs": {"width": 7}}, dataset="mnist5k")
     assert api.taps(model) == {"0": 784, "1": 7, "2": 7, "3": 10}
     x = _x()
     with torch.no_grad():
