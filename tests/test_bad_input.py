@@ -227,10 +227,9 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_file(tiny, tmp_pa
     ]
     for argv, target in cases:
         result = _cli_on_a_full_disk(argv, tmp_path)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 1, (argv[0], result.stderr[-2000:])
-        assert lines[-1] == f"layerbound {argv[0]}: error: cannot write {target}: File too large; nothing was written"
-        assert not any("Traceback" in line for line in lines)
+        lines = [line for line in result.stderr.splitlines() if line.strip() and "collision search" not in line]
+        assert result.returncode == 1, (argv[0], result.stderr[-2000:])   # not a crash (139), not a traceback
+        assert lines == [f"layerbound {argv[0]}: error: cannot write {target}: File too large; nothing was written"]
         assert not out.exists() or list(out.iterdir()) == [], list(out.iterdir())
 
 
@@ -374,10 +373,13 @@ def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path)
 # --- issue 24: the Python API refuses what a config refuses ------------------------------------------
 
 @pytest.mark.parametrize("call,needle", [
-    (lambda found, net, ps: api.loss_curve(found, eps=[-1.0]), "loss_curve: eps = [-1.0] is not allowed (-1.0 is less than the minimum of 0"),
-    (lambda found, net, ps: api.loss_curve(found, eps=[0.5, float("inf")]), "loss_curve: eps = [0.5, inf]: inf is not a finite number"),
+    (lambda found, net, ps: api.loss_curve(found, eps=[-1.0]),
+     "loss_curve: eps = [-1.0] is not allowed (-1.0 is less than the minimum of 0"),
+    (lambda found, net, ps: api.loss_curve(found, eps=[0.5, float("inf")]),
+     "loss_curve: eps = [0.5, inf]: inf is not a finite number"),
     (lambda found, net, ps: api.loss_curve(found, eps=[1.0], bootstrap=-3), "loss_curve: bootstrap = -3 is not allowed"),
-    (lambda found, net, ps: api.collisions(net, "2", ps, m=0), "collisions: m = 0 is not allowed (0 is less than the minimum of 1"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, m=0),
+     "collisions: m = 0 is not allowed (0 is less than the minimum of 1"),
     (lambda found, net, ps: api.collisions(net, "2", ps, m=-5), "collisions: m = -5 is not allowed"),
     (lambda found, net, ps: api.collisions(net, "2", ps, projections=0), "collisions: projections = 0 is not allowed"),
     (lambda found, net, ps: api.collisions(net, "2", ps, threads=0), "collisions: threads must be a whole number >= 1"),

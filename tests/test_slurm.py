@@ -61,13 +61,14 @@ def readme_cluster_commands() -> tuple[dict[str, str], list[str]]:
 def fake_upstream(workdir: Path, config: dict, skip_model: str) -> None:
     """Empty files where the pair set and all checkpoints but one would be: their shards are ready."""
     (a, b), per_class = config["pairs"]["classes"], config["pairs"]["per_class"]
-    pairs = workdir / "results" / "pairs" / "mnist" / f"c{a}v{b}-S{per_class}-seed{config['seed']}.h5"
+    results = workdir / config.get("results", "results")   # the config's results folder
+    pairs = results / "pairs" / "mnist" / f"c{a}v{b}-S{per_class}-seed{config['seed']}.h5"
     pairs.parent.mkdir(parents=True)
     pairs.touch()
     for name, entry in config["models"].items():
         if name != skip_model:
             for suffix in (".pt", ".json"):
-                path = workdir / "results" / "models" / entry["dataset"] / f"{name}{suffix}"
+                path = results / "models" / entry["dataset"] / f"{name}{suffix}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
 

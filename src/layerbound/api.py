@@ -31,8 +31,8 @@ import torch
 
 from . import checkpoint, dataset_info, features, loaded, projection, sources
 from . import config as configuration
-from . import threads as threads_module
 from . import pairs as pairsets
+from . import threads as threads_module
 from .collide import CollisionOptions, closed_form
 from .collide.options import SearchOptions, adversary_label
 from .errors import ConfigError

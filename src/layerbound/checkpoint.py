@@ -83,8 +83,10 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
     if payload["format"] == LOADED_FORMAT:
         return _load_loaded(path, payload, spec)
     if spec is not None:
+        from . import loaded
+
         raise CheckpointMismatch(f"checkpoint {path} holds the registry architecture {stored['arch']!r}, but the model "
-                                 f"entry is {_describe(spec)}: delete it so Snakemake rebuilds it")
+                                 f"entry is {loaded.describe(spec)}: delete it so Snakemake rebuilds it")
     model = models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
     model.load_state_dict(payload["state_dict"])
     return model.eval()
@@ -163,10 +165,6 @@ def _validate_spec(path: Path, spec: dict[str, Any]) -> None:
         configuration.check_loaded("model entry", entry, files=False)
     except ConfigError as err:
         raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
-
-
-def _describe(spec: dict[str, Any]) -> str:
-    return f"python {spec.get('factory')}" if spec.get("source") == "python" else f"{spec.get('source')} {spec.get('arch')}"
 
 
 def load_metrics(path: str | Path) -> dict[str, Any]:

@@ -104,10 +104,11 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
 
     job, cfg = _job(args, configuration.fab_pairs_job)
     args.results = plan.results_root(args.results, cfg)
+    model_name = job["model"]
     if args.pairs:
         pairs_file = args.pairs
     elif cfg is not None:
-        pairs_file = plan.path("pairs", args.results, dataset=cfg["models"][job["model"]]["dataset"],
+        pairs_file = plan.path("pairs", args.results, dataset=cfg["models"][model_name]["dataset"],
                                pairset=plan.pairset_name(cfg))
     else:
         raise ConfigError("--pairs is required with --job-json")
@@ -116,7 +117,7 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     points = attacks.fab_pairs(model, pair_set, job["fab"], model.num_classes, int(job["seed"]), int(job["batch_size"]))
     out = Path(args.out or plan.path("fab_pairs", args.results, dataset=pair_set.dataset, pairset=pair_set.name,
-                                     model=job["model"]))
+                                     model=model_name))
     _write_csv(points, out)
     found = points["found"].to_numpy()
     norms = points.loc[found, "norm"]

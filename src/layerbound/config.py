@@ -153,8 +153,8 @@ def check_options(section: str, where: str, **values: Any) -> None:
         listed = [value] if node.get("type") == "array" and not isinstance(value, list) else value
         errors = list(jsonschema.Draft202012Validator(node).iter_errors(listed))
         if errors:
-            raise ConfigError(f"{where}: {key} = {value!r} is not allowed ({jsonschema.exceptions.best_match(errors).message}; "
-                              f"as {section}.{key} of a config)")
+            reason = jsonschema.exceptions.best_match(errors).message
+            raise ConfigError(f"{where}: {key} = {value!r} is not allowed ({reason}; as {section}.{key} of a config)")
         for _, number in _numbers(value):
             if not math.isfinite(number):
                 raise ConfigError(f"{where}: {key} = {value!r}: {number} is not a finite number")

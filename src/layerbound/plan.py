@@ -79,7 +79,7 @@ def path(kind: str, root: str = RESULTS, **wildcards: Any) -> str:
 
 def results_root(given: str | None, config: dict[str, Any] | None) -> str:
     """The results folder of a command: the one given (--results), else the config's, else RESULTS."""
-    return given or (config["results"] if config else RESULTS)
+    return os.path.normpath(given or (config["results"] if config else RESULTS))
 
 
 def model_source(specs: dict[str, Any], model: str) -> dict[str, Any] | None:
@@ -306,7 +306,7 @@ class Plan:
     """
 
     def __init__(self, config: dict[str, Any], root: str | None = None):
-        self.config, self.root = config, root or config.get("results", RESULTS)
+        self.config, self.root = config, os.path.normpath(root or config.get("results", RESULTS))
         self.specs = model_specs(config)   # fails naming the model if a training block is inconsistent
         self.units = {u.key: u for u in units(config)}
         self.datasets = sorted({spec.dataset for spec in self.specs.values()})

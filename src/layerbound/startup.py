@@ -68,5 +68,5 @@ def start(config: dict[str, Any], paths: Iterable[str | os.PathLike]) -> tuple[P
         configuration.read_yaml(p)
     configuration.validate(config)
     files = config_files(paths)
-    check_owner(config["results"], files)
+    check_owner(os.path.normpath(config["results"]), files)
     return Plan(config), files
