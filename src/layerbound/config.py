@@ -232,8 +232,8 @@ def _numbers(node: Any, where: tuple = ()):
         yield where, node
 
 
-# At most this many values in a config, counting every value an alias repeats: a real config has a
-# few thousand; a YAML alias bomb (aliases of aliases) expands to billions from a few hundred bytes,
+# At most this many values in a config, counting every value an alias repeats: the configs in this
+# checkout have 166-795 (defaults filled in); a YAML alias bomb (aliases of aliases) expands to billions from a few hundred bytes,
 # which anything that walks the config (validation, JSON job parameters) would take hours to visit.
 MAX_VALUES = 100_000
 
