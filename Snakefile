@@ -3,7 +3,8 @@ import sys
 
 from snakemake.utils import min_version
 
-from layerbound.config import ConfigError, validate
+from layerbound.errors import LayerboundError
+from layerbound.startup import start
 
 min_version("9.0")
 
@@ -18,16 +19,19 @@ if not workflow.config_settings.configfiles:
 report: "workflow/report/workflow.rst"
 
 
-# Checks every key against workflow/schemas/config.schema.yaml (and the constraints across keys)
-# and fills in its defaults; a bad key fails here, before any job is planned, in one line.
+# Re-reads the config files (a key given twice fails), checks every key against
+# workflow/schemas/config.schema.yaml (and the constraints across keys), fills in its defaults,
+# checks that the results folder is this config's, and plans every job (layer names of loaded
+# models included): a problem fails here, before any job, in one line.
 try:
-    validate(config)
-except ConfigError as err:
+    PLAN, CONFIG_FILES = start(config, workflow.config_settings.configfiles or workflow.configfiles)
+except LayerboundError as err:
     sys.exit(f"layerbound: {err}")
 
 
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/common.smk"
+include: "workflow/rules/run.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/collide.smk"
 include: "workflow/rules/losses.smk"

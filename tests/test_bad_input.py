@@ -1,7 +1,11 @@
 """Bad input fails early with one line naming the key or file (and what to do), never a traceback;
 impossible distances never reach a bound."""
 
+import contextlib
+import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from layerbound import checkpoint, cli, config, models, pairs, plan, shards, store
+from layerbound import api, checkpoint, cli, config, models, pairs, plan, shards, store
 from workflow_helpers import ROOT, default_config, run_snakemake, write_config
 
 S = 3
@@ -155,8 +159,8 @@ def test_cli_failures_are_one_line(tiny, tmp_path, capsys):
     cases = [
         (["losses", "--distances", str(junk), "--eps-json", "[1]", "--out", "t.csv"], "cannot be read as a merged"),
         (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[1", "--out", "t.csv"], "Expecting"),
-        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[-1]", "--out", "t.csv"], "finite and non-negative"),
-        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "NaN", "--out", "t.csv"], "finite and non-negative"),
+        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[-1]", "--out", "t.csv"], "not allowed"),
+        (["losses", "--distances", str(tiny["merged"]), "--eps-json", "NaN", "--out", "t.csv"], "not allowed"),
         (["losses", "--distances", str(tiny["shard"]), "--eps-json", "[1]", "--out", "t.csv"], "is not a merged distance file"),
         (["fetch-data", "foo"], "unknown dataset 'foo'"),
         (["collide-shard", "--pairs", str(tmp_path / "none.h5"), "--model", "net", "--layer", "fc2", "--m", "5",
@@ -188,3 +192,215 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path)
 def test_an_incomplete_job_json_is_one_line(command, capsys):
     err = one_line_error(capsys, [*command, "--job-json", "{}"])
     assert "--job-json is not a complete job" in err and "KeyError" in err
+
+
+# --- issue 24: a full disk, truncated inputs, Ctrl-C, tracebacks in Snakemake runs -------------------
+
+def _with_file_size_limit(limit: int):
+    """For subprocess: files of at most `limit` bytes, as on a nearly full disk. A write past it fails
+    with EFBIG (SIGXFSZ ignored, so the process is not killed); no root, no tmpfs needed."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _cli_on_a_full_disk(argv, cwd, limit=1000):
+    return subprocess.run([sys.executable, "-m", "layerbound", *argv], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=_with_file_size_limit(limit),
+                          timeout=600)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_file(tiny, tmp_path):
+    out = tmp_path / "out"
+    cases = [
+        (["losses", "--distances", str(tiny["merged"]), "--eps-json", '{"start": 0, "stop": 2, "num": 41}', "--out",
+          str(out / "t.csv")], out / "t.csv"),
+        (["collide-shard", "--pairs", str(tiny["pairs"]), "--checkpoint", str(tiny["ckpt"]), "--arch", "fcnn_smaller",
+          "--model", "net", "--layer", "fc2", "--m", "5", "--seed", "0", "--options-json", tiny["options"],
+          "--device", "cpu", "--out", str(out / "c0.h5")], out / "c0.h5"),
+        (["sample-pairs", "--dataset", "mnist5k", "--classes", "3", "7", "--per-class", "20", "--seed", "0",
+          "--out", str(out / "c3v7-S20-seed0.h5")], out / "c3v7-S20-seed0.h5"),
+    ]
+    for argv, target in cases:
+        result = _cli_on_a_full_disk(argv, tmp_path)
+        lines = [line for line in result.stderr.splitlines() if line.strip() and "collision search" not in line]
+        assert result.returncode == 1, (argv[0], result.stderr[-2000:])   # not a crash (139), not a traceback
+        assert lines == [f"layerbound {argv[0]}: error: cannot write {target}: File too large; nothing was written"]
+        assert not out.exists() or list(out.iterdir()) == [], list(out.iterdir())
+
+
+def test_checkpoints_and_figures_on_a_full_disk_leave_no_file(tmp_path):
+    script = (
+        "import torch, matplotlib.pyplot as plt\n"
+        "from layerbound import checkpoint, figures_style, models\n"
+        "from layerbound.errors import WriteError\n"
+        "for write in (lambda: checkpoint.save('m.pt', models.build('fcnn_smaller', (1, 28, 28), 10), {}),\n"
+        "              lambda: figures_style.save(plt.figure(), 'f.png', 'f.pdf')):\n"
+        "    try:\n"
+        "        write()\n"
+        "    except WriteError as err:\n"
+        "        print(err)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+                                 "MPLCONFIGDIR": str(tmp_path / "mpl")},
+                            preexec_fn=_with_file_size_limit(1000), timeout=600)
+    assert result.stdout.splitlines() == ["cannot write m.pt: File too large; nothing was written",
+                                          "cannot write f.png: File too large; nothing was written"], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "mpl") == []
+
+
+def test_a_truncated_pair_set_is_one_line(tiny, tmp_path, capsys):
+    truncated = tmp_path / "pairs.h5"
+    truncated.write_bytes(tiny["pairs"].read_bytes()[:3000])
+    err = one_line_error(capsys, ["collide-shard", "--pairs", str(truncated), "--checkpoint", str(tiny["ckpt"]),
+                                  "--model", "net", "--layer", "fc2", "--m", "5", "--seed", "0", "--device", "cpu",
+                                  "--out", str(tmp_path / "s.h5")])
+    assert err.startswith(f"layerbound collide-shard: error: pair set {truncated} cannot be read") and "delete it" in err
+    err = one_line_error(capsys, ["fab-pairs", "--checkpoint", str(tiny["ckpt"]), "--pairs", str(truncated),
+                                  "--job-json", json.dumps({"model": "net", "seed": 0, "batch_size": 4, "fab": {}}),
+                                  "--device", "cpu", "--out", str(tmp_path / "f.csv")])
+    assert err.startswith(f"layerbound fab-pairs: error: pair set {truncated} cannot be read")
+    assert not (tmp_path / "s.h5").exists() and not (tmp_path / "f.csv").exists()
+
+
+def test_ctrl_c_is_one_line(tiny, tmp_path):
+    # A search long enough to be interrupted mid-way (after its device line).
+    process = subprocess.Popen(
+        [sys.executable, "-m", "layerbound", "collide-shard", "--pairs", str(tiny["pairs"]), "--checkpoint",
+         str(tiny["ckpt"]), "--model", "net", "--layer", "fc1", "--m", "200", "--seed", "0", "--device", "cpu",
+         "--options-json", '{"chunk_size": 9, "search": {"max_iter": 10000, "tol": 0}}', "--out",
+         str(tmp_path / "s.h5")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout.readline().startswith("device: cpu")
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    lines = [line for line in rest.splitlines() if line.strip() and "collision search" not in line]
+    assert lines == ["layerbound collide-shard: interrupted"], rest[-3000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("models,needle", [
+    ({"m1": {"dataset": "mnist5k", "arch": "medium"}}, "model 'm1' (medium) has no tap 'nosuchlayer'"),
+    ({"m1": {"dataset": "mnist5k", "source": "torchvision", "arch": "resnet1800", "train": {"method": "benign"}}},
+     "'resnet1800' is not a torchvision classification architecture"),
+])
+def test_an_unknown_layer_or_architecture_is_one_line_in_a_snakemake_run(tmp_path, models, needle):
+    raw = {"models": models, "collision": {"layers": ["nosuchlayer"] if "arch" in models["m1"] and
+                                           models["m1"]["arch"] == "medium" else "all"}}
+    result = run_snakemake(tmp_path, "-n", configfile=write_config(tmp_path / "bad.yaml", raw))
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and needle in lines[0], lines
+
+
+# --- issue 24: configs read strictly, bounded, and kept apart ----------------------------------------
+
+DUPLICATE = "seed: 0\nmodels:\n  m1:\n    dataset: mnist5k\n    arch: medium\nseed: 5\n"
+
+
+def test_a_key_given_twice_is_one_line_naming_it_and_both_lines(tmp_path, capsys):
+    configfile = tmp_path / "dup.yaml"
+    configfile.write_text(DUPLICATE)
+    expected = f"config file {configfile}: key 'seed' is given twice (lines 1 and 6); keep one"
+    assert one_line_error(capsys, ["collide-plan", "--configfile", str(configfile)]) == \
+        f"layerbound collide-plan: error: {expected}"
+    result = run_snakemake(tmp_path, "-n", configfile=configfile)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and lines == [f"layerbound: {expected}"]
+    # Nested too, and a merge key (<<) may still be overridden below it.
+    configfile.write_text("models:\n  m1:\n    dataset: mnist5k\n    arch: medium\n    arch: large\n")
+    with pytest.raises(config.ConfigError, match=r"key 'arch' is given twice \(lines 4 and 5\)"):
+        config.load(configfile)
+    configfile.write_text("base: &b {dataset: mnist5k, arch: medium}\n")
+    assert config.read_yaml(configfile) == {"base": {"dataset": "mnist5k", "arch": "medium"}}
+    configfile.write_text("models:\n  m1: &b {dataset: mnist5k, arch: medium}\n  m2:\n    <<: *b\n    arch: large\n")
+    assert config.load(configfile)["models"]["m2"]["arch"] == "large"
+
+
+def _alias_bomb(levels: int = 8) -> str:
+    lines = ["models:", "  m1:", "    dataset: mnist5k", "    source: python", "    factory: 'nets:make'",
+             "    kwargs:", '      a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    names = "abcdefghij"
+    for previous, name in zip(names, names[1:levels]):
+        lines.append(f"      {name}: &{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_fails_in_seconds(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb())
+    assert len(bomb.read_bytes()) < 700   # 9^8 = 43 million values once its aliases are expanded
+    started = time.monotonic()
+    err = one_line_error(capsys, ["collide-plan", "--configfile", str(bomb)])
+    assert time.monotonic() - started < 10   # well under a second of work; slack for a loaded machine
+    assert "models.m1.kwargs" in err and f"more than {config.MAX_VALUES} values" in err
+    result = run_snakemake(tmp_path, "-n", configfile=bomb)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and "alias bomb" in lines[0]
+
+
+def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path):
+    from layerbound import startup
+
+    mine = write_config(tmp_path / "mine.yaml", default_config())
+    startup.write_record(tmp_path / "results" / "run.json", ["config.yaml"])   # the default run's folder
+    result = run_snakemake(tmp_path, "-n", configfile=mine)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode != 0 and lines == [
+        "layerbound: results folder results/ holds the run of config.yaml; mine.yaml would overwrite its outputs: "
+        "give this config its own folder (results: results/mine), or delete results/run.json to hand the folder over"]
+    own = write_config(tmp_path / "mine.yaml", {**default_config(), "results": "results/mine"})
+    result = run_snakemake(tmp_path, "-n", configfile=own)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "results/mine/summary.csv" in result.stdout and "results/mine/run.json" in result.stdout
+    assert "results/summary.csv" not in result.stdout and "results/mine/logs/" in result.stdout
+    # The command line's default paths follow the config's folder too.
+    out = subprocess.run([sys.executable, "-m", "layerbound", "collide-plan", "--configfile", str(own)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and all(line.startswith("results/mine/distances/") for line in out.stdout.splitlines())
+
+
+# --- issue 24: the Python API refuses what a config refuses ------------------------------------------
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda found, net, ps: api.loss_curve(found, eps=[-1.0]),
+     "loss_curve: eps = [-1.0] is not allowed (-1.0 is less than the minimum of 0"),
+    (lambda found, net, ps: api.loss_curve(found, eps=[0.5, float("inf")]),
+     "loss_curve: eps = [0.5, inf]: inf is not a finite number"),
+    (lambda found, net, ps: api.loss_curve(found, eps=[1.0], bootstrap=-3), "loss_curve: bootstrap = -3 is not allowed"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, m=0),
+     "collisions: m = 0 is not allowed (0 is less than the minimum of 1"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, m=-5), "collisions: m = -5 is not allowed"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, projections=0), "collisions: projections = 0 is not allowed"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, threads=0), "collisions: threads must be a whole number >= 1"),
+])
+def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
+    torch.manual_seed(0)
+    net = api.wrap(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 30), torch.nn.ReLU(),
+                                       torch.nn.Linear(30, 10)), (1, 28, 28), 10)
+    ps = pairs.load(tiny["pairs"])
+    with pytest.raises(ValueError) as err:
+        call(api.input_distances(ps), net, ps)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_api_searches_on_the_workflow_s_threads_unless_told(tiny, monkeypatch):
+    from layerbound import threads
+
+    seen = []
+    monkeypatch.setattr(threads, "limited", lambda n: (seen.append(n), contextlib.nullcontext())[1])
+    net = api.wrap(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), (1, 28, 28), 10)
+    ps = pairs.load(tiny["pairs"])
+    api.collisions(net, "1", ps, m=5, max_iter=1)
+    api.collisions(net, "1", ps, m=5, max_iter=1, threads=2)
+    assert seen == [threads.JOB_THREADS["collide_shard"], 2] == [1, 2]

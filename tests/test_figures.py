@@ -400,4 +400,4 @@ def test_two_methods_on_the_same_unprojected_layers_get_a_comparison_figure(tmp_
     assert methods == ["jacobian", "polytope"] and layers == ["fc1_pre", "fc1", "fc2_pre", "fc2"]
     tables = p.method_comparison_tables("mnist5k", "c3v7-S8-seed0", "fcnn_benign", 300)
     assert len(tables) == 2 * 4 + 2 and all("/fcnn_benign/" in t or "/input/" in t for t in tables)
-    assert "results/figures/mnist5k/c3v7-S8-seed0/collision_methods/fcnn_benign/m300.png" in p.figure_targets()
+    assert "results/paper002_fcnn/figures/mnist5k/c3v7-S8-seed0/collision_methods/fcnn_benign/m300.png" in p.figure_targets()

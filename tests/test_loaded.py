@@ -132,14 +132,8 @@ def test_robustbench_entry_without_package_or_weights_fails_saying_what_to_insta
         assert "pip install robustbench" in lines[0]
 
 
-def test_python_factory_source_builds_the_user_s_module(tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text(
-        "import torch\n"
-        "def tiny(width=6):\n"
-        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width), torch.nn.ReLU(),\n"
-        "                               torch.nn.Linear(width, 10))\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    model = api.load_model({"source": "python", "factory": "my_nets:tiny", "kwargs": {"width": 7}}, dataset="mnist5k")
+def test_python_factory_source_builds_the_user_s_module(tiny_factory):
+    model = api.load_model({"source": "python", "factory": tiny_factory, "kwargs": {"width": 7}}, dataset="mnist5k")
     assert api.taps(model) == {"0": 784, "1": 7, "2": 7, "3": 10}
     x = _x()
     with torch.no_grad():
@@ -176,11 +170,21 @@ def test_loaded_checkpoint_rebuilds_the_model_and_loads_with_weights_only(tmp_pa
 
 
 def test_eval_mode_taps_are_independent_of_the_batch(resnet):
-    x = _x(4)
+    """Eval-mode BatchNorm uses its running statistics, so an example's features do not depend on
+    the other examples of its batch. The check changes the other examples and keeps the batch's
+    shape: the kernels then do the same operations in the same order on the first example (their
+    order follows the shapes and the thread count, never the values), so its features must be
+    bitwise equal. (A batch of another size may sum in another order and differ by rounding.)
+    The control: with batch statistics (train mode) they change."""
+    x, others = _x(4), _x(4, seed=2)
+    others[0] = x[0]
     with torch.no_grad():
-        together = resnet.features(x, "layer2")
-        alone = torch.cat([resnet.features(x[i:i + 1], "layer2") for i in range(4)])
-    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+        assert torch.equal(resnet.features(x, "layer2")[0], resnet.features(others, "layer2")[0])
+        resnet.train()
+        try:
+            assert not torch.equal(resnet.features(x, "layer2")[0], resnet.features(others, "layer2")[0])
+        finally:
+            resnet.eval()
 
 
 def test_vector_jacobian_products_through_the_traced_tap_equal_the_eager_network(resnet_weights):

@@ -131,9 +131,9 @@ def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
     config["collision"].update({"m": [5, 10], "projections": 2, "chunk_size": 4})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "Snakefile").write_text(
-        "from layerbound.config import validate\n"
+        "from layerbound.startup import start\n"
         f'configfile: "{tmp_path}/config.yaml"\n'
-        "validate(config)\n"
+        "PLAN, CONFIG_FILES = start(config, workflow.configfiles)\n"
         f'include: "{ROOT}/workflow/rules/common.smk"\n'
         f'include: "{ROOT}/workflow/rules/train.smk"\n'
         f'include: "{ROOT}/workflow/rules/collide.smk"\n'

@@ -67,13 +67,14 @@ def fake_upstream(workdir: Path, config: dict, keep_model: str) -> None:
     attacks and the input baselines' shards are ready, the other models' training too (a few
     hundred jobs, below the profile's `jobs`, so every GPU rule is among the first submissions)."""
     (a, b), per_class = config["pairs"]["classes"], config["pairs"]["per_class"]
-    pairs = workdir / "results" / "pairs" / "mnist" / f"c{a}v{b}-S{per_class}-seed{config['seed']}.h5"
+    results = workdir / config.get("results", "results")   # the config's results folder
+    pairs = results / "pairs" / "mnist" / f"c{a}v{b}-S{per_class}-seed{config['seed']}.h5"
     pairs.parent.mkdir(parents=True)
     pairs.touch()
     for name, entry in config["models"].items():
         if name == keep_model:
             for suffix in (".pt", ".json"):
-                path = workdir / "results" / "models" / entry["dataset"] / f"{name}{suffix}"
+                path = results / "models" / entry["dataset"] / f"{name}{suffix}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
 

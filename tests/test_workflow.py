@@ -56,7 +56,7 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
     # 3 architectures x 3 training methods, none of the default experiment's mnist5k models.
     assert counts["train_model"] == len(paper["models"]) == 9
     assert "mnist5k" not in result.stdout
-    assert f"results/models/{dataset}/medium_benign.pt" in result.stdout
+    assert f"results/{name}/models/{dataset}/medium_benign.pt" in result.stdout   # the config's own folder
     # Every layer of every model plus the two input baselines, each with its own merged file.
     taps = {"small": 4, "medium": 7, "large": 7}
     # The m sweep (MNIST: Medium PGD-2's first layer at 5 more m) adds one merged file per new m.
@@ -158,10 +158,16 @@ def test_finished_run_has_nothing_left_to_do(finished_run):
 
 
 def dry_run_with(finished_run, mutate) -> dict[str, int]:
+    """The jobs an edit of the run's config file would re-run (the file is restored after)."""
     config = tiny_config()
     mutate(config)
-    configfile = write_config(finished_run["workdir"] / "changed.yaml", config)
-    result = run_snakemake(finished_run["workdir"], "-n", configfile=configfile)
+    configfile = finished_run["configfile"]
+    saved = configfile.read_text()
+    try:
+        write_config(configfile, config)
+        result = run_snakemake(finished_run["workdir"], "-n", configfile=configfile)
+    finally:
+        configfile.write_text(saved)
     assert result.returncode == 0, result.stderr[-3000:]
     return job_counts(result.stdout)
 

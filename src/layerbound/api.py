@@ -35,6 +35,7 @@ import torch
 from . import checkpoint, dataset_info, features, loaded, projection, sources
 from . import config as configuration
 from . import pairs as pairsets
+from . import threads as threads_module
 from .collide import CollisionOptions, certify, closed_form
 from .collide.options import SearchOptions, adversary_label
 from .errors import ConfigError
@@ -43,7 +44,8 @@ __all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "coll
            "loss_curve", "plot_loss_curves"]
 
 
-def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = None) -> torch.nn.Module:
+def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = None,
+               entry: Mapping[str, Any] | None = None) -> torch.nn.Module:
     """A model with taps by name, in eval mode.
 
     `source` is either a config entry's keys without `dataset` (`{"source": "torchvision",
@@ -52,18 +54,28 @@ def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = Non
     `dataset` whose inputs and classes it takes, or the path of a layerbound checkpoint
     (results/models/...pt: a trained registry model or an imported one). Weights come from local
     files only; a file that does not match the architecture fails naming the file and the keys.
+
+    A checkpoint never chooses the code that runs: one made from a python factory loads only with
+    `entry`, the entry (with `dataset`) that names the factory, and any checkpoint given an entry
+    must have been made from it (its weights file aside: the checkpoint holds the weights).
     """
     if isinstance(source, (str, Path)):
-        return checkpoint.load(source)
-    if dataset is None:
+        return checkpoint.load(source, spec=None if entry is None else _entry_spec(entry, dataset, files=False))
+    spec = _entry_spec(source, dataset)
+    meta = dataset_info.info(spec["dataset"])
+    return loaded.build(spec, meta.input_shape, meta.num_classes)
+
+
+def _entry_spec(source: Mapping[str, Any], dataset: str | None, files: bool = True) -> dict[str, Any]:
+    """The spec (sources.spec) of a model entry, validated as the config validates its entries."""
+    entry = {**dict(source), **({"dataset": dataset} if dataset is not None else {})}
+    if "dataset" not in entry:
         raise ConfigError("load_model: give the dataset whose inputs and classes the model takes")
-    entry = {**dict(source), "dataset": dataset}
     if "source" not in entry:
         raise ConfigError("load_model: the entry needs `source` (torchvision, python or robustbench)")
     configuration.fill_loaded_defaults(entry)
-    configuration.check_loaded("load_model", entry)
-    meta = dataset_info.info(dataset)
-    return loaded.build(sources.spec(entry), meta.input_shape, meta.num_classes)
+    configuration.check_loaded("load_model", entry, files=files)
+    return sources.spec(entry)
 
 
 def wrap(module: torch.nn.Module, input_shape: Sequence[int], num_classes: int,
@@ -106,7 +118,7 @@ class LayerDistances:
 def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: int = 10, projections: int = 1,
                seed: int = 0, box: tuple[float, float] | None = (0.0, 1.0), step: str = "auto",
                max_iter: int | None = None, batch_size: int = 64, name: str = "model",
-               device: str | torch.device = "cpu") -> LayerDistances:
+               device: str | torch.device = "cpu", threads: int | None = None) -> LayerDistances:
     """Collision distances of every pair under A o f_j, for `projections` Gaussian projections A
     (m x n_j, seeded from seed, name, layer, m and the projection index as in the workflow; none
     when m >= n_j), by paper 001's Algorithm 1 with the given step control ("merit", "decay", or
@@ -115,8 +127,17 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place; a
     float64 copy of it certifies every collision (collide/certify.py), and `candidates` says per
     collision whether the search's best was certified (0), an earlier candidate (k > 0) or the
-    midpoint (-1) was used instead.
+    midpoint (-1) was used instead. m, projections and batch_size must be what a config may hold
+    (collision.m, .projections, .batch_size). The search runs on `threads` CPU threads (None: a
+    collision shard's, layerbound.threads: 1), torch's setting restored after.
     """
+    configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
+    threads_module.check(threads, "collisions")
+    with threads_module.limited(threads or threads_module.for_job("collide_shard")):
+        return _collisions(model, layer, pairs, m, projections, seed, box, step, max_iter, batch_size, name, device)
+
+
+def _collisions(model, layer, pairs, m, projections, seed, box, step, max_iter, batch_size, name, device):
     dev = torch.device(device)
     options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size,
                                method_options=SearchOptions(step=step, max_iter=max_iter))
@@ -158,9 +179,12 @@ def input_distances(pairs: pairsets.PairSet, box: tuple[float, float] | None = (
 def loss_curve(found: LayerDistances, eps: Sequence[float], bootstrap: int | None = None) -> pd.DataFrame:
     """Optimal cross-entropy and 0-1 losses per budget eps (one row each; losses.TABLE_COLUMNS):
     the mean over projections, its spread and a 95% bootstrap interval (`bootstrap` replicates,
-    the schema's losses.bootstrap by default; 0 for none)."""
+    the schema's losses.bootstrap by default; 0 for none). eps and bootstrap must be what a config
+    may hold (losses.eps as a list, losses.bootstrap)."""
     from . import losses
 
+    configuration.check_options("losses", "loss_curve", eps=list(np.atleast_1d(eps)),
+                                **({} if bootstrap is None else {"bootstrap": bootstrap}))
     replicates = configuration.defaults("losses")["bootstrap"] if bootstrap is None else bootstrap
     return losses.loss_table(found.distances, np.asarray(eps, dtype=float), replicates, found.adversary,
                              found.candidates)

@@ -58,14 +58,15 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
 def _cmd_losses(args: argparse.Namespace) -> None:
     from . import losses, plan, shards
 
+    eps_spec = json.loads(args.eps_json)
+    configuration.check_options("losses", "layerbound losses", eps=eps_spec,
+                                **({} if args.bootstrap is None else {"bootstrap": args.bootstrap}))
     arrays, attrs = shards.read_merged(args.distances)
-    eps = plan.eps_grid(json.loads(args.eps_json))
+    eps = plan.eps_grid(eps_spec)
     from .collide.options import adversary_label
 
     box = json.loads(attrs["options_json"]).get("box")   # absent before boxes existed: unboxed
     replicates = losses.BOOTSTRAP_REPLICATES if args.bootstrap is None else args.bootstrap
-    if replicates < 0:
-        raise ValueError(f"--bootstrap must be 0 or more, not {replicates}")
     table = losses.loss_table(arrays["distances"], eps, replicates, adversary_label(box), arrays["candidates"])
     key = tuple(attrs[k] for k in losses.KEY_COLUMNS)
     losses.write_table(losses.summarize({key: table}), args.out)
@@ -109,11 +110,13 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
     """Parent parsers of the options several subcommands share (each defined once, here)."""
     shared = {name: argparse.ArgumentParser(add_help=False) for name in ("configfile", "results", "device", "data")}
     shared["configfile"].add_argument("--configfile", help="experiment config (YAML); derives what is not given")
-    shared["results"].add_argument("--results", default="results", help="results folder (for default paths)")
+    shared["results"].add_argument("--results", help="results folder, for default paths (default: the config's "
+                                                     "`results`, else results)")
     shared["device"].add_argument("--device", default=os.environ.get("LAYERBOUND_DEVICE"),
                                   help="auto (cuda when present), cpu, cuda, ... (default: $LAYERBOUND_DEVICE, else "
                                        "the config's, else auto)")
-    shared["device"].add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    shared["device"].add_argument("--threads", type=int, help="CPU threads for torch (default: the workflow's for this "
+                                                              "kind of job, layerbound.threads; 0: torch's default)")
     shared["data"].add_argument("--data-dir", default=os.environ.get("LAYERBOUND_DATA_DIR", "data"),
                                 help="where torchvision datasets live (default: $LAYERBOUND_DATA_DIR, else data)")
     shared["data"].add_argument("--download", action="store_true",
@@ -182,13 +185,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "threads", 0):
-        import torch
+# The workflow rule of each command that takes --threads: its threads unless --threads is given.
+RULE_OF_COMMAND = {"train": "train_model", "import-model": "import_model", "collide-shard": "collide_shard",
+                   "attack": "attacks_model", "fab-pairs": "attacks_fab_pairs", "semirobust": "semirobust_run"}
 
-        torch.set_num_threads(args.threads)
+
+def main(argv: list[str] | None = None) -> None:
     try:
+        _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C: one line and the shell's status for SIGINT. Outputs are written atomically, so none
+        # is left half-written (the temporary file is removed on the way out).
+        command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+        print(f"layerbound {command}: interrupted" if command else "layerbound: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: list[str] | None) -> None:
+    from . import threads
+
+    args = build_parser().parse_args(argv)
+    try:
+        count = getattr(args, "threads", 0)
+        if count is None and args.command in RULE_OF_COMMAND:
+            count = threads.for_job(RULE_OF_COMMAND[args.command])
+        if count and count < 0:
+            raise ConfigError(f"--threads must be 0 (torch's default) or more, not {count}")
+        if count:
+            import torch
+
+            torch.set_num_threads(count)
         args.func(args)
     except (LayerboundError, ValueError, FileNotFoundError) as err:
         # Expected failures (bad config or arguments, missing or foreign files, mismatched

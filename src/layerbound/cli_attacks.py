@@ -35,10 +35,12 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
     return resolve(cfg, args.model), cfg
 
 
-def _model(args: argparse.Namespace, cfg: dict | None, name: str, results: str):
+def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
+    """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
     from . import attacks, checkpoint, dataset_info, plan
     from .device import describe, select
 
+    name = job["model"]
     attacks.library()   # fails in one line, before anything is loaded, when torchattacks is missing
     device = select(args.device or (cfg["device"] if cfg else None))
     print(describe(device), file=sys.stderr, flush=True)
@@ -52,13 +54,13 @@ def _model(args: argparse.Namespace, cfg: dict | None, name: str, results: str):
     if not args.checkpoint and cfg is None:
         raise ConfigError("--checkpoint is required with --job-json")
     path = args.checkpoint or plan.path("checkpoint", results, dataset=cfg["models"][name]["dataset"], model=name)
-    return checkpoint.load(path, expect=expect).to(device), device
+    return checkpoint.load(path, expect=expect, spec=job.get("source")).to(device), device
 
 
 def _write_csv(table, path) -> None:
-    from .store import atomic_write
+    from .store import write_csv
 
-    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.12g"))
+    write_csv(path, table, "%.12g")
 
 
 def _cmd_attack(args: argparse.Namespace) -> None:
@@ -67,8 +69,9 @@ def _cmd_attack(args: argparse.Namespace) -> None:
     from . import __version__, attacks, data, plan
 
     job, cfg = _job(args, configuration.attack_job)
+    args.results = plan.results_root(args.results, cfg)
     started = time.perf_counter()
-    model, device = _model(args, cfg, job["model"], args.results)
+    model, device = _model(args, cfg, job, args.results)
     x, y = data.load(job["dataset"], "test", data_dir=args.data_dir, download=args.download)
     n = min(int(job["examples"]), len(x))
     x, y = x[:n].to(device), y[:n].to(device)
@@ -100,19 +103,21 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
     from . import attacks, pairs, plan
 
     job, cfg = _job(args, configuration.fab_pairs_job)
-    model, device = _model(args, cfg, job["model"], args.results)
+    args.results = plan.results_root(args.results, cfg)
+    model_name = job["model"]
     if args.pairs:
         pairs_file = args.pairs
     elif cfg is not None:
-        pairs_file = plan.path("pairs", args.results, dataset=cfg["models"][job["model"]]["dataset"],
+        pairs_file = plan.path("pairs", args.results, dataset=cfg["models"][model_name]["dataset"],
                                pairset=plan.pairset_name(cfg))
     else:
         raise ConfigError("--pairs is required with --job-json")
-    pair_set = pairs.load(pairs_file)
+    pair_set = pairs.load(pairs_file)   # before the model: a bad pair set fails at once
+    model, device = _model(args, cfg, job, args.results)
     started = time.perf_counter()
     points = attacks.fab_pairs(model, pair_set, job["fab"], model.num_classes, int(job["seed"]), int(job["batch_size"]))
     out = Path(args.out or plan.path("fab_pairs", args.results, dataset=pair_set.dataset, pairset=pair_set.name,
-                                     model=job["model"]))
+                                     model=model_name))
     _write_csv(points, out)
     found = points["found"].to_numpy()
     norms = points.loc[found, "norm"]

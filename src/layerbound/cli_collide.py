@@ -24,8 +24,9 @@ from .errors import ConfigError
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
     from . import pairs, plan
 
-    if args.configfile:
-        cfg = configuration.load(args.configfile)
+    cfg = configuration.load(args.configfile) if args.configfile else None
+    args.results = plan.results_root(args.results, cfg)
+    if cfg:
         classes, per_class, seed = cfg["pairs"]["classes"], cfg["pairs"]["per_class"], cfg["seed"]
         data_dir, download = cfg["data_dir"], cfg["download"] or args.download
     else:
@@ -48,8 +49,10 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
     from . import plan, shards
     from .collide import CollisionOptions
 
+    configuration.check_options("collision", "layerbound collide-shard", m=args.m)
     if args.configfile:
         cfg = configuration.load(args.configfile)
+        args.results = plan.results_root(args.results, cfg)
         method = args.collision_method or cfg["collision"]["methods"][0]
         unit = next((u for u in plan.units(cfg) if (u.model, u.layer, u.m, u.collision_method)
                      == (args.model, args.layer, args.m, method)), None)
@@ -60,13 +63,14 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
             if not 0 <= value < count:
                 raise ConfigError(f"--{option} {value} is out of range: {args.model}/{args.layer} at m={args.m} has "
                                   f"{option}s 0..{count - 1} in this config")
-        spec = plan.Shard(*unit.key, args.projection, args.chunk)
+        shard = plan.Shard(*unit.key, args.projection, args.chunk)
         pairs_file = args.pairs or plan.path("pairs", args.results, dataset=unit.dataset, pairset=unit.pairset)
         checkpoint_file = args.checkpoint or (None if args.model == plan.INPUT_MODEL else
                                               plan.path("checkpoint", args.results, dataset=unit.dataset, model=args.model))
         options = plan.collision_options(cfg, method)
         seed, arch, device = cfg["seed"], unit.arch, args.device or cfg["device"]
-        out = Path(args.out) if args.out else Path(spec.path(args.results))
+        spec = plan.model_source(configuration.model_specs(cfg), args.model)
+        out = Path(args.out) if args.out else Path(shard.path(args.results))
     else:
         missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
         if missing:
@@ -76,11 +80,13 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
         pair_set = pairsets.load(args.pairs)
         options = CollisionOptions.from_dict(json.loads(args.options_json) if args.options_json else {})
         method = args.collision_method or options.method
-        spec = plan.Shard(pair_set.dataset, pair_set.name, method, args.model, args.layer, args.m, args.projection, args.chunk)
+        shard = plan.Shard(pair_set.dataset, pair_set.name, method, args.model, args.layer, args.m, args.projection,
+                           args.chunk)
         pairs_file, checkpoint_file, arch = args.pairs, args.checkpoint, args.arch
         seed, device, out = args.seed, args.device or "auto", Path(args.out)
-    shards.run(spec, out, pairs_file=pairs_file, options=options, experiment_seed=seed,
-               checkpoint_file=checkpoint_file, arch=arch, device=device)
+        spec = json.loads(args.source_json) if args.source_json else None
+    shards.run(shard, out, pairs_file=pairs_file, options=options, experiment_seed=seed,
+               checkpoint_file=checkpoint_file, arch=arch, spec=spec, device=device)
     print(f"-> {out}")
 
 
@@ -97,7 +103,9 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 def _cmd_collide_plan(args: argparse.Namespace) -> None:
     from . import plan
 
-    for unit in plan.units(configuration.load(args.configfile)):
+    cfg = configuration.load(args.configfile)
+    args.results = plan.results_root(args.results, cfg)
+    for unit in plan.units(cfg):
         if args.shards:
             for path in unit.shard_paths(args.results):
                 print(path)
@@ -127,6 +135,8 @@ def add_subcommands(sub: argparse._SubParsersAction, shared: dict[str, argparse.
     p.add_argument("--pairs", help="pair set .h5")
     p.add_argument("--checkpoint", help="model checkpoint .pt (not for model input)")
     p.add_argument("--arch", help="expected architecture of the checkpoint")
+    p.add_argument("--source-json", help="the model entry of a loaded or source-trained model as JSON (sources.spec), "
+                                         "which rebuilds its network: a checkpoint never chooses code")
     p.add_argument("--seed", type=int, help="experiment seed (projection seeds derive from it)")
     p.add_argument("--options-json", help="collision options as JSON (collide.CollisionOptions.to_json)")
     p.add_argument("--out", help="output shard .h5 (default: the workflow's path under --results)")

@@ -177,7 +177,7 @@ def _cmd_fab(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from . import figures_fab, losses
-    from .store import atomic_write
+    from .store import write_csv
 
     metrics = _one(args.metrics)
     points = pd.read_csv(args.points)
@@ -186,13 +186,14 @@ def _cmd_fab(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.table} is a loss table of {sorted(set(table['model']))}, not of {metrics['model']!r}")
     comparison = figures_fab.fab_comparison_table(points, table)
     if args.csv:
-        atomic_write(args.csv, lambda tmp: comparison.to_csv(tmp, index=False, float_format="%.17g"))
+        write_csv(args.csv, comparison, "%.17g")
     classes = sorted(int(c) for c in points["label"].unique())
     _save(figures_fab.fab_figure(comparison, table, metrics, classes if len(classes) == 2 else None), args)
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
     from . import losses, report
+    from .store import write_text
 
     summary = losses.read_table(args.summary)
     metrics = _read_metrics(args.metrics)
@@ -204,10 +205,9 @@ def _cmd_summary(args: argparse.Namespace) -> None:
         sidecar = json.loads(Path(path).read_text())
         headlines[sidecar["model"]] = sidecar
     table = report.layer_summary(summary, metrics, taps, headlines)
-    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     losses.write_table(table, args.csv)
     eps_max = float(summary["eps"].max()) if len(summary) else None
-    Path(args.html).write_text(report.summary_html(table, eps_max))
+    write_text(args.html, report.summary_html(table, eps_max))
     print(f"{len(table)} layer rows of {table['model'].nunique()} models -> {args.csv}, {args.html}")
 
 

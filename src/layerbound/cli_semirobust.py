@@ -24,7 +24,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     else:
         if not (args.study and args.fb_layers):
             raise ConfigError("--study and --fb-layers are required with --configfile")
-        job = configuration.semirobust_job(configuration.load(args.configfile), args.study, args.fb_layers)
+        cfg = configuration.load(args.configfile)
+        job = configuration.semirobust_job(cfg, args.study, args.fb_layers)
+        args.results = plan.results_root(args.results, cfg)
+    args.results = plan.results_root(args.results, None)
     robust = args.robust or plan.path("checkpoint", args.results, dataset=job["dataset"], model=job["robust"])
     regular = args.regular or plan.path("checkpoint", args.results, dataset=job["dataset"], model=job["regular"])
     out = args.out or plan.path("semirobust", args.results, dataset=job["dataset"], study=job["study"],
@@ -48,12 +51,11 @@ def _records(paths) -> list[dict]:
 
 def _cmd_table(args: argparse.Namespace) -> None:
     from . import semirobust_table
+    from .store import write_csv, write_text
 
     table = semirobust_table.table1(_records(args.results_json))
-    for path in (args.csv, args.html):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.csv, index=False, float_format="%.6g")
-    Path(args.html).write_text(semirobust_table.table1_html(table))
+    write_csv(args.csv, table, "%.6g")
+    write_text(args.html, semirobust_table.table1_html(table))
     print(f"Table 1: {len(table)} rows from {len(args.results_json)} results -> {args.csv}, {args.html}")
 
 

@@ -83,6 +83,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
     if not isinstance(config, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, not {type(config).__name__}")
+    _check_size(config)
     _fill_defaults(schema(), config)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -137,6 +138,37 @@ def check_across_keys(config: dict[str, Any]) -> None:
         semirobust_study(config, study)
 
 
+def check_options(section: str, where: str, **values: Any) -> None:
+    """Check values of a section's keys (`collision`, `losses`, ...) against what a config may hold
+    there, for callers that take them as arguments (the Python API, the command run by hand): the
+    schema's rules and finite numbers, so both refuse what a config would (one value of a key that
+    holds a list, such as collision.m, is checked as a list of it). One line naming `where` and the
+    key otherwise."""
+    import jsonschema
+
+    properties = _resolve(schema()["properties"][section])["properties"]
+    for key, value in values.items():
+        value = _plain(value)
+        node = {**properties[key], "$defs": schema()["$defs"]}
+        listed = [value] if node.get("type") == "array" and not isinstance(value, list) else value
+        errors = list(jsonschema.Draft202012Validator(node).iter_errors(listed))
+        if errors:
+            reason = jsonschema.exceptions.best_match(errors).message
+            raise ConfigError(f"{where}: {key} = {value!r} is not allowed ({reason}; as {section}.{key} of a config)")
+        for _, number in _numbers(value):
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: {key} = {value!r}: {number} is not a finite number")
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars as the lists and Python numbers a YAML config holds."""
+    if hasattr(value, "tolist") and not isinstance(value, (list, dict, str)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     """A loaded model's entry (`source` ...) with the schema's defaults filled in, validated."""
     import jsonschema
@@ -150,10 +182,10 @@ def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def check_loaded(where: str, entry: dict[str, Any]) -> None:
+def check_loaded(where: str, entry: dict[str, Any], files: bool = True) -> None:
     """The checks of a loaded model's entry (`where`: its key, models.NAME) that need no torch: keys
     that fit its source, the normalization's length, the weights file present (nothing is ever
-    downloaded)."""
+    downloaded). `files=False` skips what concerns the weights file (a checkpoint holds the weights)."""
     source = entry["source"]
     channels = dataset_info.info(entry["dataset"]).input_shape[0]
     if entry["small_inputs"] and source != "torchvision":
@@ -168,7 +200,7 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
     if "train" in entry and entry.get("weights") is not None:
         raise ConfigError(f"{where}: weights and train exclude each other (train: the workflow trains it from scratch; "
                           "weights: it is loaded from that file)")
-    if source == "torchvision" and "train" not in entry and entry.get("weights") is None:
+    if files and source == "torchvision" and "train" not in entry and entry.get("weights") is None:
         raise ConfigError(f"{where}: a torchvision model needs weights (a local state_dict file) or a train block "
                           "(the workflow trains it)")
     for key in ("weights", "pretrained", "num_classes"):
@@ -181,10 +213,10 @@ def check_loaded(where: str, entry: dict[str, Any]) -> None:
             if len(norm[key]) != channels:
                 raise ConfigError(f"{where}.normalization.{key} has {len(norm[key])} values, but {entry['dataset']} "
                                   f"images have {channels} channel{'s' if channels != 1 else ''}")
-    if entry.get("weights") is not None and not Path(entry["weights"]).is_file():
+    if files and entry.get("weights") is not None and not Path(entry["weights"]).is_file():
         raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
     if source == "robustbench":
-        problem = sources.robustbench_missing(entry)
+        problem = sources.robustbench_missing(entry, weights=files)
         if problem:
             raise ConfigError(f"{where}: {problem}")
 
@@ -200,16 +232,67 @@ def _numbers(node: Any, where: tuple = ()):
         yield where, node
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config and validate it (defaults filled in)."""
+# At most this many values in a config, counting every value an alias repeats: the configs in this
+# checkout have 166-795 (defaults filled in); a YAML alias bomb (aliases of aliases) expands to billions from a few hundred bytes,
+# which anything that walks the config (validation, JSON job parameters) would take hours to visit.
+MAX_VALUES = 100_000
+
+
+def _check_size(config: Any) -> None:
+    """Refuse a config with more than MAX_VALUES values (aliases expanded), naming where it grows;
+    visits at most MAX_VALUES + 1 of them."""
+    count, stack = 0, [((), config)]
+    while stack:
+        where, node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"invalid configuration key {_where(where[:4])}: the configuration holds more than "
+                              f"{MAX_VALUES} values once YAML aliases are expanded (an alias bomb?); write them out")
+        if isinstance(node, dict):
+            stack.extend((where + (key,), value) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((where + (index,), value) for index, value in enumerate(node))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *defaults` may be overridden below it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue   # not hashable: the safe loader refuses it below
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise ConfigError(f"config file {self.name}: key {key!r} is given twice (lines {lines[key]} and "
+                                  f"{line}); keep one")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A config file's contents, read with YAML's safe loader; a key given twice in one mapping, or
+    text that is not YAML, fails in one line naming the file (and the key and both lines)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as stream:
+            loader = _StrictLoader(stream)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return validate(data or {})
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config and validate it (defaults filled in)."""
+    return validate(read_yaml(path) or {})
 
 
 def defaults(section: str) -> dict[str, Any]:
@@ -419,7 +502,14 @@ def attack_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     return {"seed": int(config["seed"]), "dataset": spec.dataset, "model": name,
             "examples": int(block["examples"]), "batch_size": int(block["batch_size"]),
             "headline": {"attack": headline, "norm": norm, "eps": eps}, "attacks": attacks,
-            "options": {key: dict(block[key]) for key in ATTACK_OPTION_BLOCKS}}
+            "options": {key: dict(block[key]) for key in ATTACK_OPTION_BLOCKS}, **_source_of(spec)}
+
+
+def _source_of(spec: ModelSpec | LoadedSpec) -> dict[str, Any]:
+    """{"source": the model entry} of a loaded or source-trained model, which rebuilds its network
+    from the checkpoint (a checkpoint never chooses code); {} for a registry model, whose jobs stay
+    as they were before sources existed."""
+    return {} if spec.source is None else {"source": spec.source}
 
 
 def attack_job_json(config: dict[str, Any], name: str) -> str:
@@ -433,7 +523,8 @@ def fab_pairs_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     fab = dict(config["attacks"]["fab"])
     steps = config["attacks"]["fab_comparison"]["steps"]
     fab["steps"] = int(steps) if steps is not None else fab["steps"]
-    return {"seed": int(config["seed"]), "model": name, "batch_size": int(config["attacks"]["batch_size"]), "fab": fab}
+    return {"seed": int(config["seed"]), "model": name, "batch_size": int(config["attacks"]["batch_size"]), "fab": fab,
+            **_source_of(model_specs(config)[name])}
 
 
 def fab_pairs_job_json(config: dict[str, Any], name: str) -> str:
@@ -580,7 +671,7 @@ def semirobust_job(config: dict[str, Any], study: str, fb_layers: int | str) -> 
             "retrain": {key: block[key] for key in RETRAIN_KEYS},
             "train_examples": block["train_examples"], "test_examples": block["test_examples"],
             "train_attack": resolved["train_attack"], "eval_attack": resolved["eval_attack"],
-            "estimators": list(block["estimators"]), "edge": dict(block["edge"])}
+            "estimators": list(block["estimators"]), "edge": dict(block["edge"]), **_source_of(robust)}
 
 
 def semirobust_job_json(config: dict[str, Any], study: str, fb_layers: int | str) -> str:

@@ -31,3 +31,12 @@ class DatasetUnavailable(LayerboundError, RuntimeError):
 class ModelLoadError(LayerboundError, ValueError):
     """A loaded model cannot be built: an unknown architecture, a missing optional package or weights
     file, weights that do not match the architecture; names the model's key or the file."""
+
+
+class WriteError(LayerboundError, OSError):
+    """An output could not be written (a full disk, a quota, no permission); names the file. Nothing
+    of it is left on disk."""
+
+
+class UnreadableFile(LayerboundError, ValueError):
+    """An input file is truncated, corrupt, or not the kind of file expected; names the file."""

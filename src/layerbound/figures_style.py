@@ -139,8 +139,11 @@ def band(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
 # --- output -----------------------------------------------------------------------------------------
 
 def save(fig: Figure, *paths: str | Path, dpi: int = 150) -> None:
-    """Write the figure to each path; the format follows the suffix (.png, .pdf, .svg)."""
+    """Write the figure to each path, atomically; the format follows the suffix (.png, .pdf, .svg)."""
+    from .store import atomic_write
+
     for path in paths:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, metadata=None if path.suffix != ".png" else {"Software": "layerbound"})
+        kind = path.suffix.lstrip(".")
+        metadata = {"Software": "layerbound"} if kind == "png" else None
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, dpi=dpi, metadata=metadata))

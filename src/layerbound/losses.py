@@ -11,7 +11,6 @@ replicates bound a 95% interval that covers both sources of noise.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -166,10 +165,10 @@ def stack(keyed_tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, path) -> None:
-    """Write a loss or summary table as CSV (full float precision)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False, float_format="%.17g")
+    """Write a loss or summary table as CSV (full float precision), atomically."""
+    from .store import write_csv
+
+    write_csv(path, table, "%.17g")
 
 
 def read_table(path) -> pd.DataFrame:

@@ -23,7 +23,8 @@ import torch
 
 from . import __version__, seeds
 from .plan import pairset_id
-from .store import atomic_write
+from .errors import UnreadableFile
+from .store import atomic_write_buffered
 
 FORMAT = "layerbound-pairs-1"
 
@@ -99,15 +100,15 @@ def sample(dataset: str, classes: tuple[int, int] = (3, 7), per_class: int = 16,
 
 
 def save(path: str | Path, pairs: PairSet) -> None:
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as h5:
+    def write(buffer) -> None:
+        with h5py.File(buffer, "w") as h5:
             for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b"):
                 h5.create_dataset(key, data=getattr(pairs, key).numpy())
             h5.attrs.update({"format": FORMAT, "name": pairs.name, "dataset": pairs.dataset,
                              "split": pairs.split, "classes": np.asarray(pairs.classes, dtype=np.int64),
                              "per_class": pairs.per_class, "seed": pairs.seed,
                              "layerbound_version": __version__})
-    atomic_write(path, write)
+    atomic_write_buffered(path, write)
 
 
 def load(path: str | Path) -> PairSet:
@@ -115,10 +116,17 @@ def load(path: str | Path) -> PairSet:
     if not path.is_file():
         raise FileNotFoundError(f"pair set {path} does not exist: sample it first (`layerbound sample-pairs`, "
                                 "the workflow's pairs_sample rule)")
-    with h5py.File(path, "r") as h5:
-        if h5.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a layerbound pair set (format {FORMAT!r})")
-        arrays = {key: torch.from_numpy(h5[key][()]) for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")}
-        a = h5.attrs
-        return PairSet(str(a["name"]), str(a["dataset"]), str(a["split"]), tuple(int(c) for c in a["classes"]),
-                       int(a["per_class"]), int(a["seed"]), **arrays)
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise UnreadableFile(f"{path} is not a layerbound pair set (format {FORMAT!r})")
+            arrays = {key: torch.from_numpy(h5[key][()]) for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")}
+            a = h5.attrs
+            return PairSet(str(a["name"]), str(a["dataset"]), str(a["split"]), tuple(int(c) for c in a["classes"]),
+                           int(a["per_class"]), int(a["seed"]), **arrays)
+    except (OSError, KeyError, ValueError, TypeError) as err:   # truncated, or another HDF5 file
+        if isinstance(err, UnreadableFile):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnreadableFile(f"pair set {path} cannot be read ({first}): delete it so it is sampled again "
+                             "(`layerbound sample-pairs`, the workflow's pairs_sample rule)") from None

@@ -34,6 +34,7 @@ TRAINING_ORDER = {"benign": 0, "pgd": 1, "trades": 2}
 # each is written as .png and .pdf.
 _FIGURES = "figures/{dataset}/{pairset}/{collision_method}"
 PATTERNS = {
+    "run": "run.json",   # which config file owns the folder (startup.py)
     "checkpoint": "models/{dataset}/{model}.pt",
     "metrics": "models/{dataset}/{model}.json",
     "pairs": "pairs/{dataset}/{pairset}.h5",
@@ -74,6 +75,17 @@ def pattern(kind: str, root: str | os.PathLike = RESULTS, under: str = "", suffi
 
 def path(kind: str, root: str = RESULTS, **wildcards: Any) -> str:
     return pattern(kind, root).format(**wildcards)
+
+
+def results_root(given: str | None, config: dict[str, Any] | None) -> str:
+    """The results folder of a command: the one given (--results), else the config's, else RESULTS."""
+    return os.path.normpath(given or (config["results"] if config else RESULTS))
+
+
+def model_source(specs: dict[str, Any], model: str) -> dict[str, Any] | None:
+    """The model entry (sources.spec) that rebuilds a loaded or source-trained model's network from
+    its checkpoint; None for registry models and `input`. `specs`: config.model_specs."""
+    return None if model == INPUT_MODEL else specs[model].source
 
 
 # --- units of work ---------------------------------------------------------------------------------
@@ -293,8 +305,8 @@ class Plan:
     architecture are compared by training method when there are two or more.
     """
 
-    def __init__(self, config: dict[str, Any], root: str = RESULTS):
-        self.config, self.root = config, root
+    def __init__(self, config: dict[str, Any], root: str | None = None):
+        self.config, self.root = config, os.path.normpath(root or config.get("results", RESULTS))
         self.specs = model_specs(config)   # fails naming the model if a training block is inconsistent
         self.units = {u.key: u for u in units(config)}
         self.datasets = sorted({spec.dataset for spec in self.specs.values()})
@@ -309,6 +321,13 @@ class Plan:
         self.training_groups = self._training_groups()
         self.collision_figures = self._collision_figures_enabled()
         self.attack_models = attack_models(config)   # fails naming a model that is not configured
+
+    def pattern(self, kind: str, under: str = "", suffix: str | None = None) -> str:
+        """An output kind's path pattern under this run's results folder (module function `pattern`)."""
+        return pattern(kind, self.root, under, suffix)
+
+    def path(self, kind: str, **wildcards: Any) -> str:
+        return path(kind, self.root, **wildcards)
 
     # lookups (errors name what the config does not ask for)
     def unit(self, dataset: str, pairset: str, collision_method: str, model: str, layer: str, m: int | str) -> Unit:
@@ -488,10 +507,11 @@ class Plan:
     def all_targets(self) -> list[str]:
         # Every shard too: Snakemake does not redo a missing intermediate file whose products are
         # present, and a deleted (say, corrupt) shard must be recomputed and its merge redone.
+        record = [path("run", self.root)]   # written first: the folder is this config's from then on
         checkpoints = [self.model_file("checkpoint", model) for model in self.specs]
         shards = [p for u in self.units.values() for p in u.shard_paths(self.root)]
         summary = [path("summary", self.root)] if self.units else []   # collision.models: [] searches nothing
-        return (checkpoints + shards + summary + self.attack_targets() + self.figure_targets()
+        return (record + checkpoints + shards + summary + self.attack_targets() + self.figure_targets()
                 + self.semirobust_targets())
 
     # paper 003's study

@@ -31,7 +31,7 @@ from .store import atomic_write
 def _load(path: str | Path, job: dict[str, Any], dev: torch.device):
     meta = dataset_info.info(job["dataset"])
     net = checkpoint.load(path, expect={"arch": job["arch"], "input_shape": meta.input_shape,
-                                        "num_classes": meta.num_classes})
+                                        "num_classes": meta.num_classes}, spec=job.get("source"))
     return net.to(dev)
 
 

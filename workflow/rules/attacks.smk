@@ -8,18 +8,18 @@
 
 rule attacks_model:
     input:
-        checkpoint=lb_plan.pattern("checkpoint"),
+        checkpoint=PLAN.pattern("checkpoint"),
     output:
-        table=lb_plan.pattern("attacks"),
-        summary=lb_plan.pattern("attacks_summary"),
+        table=PLAN.pattern("attacks"),
+        summary=PLAN.pattern("attacks_summary"),
     params:
         job=attack_job_json,
     log:
-        lb_plan.pattern("attacks", under="logs", suffix=".log"),
+        PLAN.pattern("attacks", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("attacks", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("attacks", under="benchmarks", suffix=".tsv")
     # One thread: the attack jobs run beside the collision shards on a small machine.
-    threads: 1
+    threads: lb_threads.JOB_THREADS["attacks_model"]
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -29,17 +29,17 @@ rule attacks_model:
 
 rule attacks_fab_pairs:
     input:
-        checkpoint=lb_plan.pattern("checkpoint"),
-        pairs=lb_plan.pattern("pairs"),
+        checkpoint=PLAN.pattern("checkpoint"),
+        pairs=PLAN.pattern("pairs"),
     output:
-        lb_plan.pattern("fab_pairs"),
+        PLAN.pattern("fab_pairs"),
     params:
         job=fab_pairs_job_json,
     log:
-        lb_plan.pattern("fab_pairs", under="logs", suffix=".log"),
+        PLAN.pattern("fab_pairs", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("fab_pairs", under="benchmarks", suffix=".tsv")
-    threads: 1
+        PLAN.pattern("fab_pairs", under="benchmarks", suffix=".tsv")
+    threads: lb_threads.JOB_THREADS["attacks_fab_pairs"]
     conda:
         "../../envs/layerbound.yaml"
     shell:

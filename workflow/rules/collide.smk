@@ -9,13 +9,13 @@ localrules:
 
 rule pairs_sample:
     output:
-        lb_plan.pattern("pairs"),
+        PLAN.pattern("pairs"),
     params:
         args=pairs_sample_args,
     log:
-        lb_plan.pattern("pairs", under="logs", suffix=".log"),
+        PLAN.pattern("pairs", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("pairs", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("pairs", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -26,18 +26,18 @@ rule collide_shard:
     input:
         unpack(collide_shard_inputs),
     output:
-        lb_plan.pattern("shard"),
+        PLAN.pattern("shard"),
     params:
         options=collide_options_json,
         revision=collide_revision,
         model_args=collide_model_args,
         seed=config["seed"],
     log:
-        lb_plan.pattern("shard", under="logs", suffix=".log"),
+        PLAN.pattern("shard", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("shard", under="benchmarks", suffix=".tsv")
-    # One thread per shard: many shards run side by side (a profile may raise it for GPU jobs).
-    threads: 1
+        PLAN.pattern("shard", under="benchmarks", suffix=".tsv")
+    # One thread per shard: many shards run side by side (layerbound.threads; a profile may raise it).
+    threads: lb_threads.JOB_THREADS["collide_shard"]
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -51,13 +51,13 @@ rule collide_merge:
     input:
         collide_merge_inputs,
     output:
-        lb_plan.pattern("distances"),
+        PLAN.pattern("distances"),
     params:
         projections=collide_projections,
     log:
-        lb_plan.pattern("distances", under="logs", suffix=".log"),
+        PLAN.pattern("distances", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("distances", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("distances", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:

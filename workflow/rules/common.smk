@@ -1,14 +1,16 @@
-# Input functions of the rules: each asks the package's plan (layerbound.plan.Plan), which holds
-# every path pattern, unit and figure of the validated config. Nothing is planned here.
+# Input functions of the rules: each asks the package's plan (layerbound.plan.Plan, made in the
+# Snakefile as PLAN), which holds every path pattern, unit and figure of the validated config.
+# Nothing is planned here.
 import json
 import os
 import re
+import shlex
 
 from layerbound import config as lb_config
 from layerbound import mutual_info as lb_mutual_info
 from layerbound import plan as lb_plan
-
-PLAN = lb_plan.Plan(config)
+from layerbound import startup as lb_startup
+from layerbound import threads as lb_threads
 
 # Where data lives and which device runs a job reach the `layerbound` command through the
 # environment, not as parameters of a job: changing them re-runs nothing.
@@ -88,11 +90,13 @@ def collide_model_args(wildcards, input):
     unit = _unit_of(wildcards)
     if unit.model == lb_plan.INPUT_MODEL:
         return ""
-    return f"--checkpoint {input.checkpoint} --arch {unit.arch}"
+    args = f"--checkpoint {shlex.quote(input.checkpoint)} --arch {shlex.quote(unit.arch)}"
+    source = lb_plan.model_source(PLAN.specs, unit.model)   # the config's entry rebuilds the network
+    return args + (f" --source-json {shlex.quote(json.dumps(source, sort_keys=True))}" if source else "")
 
 
 def collide_merge_inputs(wildcards):
-    return _unit_of(wildcards).shard_paths()
+    return _unit_of(wildcards).shard_paths(PLAN.root)
 
 
 def collide_projections(wildcards):
@@ -130,7 +134,7 @@ def m_sweep_layer(wildcards):
 
 def figures_collisions_inputs(wildcards):
     return {"merged": PLAN.collision_merged(*_figure_of(wildcards), wildcards.model, wildcards.m),
-            "pairs": lb_plan.path("pairs", dataset=wildcards.dataset, pairset=wildcards.pairset),
+            "pairs": PLAN.path("pairs", dataset=wildcards.dataset, pairset=wildcards.pairset),
             "metrics": PLAN.model_file("metrics", wildcards.model)}
 
 
@@ -149,7 +153,7 @@ def figures_fab_inputs(wildcards):
 
 
 def figures_summary_inputs(wildcards):
-    return {"summary": lb_plan.path("summary"),
+    return {"summary": PLAN.path("summary"),
             "metrics": [PLAN.model_file("metrics", model) for model in PLAN.figure_models()],
             "attacks": [PLAN.attack_files("attacks_summary", model) for model in PLAN.figure_models()
                         if model in PLAN.attack_models]}

@@ -9,15 +9,15 @@ rule figures_layers:
         unpack(figures_model_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_layers", suffix=".png"),
+            PLAN.pattern("figure_layers", suffix=".png"),
             caption="../report/layers.rst",
             category="1. Loss by layer",
             subcategory="{dataset} {model}",
             labels={"model": "{model}", "m": "{m}", "figure": "all layers"},
         ),
-        pdf=lb_plan.pattern("figure_layers", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_layers", suffix=".pdf"),
     log:
-        lb_plan.pattern("figure_layers", under="logs", suffix=".log"),
+        PLAN.pattern("figure_layers", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -30,15 +30,15 @@ rule figures_zero_one:
         unpack(figures_model_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_zero_one", suffix=".png"),
+            PLAN.pattern("figure_zero_one", suffix=".png"),
             caption="../report/zero_one.rst",
             category="5. 0-1 vs cross-entropy",
             subcategory="{dataset} {model}",
             labels={"model": "{model}", "m": "{m}", "figure": "0-1 vs cross-entropy"},
         ),
-        pdf=lb_plan.pattern("figure_zero_one", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_zero_one", suffix=".pdf"),
     log:
-        lb_plan.pattern("figure_zero_one", under="logs", suffix=".log"),
+        PLAN.pattern("figure_zero_one", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -51,15 +51,15 @@ rule figures_collision_methods:
         unpack(figures_collision_methods_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_collision_methods", suffix=".png"),
+            PLAN.pattern("figure_collision_methods", suffix=".png"),
             caption="../report/collision_methods.rst",
             category="6. Collision methods",
             subcategory="{dataset} {model}",
             labels={"model": "{model}", "m": "{m}", "figure": "collision methods"},
         ),
-        pdf=lb_plan.pattern("figure_collision_methods", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_collision_methods", suffix=".pdf"),
     log:
-        lb_plan.pattern("figure_collision_methods", under="logs", suffix=".log"),
+        PLAN.pattern("figure_collision_methods", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -72,17 +72,17 @@ rule figures_m_sweep:
         unpack(figures_m_sweep_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_m_sweep", suffix=".png"),
+            PLAN.pattern("figure_m_sweep", suffix=".png"),
             caption="../report/m_sweep.rst",
             category="2. First layer vs m",
             subcategory="{dataset} {model}",
             labels={"model": "{model}", "figure": "first layer, several m"},
         ),
-        pdf=lb_plan.pattern("figure_m_sweep", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_m_sweep", suffix=".pdf"),
     params:
         layer=m_sweep_layer,
     log:
-        lb_plan.pattern("figure_m_sweep", under="logs", suffix=".log"),
+        PLAN.pattern("figure_m_sweep", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -95,18 +95,18 @@ rule figures_collisions:
         unpack(figures_collisions_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_collisions", suffix=".png"),
+            PLAN.pattern("figure_collisions", suffix=".png"),
             caption="../report/collisions.rst",
             category="3. Colliding examples",
             subcategory="{dataset} {model}",
             labels={"model": "{model}", "m": "{m}", "figure": "colliding pair across layers"},
         ),
-        pdf=lb_plan.pattern("figure_collisions", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_collisions", suffix=".pdf"),
     params:
         pair=config["figures"]["collision_pair"],
         projection=config["figures"]["collision_projection"],
     log:
-        lb_plan.pattern("figure_collisions", under="logs", suffix=".log"),
+        PLAN.pattern("figure_collisions", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -120,17 +120,17 @@ rule figures_training_methods:
         unpack(figures_training_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_training_methods", suffix=".png"),
+            PLAN.pattern("figure_training_methods", suffix=".png"),
             caption="../report/methods.rst",
             category="4. Training methods",
             subcategory="{dataset} {arch}",
             labels={"architecture": "{arch}", "m": "{m}", "figure": "training methods by layer"},
         ),
-        pdf=lb_plan.pattern("figure_training_methods", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_training_methods", suffix=".pdf"),
     params:
         eps=figures_compare_eps,
     log:
-        lb_plan.pattern("figure_training_methods", under="logs", suffix=".log"),
+        PLAN.pattern("figure_training_methods", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -143,19 +143,19 @@ rule figures_summary:
         unpack(figures_summary_inputs),
     output:
         html=report(
-            lb_plan.pattern("report_html"),
+            PLAN.pattern("report_html"),
             caption="../report/summary.rst",
             category="0. Summary",
             labels={"table": "layer-by-layer summary"},
         ),
         csv=report(
-            lb_plan.pattern("report_csv"),
+            PLAN.pattern("report_csv"),
             caption="../report/summary.rst",
             category="0. Summary",
             labels={"table": "layer-by-layer summary (CSV)"},
         ),
     log:
-        lb_plan.pattern("report_html", under="logs", suffix=".log"),
+        PLAN.pattern("report_html", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -168,18 +168,18 @@ rule figures_fab:
         unpack(figures_fab_inputs),
     output:
         png=report(
-            lb_plan.pattern("figure_fab", suffix=".png"),
+            PLAN.pattern("figure_fab", suffix=".png"),
             caption="../report/fab.rst",
             category="7. FAB vs collision loss",
             subcategory="{dataset} {model}",
             labels={"model": "{model}", "m": "{m}", "figure": "FAB loss vs optimal collision loss (logits)"},
         ),
-        pdf=lb_plan.pattern("figure_fab", suffix=".pdf"),
-        csv=lb_plan.pattern("fab_curves"),
+        pdf=PLAN.pattern("figure_fab", suffix=".pdf"),
+        csv=PLAN.pattern("fab_curves"),
     log:
-        lb_plan.pattern("figure_fab", under="logs", suffix=".log"),
+        PLAN.pattern("figure_fab", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("figure_fab", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("figure_fab", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:

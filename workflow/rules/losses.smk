@@ -9,16 +9,16 @@ localrules:
 
 rule losses_table:
     input:
-        lb_plan.pattern("distances"),
+        PLAN.pattern("distances"),
     output:
-        lb_plan.pattern("losses"),
+        PLAN.pattern("losses"),
     params:
         eps=eps_grid_json,
         bootstrap=config["losses"]["bootstrap"],
     log:
-        lb_plan.pattern("losses", under="logs", suffix=".log"),
+        PLAN.pattern("losses", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("losses", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("losses", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -27,11 +27,11 @@ rule losses_table:
 
 rule losses_summary:
     input:
-        [u.losses_path() for u in PLAN.units.values()],
+        [u.losses_path(PLAN.root) for u in PLAN.units.values()],
     output:
-        lb_plan.pattern("summary"),
+        PLAN.pattern("summary"),
     log:
-        lb_plan.pattern("summary", under="logs", suffix=".log"),
+        PLAN.pattern("summary", under="logs", suffix=".log"),
     conda:
         "../../envs/layerbound.yaml"
     shell:

@@ -12,16 +12,16 @@ rule semirobust_run:
     input:
         unpack(semirobust_inputs),
     output:
-        lb_plan.pattern("semirobust"),
+        PLAN.pattern("semirobust"),
     params:
         job=semirobust_job_json,
         revision=semirobust_revision,
     log:
-        lb_plan.pattern("semirobust", under="logs", suffix=".log"),
+        PLAN.pattern("semirobust", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("semirobust", under="benchmarks", suffix=".tsv")
-    # Retraining f_b is training: as many threads as a training job (a profile lowers or raises it).
-    threads: 2
+        PLAN.pattern("semirobust", under="benchmarks", suffix=".tsv")
+    # Retraining f_b beside other jobs (layerbound.threads; a profile lowers or raises it).
+    threads: lb_threads.JOB_THREADS["semirobust_run"]
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -34,21 +34,21 @@ rule semirobust_table:
         PLAN.semirobust_results(),
     output:
         csv=report(
-            lb_plan.pattern("semirobust_table_csv"),
+            PLAN.pattern("semirobust_table_csv"),
             caption="../report/semirobust_table.rst",
             category="8. Subnetwork robustness",
             labels={"table": "Table 1 (CSV)"},
         ),
         html=report(
-            lb_plan.pattern("semirobust_table_html"),
+            PLAN.pattern("semirobust_table_html"),
             caption="../report/semirobust_table.rst",
             category="8. Subnetwork robustness",
             labels={"table": "Table 1"},
         ),
     log:
-        lb_plan.pattern("semirobust_table_csv", under="logs", suffix=".log"),
+        PLAN.pattern("semirobust_table_csv", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("semirobust_table_csv", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("semirobust_table_csv", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -60,16 +60,16 @@ rule semirobust_figure_studies:
         PLAN.semirobust_results(),
     output:
         png=report(
-            lb_plan.pattern("figure_rho_studies", suffix=".png"),
+            PLAN.pattern("figure_rho_studies", suffix=".png"),
             caption="../report/rho_studies.rst",
             category="8. Subnetwork robustness",
             labels={"figure": "rho against depth, every study (Fig. 1)"},
         ),
-        pdf=lb_plan.pattern("figure_rho_studies", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_rho_studies", suffix=".pdf"),
     log:
-        lb_plan.pattern("figure_rho_studies", under="logs", suffix=".log"),
+        PLAN.pattern("figure_rho_studies", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("figure_rho_studies", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("figure_rho_studies", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -81,16 +81,16 @@ rule semirobust_figure_fb:
         semirobust_study_results,
     output:
         png=report(
-            lb_plan.pattern("figure_rho_fb", suffix=".png"),
+            PLAN.pattern("figure_rho_fb", suffix=".png"),
             caption="../report/rho_fb.rst",
             category="8. Subnetwork robustness",
             labels={"study": "{study}", "figure": "rho against depth by f_b size (Fig. 2)"},
         ),
-        pdf=lb_plan.pattern("figure_rho_fb", suffix=".pdf"),
+        pdf=PLAN.pattern("figure_rho_fb", suffix=".pdf"),
     log:
-        lb_plan.pattern("figure_rho_fb", under="logs", suffix=".log"),
+        PLAN.pattern("figure_rho_fb", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("figure_rho_fb", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("figure_rho_fb", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:

@@ -6,18 +6,18 @@ rule train_model:
     wildcard_constraints:
         model=trained_models_regex(),
     output:
-        checkpoint=lb_plan.pattern("checkpoint"),
-        metrics=lb_plan.pattern("metrics"),
+        checkpoint=PLAN.pattern("checkpoint"),
+        metrics=PLAN.pattern("metrics"),
     params:
         # The resolved training job: a change to it (and only to it) retrains this model.
         job=training_job_json,
     log:
-        lb_plan.pattern("checkpoint", under="logs", suffix=".log"),
+        PLAN.pattern("checkpoint", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("checkpoint", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("checkpoint", under="benchmarks", suffix=".tsv")
     # Snakemake lowers this to --cores on a smaller machine; a fixed number (not workflow.cores)
     # keeps `snakemake --report` and other core-less invocations working.
-    threads: 8
+    threads: lb_threads.JOB_THREADS["train_model"]
     conda:
         "../../envs/layerbound.yaml"
     shell:
@@ -32,16 +32,16 @@ rule import_model:
         # The weights file (when the entry names one): new weights re-import the model.
         import_model_inputs,
     output:
-        checkpoint=lb_plan.pattern("checkpoint"),
-        metrics=lb_plan.pattern("metrics"),
+        checkpoint=PLAN.pattern("checkpoint"),
+        metrics=PLAN.pattern("metrics"),
     params:
         # The resolved import job: the source spec, seed and evaluation settings.
         job=import_job_json,
     log:
-        lb_plan.pattern("checkpoint", under="logs", suffix=".log"),
+        PLAN.pattern("checkpoint", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("checkpoint", under="benchmarks", suffix=".tsv")
-    threads: 8
+        PLAN.pattern("checkpoint", under="benchmarks", suffix=".tsv")
+    threads: lb_threads.JOB_THREADS["import_model"]
     conda:
         "../../envs/layerbound.yaml"
     shell:
