@@ -67,7 +67,8 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
 
 
 @pytest.mark.parametrize("configfile", ["config.yaml", "config/paper002_fcnn.yaml", "config/paper_mnist.yaml",
-                                        "config/paper_cifar10.yaml", "config/paper001_fig7.yaml"])
+                                        "config/paper_cifar10.yaml", "config/paper001_fig7.yaml",
+                                        "config/repro_mnist5k.yaml"])
 def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, configfile):
     from layerbound import claims, config, plan
 
@@ -153,6 +154,21 @@ def test_end_to_end_run_trains_searches_and_writes_losses_and_figures(finished_r
     figures = list((workdir / "results" / "figures").rglob("*.png"))
     assert len(figures) >= 6 and all(f.stat().st_size > 1000 for f in figures)
     assert len(list(workdir.glob(SHARD_GLOB))) == finished_run["total_shards"]
+    # The claims table: paper 001's layer claims on both FCNNs (every layer projected at m = 5), the
+    # training-method claim at the logits, the FAB claim per model; the rest not tested.
+    import pandas as pd
+
+    from layerbound import claim_statistics
+
+    table = pd.read_csv(workdir / "results" / "claims.csv")
+    assert list(table.columns) == claim_statistics.CLAIM_COLUMNS
+    tested = table.loc[table["verdict"] != "not tested"]
+    assert sorted(tested.loc[tested["claim"] == "001_loss_falls_with_depth", "models"]) == ["fcnn_benign", "fcnn_pgd"]
+    assert list(tested.loc[tested["claim"] == "001_benign_least_robust", "models"]) == ["fcnn_benign, fcnn_pgd"]
+    assert (tested["claim"] == "001_fab_above_collision").sum() == 2
+    assert set(tested["verdict"]) <= {"holds", "contradicted", "undecided"}
+    assert (tested["lo"] <= tested["value"]).all() and (tested["value"] <= tested["hi"]).all()
+    assert "001_distance_grows_with_depth" in (workdir / "results" / "report" / "claims.html").read_text()
 
 
 @pytest.mark.slow
