@@ -201,7 +201,9 @@ def dry_run_with(finished_run, mutate) -> dict[str, int]:
 def test_new_eps_grid_reruns_only_losses_and_figures(finished_run):
     counts = dry_run_with(finished_run, lambda c: c["losses"].update(eps=[0.0, 0.5, 1.0, 3.0]))
     assert counts["losses_table"] == 2 * 3 + 2
-    assert {rule for rule in counts if rule != "all"} <= {"losses_table", "losses_summary"} | {
+    assert counts["claims_job"] == counts["claims_table"] == 1   # the claims' statistics use the grid
+    assert {rule for rule in counts if rule != "all"} <= {"losses_table", "losses_summary", "claims_job",
+                                                          "claims_table"} | {
         rule for rule in counts if rule.startswith("figures_")}
     assert not {"train_model", "pairs_sample", "collide_shard", "collide_merge"} & set(counts)
 
@@ -234,9 +236,9 @@ def test_new_attack_settings_rerun_only_what_reads_them(finished_run):
     counts = dry_run_with(finished_run, lambda c: c["attacks"]["pgd"].update(steps=6))
     assert {rule for rule in counts if rule != "all"} == {"attacks_model", "figures_summary"}
     assert counts["attacks_model"] == 2
-    # The FAB points on the pair set and their figures, nothing else.
+    # The FAB points on the pair set, their figures and the claims table (its FAB claim), nothing else.
     counts = dry_run_with(finished_run, lambda c: c["attacks"]["fab_comparison"].update(steps=11))
-    assert {rule for rule in counts if rule != "all"} == {"attacks_fab_pairs", "figures_fab"}
+    assert {rule for rule in counts if rule != "all"} == {"attacks_fab_pairs", "figures_fab", "claims_table"}
     assert counts["attacks_fab_pairs"] == counts["figures_fab"] == 2
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import architectures
 from .config import ModelSpec
-from .plan import INPUT_MODEL, Plan, eps_grid, is_projected, path, tap_widths
+from .plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
 
 __all__ = ["CLAIMS", "EQUIVALENCE_MARGIN", "Claim", "Instance", "instances", "job", "input_files", "unit_name", "write_job"]
 
@@ -192,6 +192,10 @@ class _Grid:
             return post
         return []
 
+    def every_tap(self, model, layers) -> bool:
+        """Whether `layers` are all the model's post-activation taps (so its steps are the network's)."""
+        return list(layers) == [t for t in network_taps(self.plan.config, model) if not t.endswith("_pre")]
+
     def registry(self, model) -> bool:
         spec = self.trained.get(model)
         return spec is not None and spec.source is None
@@ -245,8 +249,8 @@ def _depth_claims(grid: _Grid) -> list[Instance]:
             out.append(_instance("001_distance_grows_with_depth", where, [model], [layers[0], layers[-1]], ends))
             out.append(_instance("001_loss_falls_with_depth", where, [model], [layers[0], layers[-1]], ends))
             out.append(_instance("001_first_layer_weakest", where, [model], layers, seq))
-            if len(layers) < 3:
-                continue
+            if len(layers) < 3 or not grid.every_tap(model, layers):
+                continue   # the step claims are about the network's consecutive layers
             out.append(_instance("001_large_first_step", where, [model], layers, seq))
             if grid.registry(model):
                 kinds = grid.layer_kinds(model)
