@@ -38,6 +38,7 @@ include: "workflow/rules/losses.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/attacks.smk"
 include: "workflow/rules/semirobust.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:

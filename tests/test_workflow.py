@@ -66,6 +66,22 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
     assert counts["losses_table"] == counts["collide_merge"]
 
 
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/paper002_fcnn.yaml", "config/paper_mnist.yaml",
+                                        "config/paper_cifar10.yaml", "config/paper001_fig7.yaml",
+                                        "config/repro_mnist5k.yaml"])
+def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, configfile):
+    from layerbound import claims, config, plan
+
+    result = run_snakemake(tmp_path, "-n", "results/claims.csv", configfile=ROOT / configfile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert counts["claims_table"] == counts["claims_job"] == 1
+    job = claims.job(plan.Plan(config.load(ROOT / configfile)))
+    # Nothing exists yet: the dry run plans every merged file the table reads (and only those).
+    assert counts["collide_merge"] == len(job["units"])
+    assert counts.get("attacks_fab_pairs", 0) == sum(1 for inst in job["instances"] if inst["fab"])
+
+
 def tiny_config() -> dict:
     """The default experiment shrunk to a couple of minutes: two small FCNNs, S = 4, m = 5."""
     return {
@@ -138,6 +154,21 @@ def test_end_to_end_run_trains_searches_and_writes_losses_and_figures(finished_r
     figures = list((workdir / "results" / "figures").rglob("*.png"))
     assert len(figures) >= 6 and all(f.stat().st_size > 1000 for f in figures)
     assert len(list(workdir.glob(SHARD_GLOB))) == finished_run["total_shards"]
+    # The claims table: paper 001's layer claims on both FCNNs (every layer projected at m = 5), the
+    # training-method claim at the logits, the FAB claim per model; the rest not tested.
+    import pandas as pd
+
+    from layerbound import claim_statistics
+
+    table = pd.read_csv(workdir / "results" / "claims.csv")
+    assert list(table.columns) == claim_statistics.CLAIM_COLUMNS
+    tested = table.loc[table["verdict"] != "not tested"]
+    assert sorted(tested.loc[tested["claim"] == "001_loss_falls_with_depth", "models"]) == ["fcnn_benign", "fcnn_pgd"]
+    assert list(tested.loc[tested["claim"] == "001_benign_least_robust", "models"]) == ["fcnn_benign, fcnn_pgd"]
+    assert (tested["claim"] == "001_fab_above_collision").sum() == 2
+    assert set(tested["verdict"]) <= {"holds", "contradicted", "undecided"}
+    assert (tested["lo"] <= tested["value"]).all() and (tested["value"] <= tested["hi"]).all()
+    assert "001_distance_grows_with_depth" in (workdir / "results" / "report" / "claims.html").read_text()
 
 
 @pytest.mark.slow
@@ -176,7 +207,9 @@ def dry_run_with(finished_run, mutate) -> dict[str, int]:
 def test_new_eps_grid_reruns_only_losses_and_figures(finished_run):
     counts = dry_run_with(finished_run, lambda c: c["losses"].update(eps=[0.0, 0.5, 1.0, 3.0]))
     assert counts["losses_table"] == 2 * 3 + 2
-    assert {rule for rule in counts if rule != "all"} <= {"losses_table", "losses_summary"} | {
+    assert counts["claims_job"] == counts["claims_table"] == 1   # the claims' statistics use the grid
+    assert {rule for rule in counts if rule != "all"} <= {"losses_table", "losses_summary", "claims_job",
+                                                          "claims_table"} | {
         rule for rule in counts if rule.startswith("figures_")}
     assert not {"train_model", "pairs_sample", "collide_shard", "collide_merge"} & set(counts)
 
@@ -209,9 +242,9 @@ def test_new_attack_settings_rerun_only_what_reads_them(finished_run):
     counts = dry_run_with(finished_run, lambda c: c["attacks"]["pgd"].update(steps=6))
     assert {rule for rule in counts if rule != "all"} == {"attacks_model", "figures_summary"}
     assert counts["attacks_model"] == 2
-    # The FAB points on the pair set and their figures, nothing else.
+    # The FAB points on the pair set, their figures and the claims table (its FAB claim), nothing else.
     counts = dry_run_with(finished_run, lambda c: c["attacks"]["fab_comparison"].update(steps=11))
-    assert {rule for rule in counts if rule != "all"} == {"attacks_fab_pairs", "figures_fab"}
+    assert {rule for rule in counts if rule != "all"} == {"attacks_fab_pairs", "figures_fab", "claims_table"}
     assert counts["attacks_fab_pairs"] == counts["figures_fab"] == 2
 
 

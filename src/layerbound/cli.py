@@ -84,6 +84,35 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
     print(f"{len(args.tables)} loss tables, {len(summary)} rows -> {args.out}")
 
 
+def _cmd_claims(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from . import claim_statistics, claims, losses, plan, report, shards
+    from .store import atomic_write
+
+    if args.job_file:
+        with open(args.job_file) as f:
+            job = json.load(f)
+    elif args.configfile:
+        job = claims.job(plan.Plan(configuration.load(args.configfile), root=args.results))
+    else:
+        raise ConfigError("give --job-file (what the workflow writes) or --configfile")
+
+    def distances(name: str):
+        arrays, attrs = shards.read_merged(job["units"][name])
+        found = claims.unit_name(tuple(attrs[k] for k in losses.KEY_COLUMNS))
+        if found != name:
+            raise ValueError(f"{job['units'][name]} holds the distances of {found}, not of {name}")
+        return arrays["distances"]
+
+    table = claim_statistics.evaluate(job, distances, pd.read_csv)
+    atomic_write(args.csv, lambda tmp: table.to_csv(tmp, index=False, float_format="%.17g"))
+    if args.html:
+        atomic_write(args.html, lambda tmp: tmp.write_text(report.claims_html(table)))
+    counts = table["verdict"].value_counts()
+    print(f"{len(table)} claim rows ({', '.join(f'{n} {v}' for v, n in counts.items())}) -> {args.csv}")
+
+
 def _cmd_taps(args: argparse.Namespace) -> None:
     from . import architectures, dataset_info, plan, sources
 
@@ -170,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("tables", nargs="+")
     p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("claims", parents=[shared["configfile"], shared["results"]],
+                       help="the claims table: papers 001 and 002's findings tested on the run's distances, with "
+                            "paired bootstrap intervals and verdicts (docs/claims.md)")
+    p.add_argument("--job-file", help="the claims job (JSON) the workflow writes; without it, --configfile plans it")
+    p.add_argument("--csv", required=True, help="claims table (.csv)")
+    p.add_argument("--html", help="the table as a small HTML page")
+    p.set_defaults(func=_cmd_claims)
 
     p = sub.add_parser("taps", help="list an architecture's (or a configured model's) layer taps and their widths n_j")
     p.add_argument("arch", help="a registered architecture, or with --configfile a key of models:")

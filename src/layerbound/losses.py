@@ -20,7 +20,7 @@ from .collide.options import adversary_label
 from .graph import loss_sweep
 from .plan import eps_grid
 
-__all__ = ["TABLE_COLUMNS", "KEY_COLUMNS", "eps_grid", "loss_table", "summarize", "write_table",
+__all__ = ["TABLE_COLUMNS", "KEY_COLUMNS", "eps_grid", "example_draws", "loss_table", "summarize", "write_table",
            "read_table", "stack"]
 
 TABLE_COLUMNS = [
@@ -67,6 +67,15 @@ BOOTSTRAP_LEVEL = 0.95
 BOOTSTRAP_SEED = 20261123
 
 
+def example_draws(n_a: int, n_b: int, replicates: int = BOOTSTRAP_REPLICATES,
+                  seed: int = BOOTSTRAP_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The bootstrap's resamples of the examples: per replicate, S_A class-A and S_B class-B indices
+    drawn with replacement. They depend on the sizes and the seed only, so every table of a pair
+    set (and the claims that compare them, layerbound.claims) resamples the same examples."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(n_a, size=n_a), rng.integers(n_b, size=n_b)) for _ in range(replicates)]
+
+
 def bootstrap(distances: np.ndarray, grid: np.ndarray, replicates: int = BOOTSTRAP_REPLICATES,
               level: float = BOOTSTRAP_LEVEL, seed: int = BOOTSTRAP_SEED) -> dict[str, np.ndarray]:
     """Percentile bootstrap interval of the projection-averaged losses at every eps.
@@ -81,11 +90,9 @@ def bootstrap(distances: np.ndarray, grid: np.ndarray, replicates: int = BOOTSTR
     if replicates <= 0:
         nan = np.full(grid.size, np.nan)
         return {"ce_lo": nan, "ce_hi": nan, "zero_one_lo": nan, "zero_one_hi": nan}
-    examples = np.random.default_rng(seed)
     projections = np.random.default_rng(seed + 1)   # separate: examples do not depend on P
     stack = []
-    for _ in range(replicates):
-        a, b = examples.integers(n_a, size=n_a), examples.integers(n_b, size=n_b)
+    for a, b in example_draws(n_a, n_b, replicates, seed):
         p = projections.integers(n_p, size=n_p)
         stack.append(distances[p][:, a][:, :, b])
     res = loss_sweep(np.concatenate(stack), grid)   # all replicates as one stack: one batched solve

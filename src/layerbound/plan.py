@@ -55,6 +55,10 @@ PATTERNS = {
     "figure_fab": _FIGURES + "/fab/{model}/m{m}",
     "report_html": "report/layer_summary.html",
     "report_csv": "report/layer_summary.csv",
+    # The papers' findings tested on the run (layerbound.claims, docs/claims.md).
+    "claims_job": "claims_job.json",
+    "claims": "claims.csv",
+    "claims_html": "report/claims.html",
     # Paper 003: one Algorithm 1 run per (study, f_b size), Table 1, Figures 1-2.
     "semirobust": "semirobust/{dataset}/{study}/fb{fb_layers}.json",
     "semirobust_table_csv": "semirobust/table1.csv",
@@ -511,7 +515,8 @@ class Plan:
         checkpoints = [self.model_file("checkpoint", model) for model in self.specs]
         shards = [p for u in self.units.values() for p in u.shard_paths(self.root)]
         summary = [path("summary", self.root)] if self.units else []   # collision.models: [] searches nothing
-        return (record + checkpoints + shards + summary + self.attack_targets() + self.figure_targets()
+        claims = [path("claims", self.root), path("claims_html", self.root)] if self.units else []
+        return (record + checkpoints + shards + summary + claims + self.attack_targets() + self.figure_targets()
                 + self.semirobust_targets())
 
     # paper 003's study

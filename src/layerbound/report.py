@@ -13,7 +13,7 @@ from .architectures import network_order
 from .figures_style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
 from .plan import INPUT_MODEL
 
-__all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html"]
+__all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html", "claims_html"]
 
 SUMMARY_COLUMNS = ["dataset", "pairset", "method", "adversary", "model", "training", "m", "layer", "projections",
                    "eps_ce_half_log2", "eps_ce_half_log2_lo", "eps_ce_half_log2_hi", "eval_eps", "grid_eps",
@@ -177,6 +177,54 @@ def summary_html(summary: pd.DataFrame, eps_max: float | None = None) -> str:
                          f"<td>{half}</td><td>{ce_text}</td><td>{fmt(row['zero_one_at_eval_eps'])}</td>"
                          f"<td>{fmt(row['ce_at_max_eps'])}</td>"
                          f"<td>{int(row['fell_back'])} ({int(row['fell_back_midpoint'])})</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+VERDICT_COLORS = {"holds": "#d9f2d9", "contradicted": "#f8d7d7", "undecided": "#fff3cd", "not tested": "#eeeeee"}
+
+
+def claims_html(claims: pd.DataFrame) -> str:
+    """A small self-contained HTML page of the claims table (layerbound.claim_statistics), one
+    section per claim: the paper's statement, the statistic, and a row per tested instance."""
+    def num(v) -> str:
+        v = float(v)
+        return "&ndash;" if math.isnan(v) else (f"{v:+.4f}" if math.isfinite(v) else ("+inf" if v > 0 else "-inf"))
+
+    counts = claims["verdict"].value_counts()
+    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in VERDICT_COLORS)
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>layerbound: claims</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em;max-width:70em}table{border-collapse:collapse;margin-bottom:1em}"
+        "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f0f0f0}"
+        "td.n{text-align:right;font-variant-numeric:tabular-nums}</style></head><body>",
+        "<h1>The papers' findings on this run</h1>",
+        "<p>Each finding of papers 001 and 002 that the run's data can test, as a statistic the paper predicts to be "
+        "positive (or, for a statement of equivalence, near zero), with our value and a 95% bootstrap interval "
+        "over the sampled examples (the same resamples in every compared layer and model) and the projections. "
+        "<b>holds</b>: the interval lies above 0; <b>contradicted</b>: below 0; <b>undecided</b>: it contains 0. "
+        "The statistics were chosen before any was computed on real results (docs/claims.md). A: the optimal "
+        "cross-entropy averaged over the eps grid; E: the budget at which it reaches log(2)/2; D: the mean "
+        f"collision distance. Rows: {html.escape(tally)}.</p>",
+    ]
+    for claim_id, block in claims.groupby("claim", sort=False):
+        first = block.iloc[0]
+        parts.append(f"<h2>{html.escape(str(claim_id))}</h2><p>Paper {html.escape(str(first['paper']))}, "
+                     f"{html.escape(str(first['where']))}: &ldquo;{html.escape(str(first['statement']))}&rdquo;. "
+                     f"Statistic: {html.escape(str(first['statistic']))}.</p>")
+        parts.append("<table><tr><th>models</th><th>layers</th><th>method</th><th>m</th><th>value</th>"
+                     "<th>95% interval</th><th>verdict</th><th>note</th></tr>")
+        for _, row in block.iterrows():
+            color = VERDICT_COLORS.get(row["verdict"], "#ffffff")
+            cells = [row["models"], row["layers"], row["collision_method"], row["m"]]
+            text = ["" if isinstance(c, float) and math.isnan(c) else html.escape(str(c)) for c in cells]
+            tested = row["verdict"] != "not tested"
+            parts.append("<tr>" + "".join(f"<td>{t}</td>" for t in text)
+                         + f"<td class='n'>{num(row['value']) if tested else ''}</td>"
+                         + f"<td class='n'>{f'[{num(row.lo)}, {num(row.hi)}]' if tested else ''}</td>"
+                         + f"<td style='background:{color}'>{html.escape(str(row['verdict']))}</td>"
+                         + f"<td>{'' if pd.isna(row['note']) else html.escape(str(row['note']))}</td></tr>")
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

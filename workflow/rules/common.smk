@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 
+from layerbound import claims as lb_claims
 from layerbound import config as lb_config
 from layerbound import mutual_info as lb_mutual_info
 from layerbound import plan as lb_plan
@@ -195,3 +196,15 @@ def semirobust_revision(wildcards):
 
 def semirobust_study_results(wildcards):
     return PLAN.semirobust_results(wildcards.study)
+
+
+# --- claims.smk ---
+
+
+def claims_job_json(wildcards):
+    """The claims' rows on the run's files (layerbound.claims): a change to them re-runs the table."""
+    return json.dumps(lb_claims.job(PLAN), sort_keys=True)
+
+
+def claims_inputs(wildcards):
+    return lb_claims.input_files(lb_claims.job(PLAN))
