@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -209,9 +210,13 @@ def _with_file_size_limit(limit: int):
 
 
 def _cli_on_a_full_disk(argv, cwd, limit=1000):
+    # An empty numba cache folder: the compiled loss code's cache must be written on the full disk
+    # too, as on a fresh clone.
+    cache = Path(cwd) / "numba-cache"
+    cache.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "NUMBA_CACHE_DIR": str(cache)}
     return subprocess.run([sys.executable, "-m", "layerbound", *argv], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, preexec_fn=_with_file_size_limit(limit),
-                          timeout=600)
+                          env=env, preexec_fn=_with_file_size_limit(limit), timeout=600)
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_file(tiny, tmp_path):

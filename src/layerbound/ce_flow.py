@@ -252,3 +252,22 @@ def _min_cut_side(order, block, ptr, nbr, start, stop, n_a, a, b, edges, local, 
     # The last search reached everything the source still reaches in the residual network:
     # the minimal source side.
     return level[:c] >= 0
+
+
+def _best_effort_cache(dispatcher) -> None:
+    """numba saves each compiled function to its on-disk cache and raises when that write fails: a
+    full disk or quota would then fail a loss computation over a file that only saves the next
+    run a recompile. Such a failure is skipped; the run's own outputs still report a full disk."""
+    save = dispatcher._cache.save_overload
+
+    def save_or_skip(sig, data):
+        try:
+            save(sig, data)
+        except OSError:
+            pass
+
+    dispatcher._cache.save_overload = save_or_skip
+
+
+for _compiled in (_csr, _solve, _settle, _min_cut_side):
+    _best_effort_cache(_compiled)
