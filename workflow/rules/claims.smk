@@ -10,36 +10,36 @@ localrules:
 
 rule claims_job:
     output:
-        lb_plan.pattern("claims_job"),
+        PLAN.pattern("claims_job"),
     params:
         job=claims_job_json,
     log:
-        lb_plan.pattern("claims_job", under="logs", suffix=".log"),
+        PLAN.pattern("claims_job", under="logs", suffix=".log"),
     run:
         lb_claims.write_job(params.job, output[0], log[0])
 
 
 rule claims_table:
     input:
-        job=lb_plan.pattern("claims_job"),
+        job=PLAN.pattern("claims_job"),
         files=claims_inputs,
     output:
         csv=report(
-            lb_plan.pattern("claims"),
+            PLAN.pattern("claims"),
             caption="../report/claims.rst",
             category="0. Summary",
             labels={"table": "the papers' claims (CSV)"},
         ),
         html=report(
-            lb_plan.pattern("claims_html"),
+            PLAN.pattern("claims_html"),
             caption="../report/claims.rst",
             category="0. Summary",
             labels={"table": "the papers' claims"},
         ),
     log:
-        lb_plan.pattern("claims", under="logs", suffix=".log"),
+        PLAN.pattern("claims", under="logs", suffix=".log"),
     benchmark:
-        lb_plan.pattern("claims", under="benchmarks", suffix=".tsv")
+        PLAN.pattern("claims", under="benchmarks", suffix=".tsv")
     conda:
         "../../envs/layerbound.yaml"
     shell:
