@@ -11,11 +11,11 @@ OTHER_CAPABILITY ?= $(shell grep -qs avx512f /proc/cpuinfo && echo avx2 || echo 
 NUMERIC_TESTS := tests/test_collide.py tests/test_polytope.py tests/test_loaded.py tests/test_shards.py \
 	tests/test_projection.py tests/test_adversary.py
 
-.PHONY: install workflow test test-capability test-fast dry-run lint clean-results
+.PHONY: install workflow test test-capability test-fast dry-run lint docs clean-results
 
 # torchattacks (the evaluation attacks) goes in without its dependencies: its wheel pins
 # requests~=2.25.1, which none of its modules imports; with them pip would downgrade the requests
-# Snakemake uses to a release with published advisories (README, Attacks).
+# Snakemake uses to a release with published advisories (docs/attacks.md).
 TORCHATTACKS := torchattacks==3.5.1
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -36,12 +36,17 @@ dry-run: install
 lint: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 
-## The workflow's lint, then the whole test suite, the slow end-to-end workflow test included,
-## then the numerically sensitive tests under another CPU capability.
+## The workflow's lint, the documentation site's strict build, then the whole test suite, the slow
+## end-to-end workflow test included, then the numerically sensitive tests under another CPU capability.
 test: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+	$(MAKE) docs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 	$(MAKE) test-capability
+
+## The documentation site (docs/, mkdocs.yml) into site/; a broken link or docstring fails it.
+docs: install
+	$(BIN)/mkdocs build --strict --quiet
 
 ## The numerically sensitive tests under ATEN_CPU_CAPABILITY=$(OTHER_CAPABILITY).
 test-capability: install

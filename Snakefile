@@ -19,8 +19,8 @@ if not workflow.config_settings.configfiles:
 report: "workflow/report/workflow.rst"
 
 
-# Re-reads the config files (a key given twice fails), checks every key against
-# workflow/schemas/config.schema.yaml (and the constraints across keys), fills in its defaults,
+# Re-reads the config files (a key given twice fails), checks every key against the package's
+# schema, src/layerbound/config.schema.yaml (and the constraints across keys), fills in its defaults,
 # checks that the results folder is this config's, and plans every job (layer names of loaded
 # models included): a problem fails here, before any job, in one line.
 try:

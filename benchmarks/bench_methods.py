@@ -1,7 +1,7 @@
 """Algorithm 1 against paper 002's polytope descent on the same pairs (issue 13); prints ratios.
 
-Reads a finished run of `config/paper002_fcnn.yaml` (run it first, in its own clone: see the
-README): for every model and layer searched by both methods, the median over pairs of the
+Reads a finished run of `config/paper002_fcnn.yaml` (run it first, in its own clone: see
+docs/reproducing.md): for every model and layer searched by both methods, the median over pairs of the
 distance Algorithm 1 found (no projection) over the median the descent found, the fraction of
 pairs where each method is strictly closer, and each method's CPU time per pair (the shards' `cpu_time`
 from Snakemake's benchmark files over its pairs). Layers where both use the closed form (the first

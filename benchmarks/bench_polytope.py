@@ -15,13 +15,18 @@ row space relative to the whole space's (>= 1: the row space is a restriction).
 """
 
 import argparse
+import sys
+from pathlib import Path
 import time
 
 import numpy as np
 import torch
 
 from layerbound import models
-from layerbound.collide import polytope, polytope_reference
+from layerbound.collide import polytope
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the tests' reference solvers
+import polytope_reference  # noqa: E402
 
 
 def main() -> None:

@@ -222,7 +222,7 @@ def test_missing_torchattacks_is_one_line_saying_how_to_install_it(tmp_path):
     code = ("import sys; from layerbound import cli; "
             "cli.main(['attack', '--checkpoint', 'x.pt', '--job-json', '{\"model\": \"m\", \"dataset\": \"mnist5k\"}'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={"PYTHONPATH": f"{tmp_path}:{ROOT / 'src'}", "PATH": "/usr/bin:/bin"})
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 1
     assert out.stderr.strip() == f"layerbound attack: error: {attack_info.INSTALL_HINT}"
     assert attack_info.INSTALL_HINT == "install torchattacks: pip install --no-deps torchattacks==3.5.1"

@@ -9,7 +9,6 @@ import torch
 from layerbound import api, checkpoint, models, store
 from workflow_helpers import ROOT
 
-SRC = str(ROOT / "src")
 
 
 def _model():
@@ -117,7 +116,7 @@ def test_a_checkpoint_naming_code_outside_the_checkout_fails_in_one_line_on_the_
                                          "kwargs": {}, "normalization": None})
     result = subprocess.run([sys.executable, "-m", "layerbound", "attack", "--checkpoint", str(path),
                              "--job-json", json.dumps({"model": "m"}), "--out", "a.csv", "--summary", "a.json"],
-                            cwd=outside, env={**os.environ, "PYTHONPATH": f"{outside}{os.pathsep}{SRC}"},
+                            cwd=outside, env={**os.environ, "PYTHONPATH": str(outside)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

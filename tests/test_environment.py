@@ -11,8 +11,9 @@ from workflow_helpers import ROOT
 CONDA_NAME = {"torch": "pytorch"}
 # The workflow's driver (not needed inside a rule's job).
 DRIVER = {"snakemake", "snakemake-executor-plugin-slurm"}
-# In the conda environment only: pip runs layerbound.post-deploy.sh (torchattacks, --no-deps).
-CONDA_ONLY = {"pip"}
+# In the conda environment only: pip runs layerbound.post-deploy.sh (torchattacks, --no-deps; the
+# package itself, editable, built with the build backend setuptools).
+CONDA_ONLY = {"pip", "setuptools"}
 
 
 def _split(requirement: str) -> tuple[str, str]:
@@ -27,6 +28,8 @@ def test_conda_environment_matches_pyproject():
     env = yaml.safe_load((ROOT / "envs" / "layerbound.yaml").read_text())
     listed = dict(_split(dep) for dep in env["dependencies"] if isinstance(dep, str) and not dep.startswith("python="))
     assert {name: bound for name, bound in listed.items() if name not in CONDA_ONLY} == wanted
+    backend = dict(map(_split, tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]))
+    assert listed["setuptools"] == backend["setuptools"]
     assert (ROOT / "envs" / "layerbound.post-deploy.sh").is_file()   # Snakemake runs it after creating the env
     python = next(dep for dep in env["dependencies"] if isinstance(dep, str) and dep.startswith("python="))
     floor = re.match(r">=(\d+)\.(\d+)", project["requires-python"]).groups()
@@ -36,8 +39,13 @@ def test_conda_environment_matches_pyproject():
 def test_rules_run_the_checkouts_code():
     from layerbound import config
 
-    env = config.job_environment({"device": "auto", "data_dir": "data", "download": False})
-    assert env["PYTHONPATH"].split(":")[0] == str(ROOT / "src")
+    # No PYTHONPATH: a job runs the layerbound of its environment (the venv's, or the conda
+    # environment's editable install of the workflow's checkout).
+    env = config.job_environment({"device": "auto", "data_dir": "data", "download": False}, ROOT)
+    assert "PYTHONPATH" not in env and env["LAYERBOUND_WORKFLOW_DIR"] == str(ROOT)
+    deploy = (ROOT / "envs" / "layerbound.post-deploy.sh").read_text()
+    assert re.search(r'pip install --no-deps --no-build-isolation -e "\$\{LAYERBOUND_WORKFLOW_DIR', deploy)
+    assert "job_environment(config, workflow.basedir)" in (ROOT / "workflow" / "rules" / "common.smk").read_text()
     for rule_file in (ROOT / "workflow" / "rules").glob("*.smk"):
         text = rule_file.read_text()
         assert "conda:" not in text or '"../../envs/layerbound.yaml"' in text

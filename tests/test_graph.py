@@ -20,7 +20,7 @@ from layerbound.graph import (
     optimal_ce_q,
     zero_one_loss_sweep,
 )
-from layerbound.graph_reference import reference_ce
+from graph_reference import reference_ce
 
 
 def _kab_loss(a, b):

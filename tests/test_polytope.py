@@ -9,7 +9,8 @@ import scipy.sparse as sp
 import torch
 
 from layerbound import models
-from layerbound.collide import METHODS, CollisionOptions, closed_form, polytope, polytope_reference
+import polytope_reference
+from layerbound.collide import METHODS, CollisionOptions, closed_form, polytope
 from layerbound.collide.options import PolytopeOptions
 
 pytestmark = pytest.mark.usefixtures("one_thread")

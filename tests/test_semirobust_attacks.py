@@ -109,7 +109,7 @@ def test_every_returned_image_is_within_eps_and_in_the_box(method):
     assert x_adv.shape == x.shape and torch.isfinite(x_adv).all()
     assert (size <= eps * (1 + 1e-4) + 1e-5).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    if method != "cw_l2":   # torchattacks' C&W finds nothing on this random network (README, Attacks)
+    if method != "cw_l2":   # torchattacks' C&W finds nothing on this random network (docs/attacks.md)
         with torch.no_grad():
             fooled = (model(x_adv).argmax(1) != y) & (model(x).argmax(1) == y)
         assert fooled.any()          # and it is an attack: some correct example is broken within eps

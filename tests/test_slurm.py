@@ -1,4 +1,4 @@
-"""The README's SLURM command on the paper grid, run against stub sbatch/squeue/sacct/scontrol/sinfo
+"""The SLURM command of docs/cluster.md on the paper grid, run against stub sbatch/squeue/sacct/scontrol/sinfo
 commands that record what would be submitted (a real Slurm runs a small config in
 tests/test_slurm_real.py, with the sizes of its node): with the profile's own sizes, GPU jobs ask
 for one GPU each and fit one modest GPU node (the stub sinfo's, so the pre-flight check passes);
@@ -21,7 +21,7 @@ import yaml
 from workflow_helpers import ROOT, job_counts, run_snakemake
 
 GPU_RULES = {"train_model", "collide_shard", "attacks_model", "attacks_fab_pairs"}
-# GPU rules the README's paper grid does not plan (the dry run of config.yaml checks them).
+# GPU rules the paper grid of docs/cluster.md does not plan (the dry run of config.yaml checks them).
 STUDY_GPU_RULES = {"semirobust_run"}
 # A modest GPU node: the per-job requests must fit one of them.
 NODE = {"cpus": 32, "mem_mb": 256_000, "gpus": 4}
@@ -46,9 +46,9 @@ STUB = textwrap.dedent('''\
     ''')
 
 
-def readme_cluster_commands() -> tuple[dict[str, str], list[str]]:
-    """The environment and the snakemake command of the README's SLURM section, as written."""
-    text = (ROOT / "README.md").read_text()
+def cluster_page_commands() -> tuple[dict[str, str], list[str]]:
+    """The environment and the snakemake command of the cluster page's first section, as written."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
     section = text.split("## Running the paper's grid on a SLURM cluster", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     env, command = {}, None
@@ -58,7 +58,7 @@ def readme_cluster_commands() -> tuple[dict[str, str], list[str]]:
             env.update(word.split("=", 1) for word in words[1:])
         elif words[:1] == ["snakemake"]:
             command = words
-    assert command is not None, "the README's SLURM section has no snakemake command"
+    assert command is not None, "docs/cluster.md's SLURM section has no snakemake command"
     return env, command
 
 
@@ -108,7 +108,7 @@ def sbatch_calls(log: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def submitted(tmp_path_factory):
-    """Run the README's command with stub SLURM commands until the GPU rules have been submitted."""
+    """Run the cluster page's command with stub SLURM commands until the GPU rules have been submitted."""
     workdir = tmp_path_factory.mktemp("cluster")
     stubs = workdir / "bin"
     stubs.mkdir()
@@ -116,7 +116,7 @@ def submitted(tmp_path_factory):
         path = stubs / name
         path.write_text(STUB.format(python=sys.executable))
         path.chmod(0o755)
-    env_vars, command = readme_cluster_commands()
+    env_vars, command = cluster_page_commands()
     configfile = ROOT / command[command.index("--configfile") + 1]
     fake_upstream(workdir, yaml.safe_load(configfile.read_text()), keep_model="small_benign")
     log = workdir / "slurm_calls.jsonl"
@@ -175,7 +175,7 @@ def test_shards_go_out_as_single_jobs(submitted):
 def test_cpu_rules_ask_for_no_gpu(tmp_path):
     # Merges, loss tables, the summary and the figures never reach sbatch in the stub run (their
     # inputs do not exist yet); the dry run shows the resources every job would be submitted with.
-    env_vars, command = readme_cluster_commands()
+    env_vars, command = cluster_page_commands()
     profile = ROOT / command[command.index("--workflow-profile") + 1]
     result = run_snakemake(tmp_path, "-n", "--workflow-profile", str(profile), env=env_vars,
                            configfile=ROOT / "config.yaml")
@@ -210,7 +210,7 @@ def planned_jobs(stdout: str) -> dict[str, dict]:
 
 def test_a_cluster_file_sizes_the_jobs_over_the_profile(tmp_path):
     """LAYERBOUND_SLURM_RESOURCES: only what it names changes, the rest is the profile's."""
-    env_vars, command = readme_cluster_commands()
+    env_vars, command = cluster_page_commands()
     profile = ROOT / command[command.index("--workflow-profile") + 1]
     cluster_file = tmp_path / "mycluster.yaml"
     cluster_file.write_text("collide_shard: {cpus: 2, mem_mb: 3500, runtime: 45}\nlosses_table: {mem_mb: 1000}\n")

@@ -1,4 +1,4 @@
-"""The README's SLURM command on a real single-node Slurm (tests/slurm_cluster.py), with faults.
+"""The SLURM command of docs/cluster.md on a real single-node Slurm (tests/slurm_cluster.py), with faults.
 
 One small config runs three times against the same cluster: (1) without a cluster file, when the
 pre-flight check must stop it in one line before anything is submitted (the profile's sizes are
@@ -24,7 +24,7 @@ import yaml
 from layerbound import plan as lb_plan
 from layerbound.cluster import RESOURCES_VARIABLE
 from slurm_cluster import LocalSlurm, ensure_installed, ensure_mount_namespace
-from test_slurm import readme_cluster_commands
+from test_slurm import cluster_page_commands
 from workflow_helpers import ROOT, SNAKEMAKE, write_config
 
 pytestmark = pytest.mark.slow
@@ -63,8 +63,8 @@ def _rule(comment: str) -> str:
 
 
 def _readme_command(workdir: Path, configfile: Path) -> tuple[list[str], dict]:
-    """The README's SLURM command as written, on this test's config, in `workdir`."""
-    env_vars, command = readme_cluster_commands()
+    """The SLURM command of docs/cluster.md as written, on this test's config, in `workdir`."""
+    env_vars, command = cluster_page_commands()
     command = list(command)
     command[command.index("--configfile") + 1] = str(configfile)
     i = command.index("--workflow-profile") + 1
@@ -118,7 +118,7 @@ class Faults:
 def slurm(tmp_path_factory):
     ensure_installed()
     ensure_mount_namespace()
-    env_vars, _ = readme_cluster_commands()
+    env_vars, _ = cluster_page_commands()
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), account=env_vars["LAYERBOUND_SLURM_ACCOUNT"])
     try:
         cluster.start()
@@ -301,10 +301,11 @@ def test_each_fault_ended_as_slurm_reports_it_and_its_job_was_rerun(runs):
 
 def test_results_are_byte_identical_to_a_local_run(runs):
     local, cluster = _results(runs["local_dir"]), _results(runs["slurm_dir"])
-    # The same files (the local run stops before the figures), none partial or temporary after a fault.
+    # The same files (the local run stops before the figures and the claims table), none partial or
+    # temporary after a fault.
     assert set(local) <= set(cluster)
     extra = set(cluster) - set(local)
-    assert all(path.split("/")[1] in ("figures", "report") for path in extra), sorted(extra)
+    assert all(path.split("/")[1] in ("figures", "report", "claims.csv", "claims_job.json") for path in extra), sorted(extra)
     differing = [path for path in local if local[path] != cluster[path]]
     assert not differing, differing
     assert any(p.endswith("summary.csv") for p in local) and any("/shards/" in p for p in local)

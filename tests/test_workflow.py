@@ -72,11 +72,13 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
 def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, configfile):
     from layerbound import claims, config, plan
 
-    result = run_snakemake(tmp_path, "-n", "results/claims.csv", configfile=ROOT / configfile)
+    planned = plan.Plan(config.load(ROOT / configfile))
+    # The table lives under the config's own results folder, like every output of its run.
+    result = run_snakemake(tmp_path, "-n", planned.path("claims"), configfile=ROOT / configfile)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     assert counts["claims_table"] == counts["claims_job"] == 1
-    job = claims.job(plan.Plan(config.load(ROOT / configfile)))
+    job = claims.job(planned)
     # Nothing exists yet: the dry run plans every merged file the table reads (and only those).
     assert counts["collide_merge"] == len(job["units"])
     assert counts.get("attacks_fab_pairs", 0) == sum(1 for inst in job["instances"] if inst["fab"])

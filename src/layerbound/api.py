@@ -50,7 +50,7 @@ def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = Non
 
     `source` is either a config entry's keys without `dataset` (`{"source": "torchvision",
     "arch": "resnet18", "weights": "r18.pt", "small_inputs": True, "normalization": {"mean": [...],
-    "std": [...]}}`, or source python / robustbench; README, "Analyzing your own models") with the
+    "std": [...]}}`, or source python / robustbench; docs/models_and_api.md) with the
     `dataset` whose inputs and classes it takes, or the path of a layerbound checkpoint
     (results/models/...pt: a trained registry model or an imported one). Weights come from local
     files only; a file that does not match the architecture fails naming the file and the keys.

@@ -1,7 +1,7 @@
 """The evaluation attacks as plain data: what planning and reports need without importing torch.
 
-Every attack comes from one library, torchattacks (see `attacks.py` and the README's Attacks
-section for why it is installed with --no-deps). An attack is either run once per budget eps of
+Every attack comes from one library, torchattacks (see `attacks.py` and docs/attacks.md
+for why it is installed with --no-deps). An attack is either run once per budget eps of
 its norm's grid (`minimum_norm` False: the attack is told eps) or run once, unbounded, looking
 for the smallest perturbation that changes the prediction (`minimum_norm` True: FAB and C&W);
 the robust accuracy at each eps then counts the points it found within eps.

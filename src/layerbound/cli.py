@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_import_model)
 
     p = sub.add_parser("fetch-data", help="download torchvision datasets into a data folder (needs internet)")
-    p.add_argument("datasets", nargs="+")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("datasets", nargs="+", help="dataset names (mnist, mnist5k, cifar10, ...: the config schema's `dataset`)")
+    p.add_argument("--data-dir", default="data", help="folder to download into (default: data)")
     p.set_defaults(func=_cmd_fetch_data)
 
     p = sub.add_parser("losses", help="optimal cross-entropy and 0-1 losses over an eps grid for one merged distance file")
@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_losses)
 
     p = sub.add_parser("summarize", help="stack loss tables into one summary table")
-    p.add_argument("--out", required=True)
-    p.add_argument("tables", nargs="+")
+    p.add_argument("--out", required=True, help="summary table (.csv)")
+    p.add_argument("tables", nargs="+", help="keyed loss tables (.csv) of `layerbound losses`")
     p.set_defaults(func=_cmd_summarize)
 
     p = sub.add_parser("claims", parents=[shared["configfile"], shared["results"]],
@@ -211,15 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("taps", help="list an architecture's (or a configured model's) layer taps and their widths n_j")
     p.add_argument("arch", help="a registered architecture, or with --configfile a key of models:")
     p.add_argument("--configfile", help="experiment config: list the taps of its model ARCH (loaded models too)")
-    p.add_argument("--dataset", default="mnist5k")
-    p.add_argument("--padding", default="same", choices=["same", "valid"])
+    p.add_argument("--dataset", default="mnist5k", help="dataset that fixes the input shape (default: mnist5k)")
+    p.add_argument("--padding", default="same", choices=["same", "valid"],
+                   help="convolution padding of a registered architecture (default: same)")
     p.set_defaults(func=_cmd_taps)
 
     cli_collide.add_subcommands(sub, shared)
     cli_attacks.add_subcommands(sub, shared)
     cli_figures.add_subcommands(sub)
     cli_semirobust.add_subcommands(sub, shared)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's own --help page a description: its summary line from the list of
+    subcommands, as a sentence, unless the subcommand was given a longer one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                if not subparser.description and summaries.get(name):
+                    subparser.description = summaries[name][0].upper() + summaries[name][1:] + "."
+                _describe(subparser)
 
 
 # The workflow rule of each command that takes --threads: its threads unless --threads is given.

@@ -117,15 +117,19 @@ def add_subcommands(sub: argparse._SubParsersAction, shared: dict[str, argparse.
     """Add the collision stage's subcommands; `shared` holds cli.py's parent parsers of common options."""
     p = sub.add_parser("sample-pairs", parents=[shared["configfile"], shared["data"], shared["results"]],
                        help="sample a pair set (S examples of two classes) and save it")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--classes", type=int, nargs=2, metavar=("A", "B"))
+    p.add_argument("--dataset", required=True, help="dataset to sample from (a config schema `dataset`)")
+    p.add_argument("--classes", type=int, nargs=2, metavar=("A", "B"), help="the two classes of the pairs")
     p.add_argument("--per-class", type=int, help="S, examples per class")
     p.add_argument("--seed", type=int, help="experiment seed")
     p.add_argument("--out", help="output .h5 (default: RESULTS/pairs/DATASET/NAME.h5)")
     p.set_defaults(func=_cmd_sample_pairs)
 
     p = sub.add_parser("collide-shard", parents=[shared["configfile"], shared["device"], shared["results"]],
-                       help="collision distances of one shard (projection x pair chunk)")
+                       help="collision distances of one shard (projection x pair chunk)",
+                       description="Search colliding pairs for one shard: the features of one model's layer, "
+                                   "composed with projection p to m dimensions, for one chunk of the pair set; "
+                                   "writes each pair's collision distance (.h5). Paths and options not given come "
+                                   "from --configfile, as the workflow plans them.")
     p.add_argument("--model", required=True, help="model name (a key of models:), or 'input'")
     p.add_argument("--layer", required=True, help="layer tap (input, input_rp for model input)")
     p.add_argument("--m", type=int, required=True, help="projection dimension")
@@ -143,13 +147,13 @@ def add_subcommands(sub: argparse._SubParsersAction, shared: dict[str, argparse.
     p.set_defaults(func=_cmd_collide_shard)
 
     p = sub.add_parser("merge", help="merge the shards of one (model, layer, m) into a distance file")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="merged distance file (.h5)")
     p.add_argument("--projections", type=int, help="projections expected (default: 1 + the largest index)")
-    p.add_argument("shards", nargs="+")
+    p.add_argument("shards", nargs="+", help="shard files (.h5) of `layerbound collide-shard`")
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("collide-plan", parents=[shared["results"]],
                        help="list the merged files (or shards) a config asks for")
-    p.add_argument("--configfile", required=True)
+    p.add_argument("--configfile", required=True, help="experiment config (YAML) to plan")
     p.add_argument("--shards", action="store_true", help="list every shard instead")
     p.set_defaults(func=_cmd_collide_plan)

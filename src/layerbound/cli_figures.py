@@ -270,6 +270,6 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics sidecars of the models")
     p.add_argument("--attacks", nargs="*", default=[],
                    help="the attack stage's sidecars (results/attacks/{dataset}/{model}.json): the headline robust accuracy")
-    p.add_argument("--html", required=True)
-    p.add_argument("--csv", required=True)
+    p.add_argument("--html", required=True, help="summary table as an HTML page (the report's)")
+    p.add_argument("--csv", required=True, help="summary table with accuracies (.csv)")
     p.set_defaults(func=_cmd_summary)

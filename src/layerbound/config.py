@@ -1,6 +1,6 @@
 """The experiment configuration: validated against the schema, which is the one source of defaults.
 
-`workflow/schemas/config.schema.yaml` says what every key means, which values it allows and what it
+The schema (`config.schema.yaml`, package data of layerbound) says what every key means, which values it allows and what it
 defaults to. `validate` checks a config against it and fills in every default (Snakemake's Snakefile
 calls the same function), so the rest of the package reads a complete config and repeats no default.
 The dataclasses here take their field defaults from the schema too, for library use without a
@@ -15,6 +15,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ import yaml
 from . import architectures, attack_info, dataset_info, sources
 from .errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (pyproject.toml), so an installed copy reads the schema its code was written for.
+SCHEMA = resources.files("layerbound") / "config.schema.yaml"
 
 TRAINING_METHODS = ("benign", "pgd", "trades")
 NORMS = ("l2", "linf")
@@ -302,16 +303,18 @@ def defaults(section: str) -> dict[str, Any]:
     return filled[section]
 
 
-def job_environment(config: dict[str, Any]) -> dict[str, str]:
+def job_environment(config: dict[str, Any], workflow_dir: str | os.PathLike = ".") -> dict[str, str]:
     """The environment of the workflow's jobs: where they run and read data (the defaults of the
     `layerbound` command's --device, --data-dir and --download, so they are not rule parameters;
-    a LAYERBOUND_DEVICE already set overrides the config's device) and where the package is."""
+    a LAYERBOUND_DEVICE already set overrides the config's device), and the workflow's folder.
+
+    The jobs run `python -m layerbound` of the environment that runs Snakemake, so no PYTHONPATH
+    is set; the rules' conda environment installs the package from `workflow_dir` (the Snakefile's
+    folder) when it is created (envs/layerbound.post-deploy.sh reads LAYERBOUND_WORKFLOW_DIR)."""
     device = os.environ.get("LAYERBOUND_DEVICE", config["device"])
-    # The rules run `python -m layerbound` with this checkout's src/ first on the path, so the
-    # code that runs is the workflow's own, in the venv and in the rules' conda environment alike.
-    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
     return {"LAYERBOUND_DEVICE": device, "LAYERBOUND_DATA_DIR": config["data_dir"],
-            "LAYERBOUND_DOWNLOAD": "1" if config["download"] else "0", "PYTHONPATH": path}
+            "LAYERBOUND_DOWNLOAD": "1" if config["download"] else "0",
+            "LAYERBOUND_WORKFLOW_DIR": str(workflow_dir)}
 
 
 # --- training jobs (the dataclasses the training code takes) ------------------------------------

@@ -1,4 +1,4 @@
-# Stage 5: evaluation attacks (torchattacks 3.5.1, see the README's Attacks section). Per model:
+# Stage 5: evaluation attacks (torchattacks 3.5.1, see docs/attacks.md). Per model:
 # the robust test accuracy under every configured attack and budget, with the headline
 # (AutoAttack at the training budget) in a sidecar; and the FAB-l2 points of paper 001's
 # Section 6.1 on the pair set's 2S examples (drawn against the optimal collision loss of layer

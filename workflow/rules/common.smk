@@ -15,7 +15,7 @@ from layerbound import threads as lb_threads
 
 # Where data lives and which device runs a job reach the `layerbound` command through the
 # environment, not as parameters of a job: changing them re-runs nothing.
-os.environ.update(lb_config.job_environment(config))
+os.environ.update(lb_config.job_environment(config, workflow.basedir))
 
 
 def _one_of(values):
