@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, checkpoint, cli, config, models, pairs, plan, shards, store
+from layerbound import api, checkpoint, cli, config, models, pairs, plan, shards
+from layerbound.core import store
 from workflow_helpers import ROOT, default_config, run_snakemake, write_config
 
 S = 3
@@ -242,7 +243,7 @@ def test_checkpoints_and_figures_on_a_full_disk_leave_no_file(tmp_path):
     script = (
         "import torch, matplotlib.pyplot as plt\n"
         "from layerbound import checkpoint, figures_style, models\n"
-        "from layerbound.errors import WriteError\n"
+        "from layerbound.core.errors import WriteError\n"
         "for write in (lambda: checkpoint.save('m.pt', models.build('fcnn_smaller', (1, 28, 28), 10), {}),\n"
         "              lambda: figures_style.save(plt.figure(), 'f.png', 'f.pdf')):\n"
         "    try:\n"
@@ -400,7 +401,7 @@ def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
 
 
 def test_the_api_searches_on_the_workflow_s_threads_unless_told(tiny, monkeypatch):
-    from layerbound import threads
+    from layerbound.core import threads
 
     seen = []
     monkeypatch.setattr(threads, "limited", lambda n: (seen.append(n), contextlib.nullcontext())[1])

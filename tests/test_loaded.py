@@ -14,7 +14,7 @@ import yaml
 
 from layerbound import api, checkpoint, config, features, loaded, plan, projection, sources
 from layerbound.collide.jacobian import jacobian_rows
-from layerbound.errors import ConfigError, ModelLoadError
+from layerbound.core.errors import ConfigError, ModelLoadError
 from workflow_helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

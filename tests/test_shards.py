@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import checkpoint, cli, features, models, pairs, plan, projection, shards, store
+from layerbound import checkpoint, cli, features, models, pairs, plan, projection, shards
+from layerbound.core import store
 from layerbound.collide import CollisionOptions, closed_form, jacobian
 
 S, P, CHUNK = 4, 2, 6          # 16 pairs in chunks of 6, 6, 4; two projections

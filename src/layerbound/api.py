@@ -35,10 +35,10 @@ import torch
 from . import checkpoint, dataset_info, features, loaded, projection, sources
 from . import config as configuration
 from . import pairs as pairsets
-from . import threads as threads_module
+from .core import threads as threads_module
 from .collide import CollisionOptions, certify, closed_form
 from .collide.options import SearchOptions, adversary_label
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 __all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "collisions", "input_distances",
            "loss_curve", "plot_loss_curves"]
@@ -129,7 +129,7 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     collision whether the search's best was certified (0), an earlier candidate (k > 0) or the
     midpoint (-1) was used instead. m, projections and batch_size must be what a config may hold
     (collision.m, .projections, .batch_size). The search runs on `threads` CPU threads (None: a
-    collision shard's, layerbound.threads: 1), torch's setting restored after.
+    collision shard's, layerbound.core.threads: 1), torch's setting restored after.
     """
     configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
     threads_module.check(threads, "collisions")

@@ -509,7 +509,7 @@ def job(plan: Plan) -> dict[str, Any]:
 
 def write_job(job_json: str, out: str, log: str | None = None) -> None:
     """Write a job (as JSON text) for the claims rule, and a line saying what it holds to `log`."""
-    from .store import atomic_write
+    from .core.store import atomic_write
 
     atomic_write(out, lambda tmp: tmp.write_text(job_json))
     if log:

@@ -9,7 +9,7 @@ import sys
 
 from . import __version__
 from . import config as configuration
-from .errors import ConfigError, LayerboundError
+from .core.errors import ConfigError, LayerboundError
 
 
 def _model_job(args: argparse.Namespace, resolve) -> dict:
@@ -88,7 +88,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from . import claim_statistics, claims, losses, plan, report, shards
-    from .store import atomic_write
+    from .core.store import atomic_write
 
     if args.job_file:
         with open(args.job_file) as f:
@@ -145,7 +145,7 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
                                   help="auto (cuda when present), cpu, cuda, ... (default: $LAYERBOUND_DEVICE, else "
                                        "the config's, else auto)")
     shared["device"].add_argument("--threads", type=int, help="CPU threads for torch (default: the workflow's for this "
-                                                              "kind of job, layerbound.threads; 0: torch's default)")
+                                                              "kind of job, layerbound.core.threads; 0: torch's default)")
     shared["data"].add_argument("--data-dir", default=os.environ.get("LAYERBOUND_DATA_DIR", "data"),
                                 help="where torchvision datasets live (default: $LAYERBOUND_DATA_DIR, else data)")
     shared["data"].add_argument("--download", action="store_true",
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    from . import threads
+    from .core import threads
 
     args = build_parser().parse_args(argv)
     try:

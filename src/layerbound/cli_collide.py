@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from . import config as configuration
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:

@@ -177,7 +177,7 @@ def _cmd_fab(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from . import figures_fab, losses
-    from .store import write_csv
+    from .core.store import write_csv
 
     metrics = _one(args.metrics)
     points = pd.read_csv(args.points)
@@ -193,7 +193,7 @@ def _cmd_fab(args: argparse.Namespace) -> None:
 
 def _cmd_summary(args: argparse.Namespace) -> None:
     from . import losses, report
-    from .store import write_text
+    from .core.store import write_text
 
     summary = losses.read_table(args.summary)
     metrics = _read_metrics(args.metrics)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from . import config as configuration
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -51,7 +51,7 @@ def _records(paths) -> list[dict]:
 
 def _cmd_table(args: argparse.Namespace) -> None:
     from . import semirobust_table
-    from .store import write_csv, write_text
+    from .core.store import write_csv, write_text
 
     table = semirobust_table.table1(_records(args.results_json))
     write_csv(args.csv, table, "%.6g")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .dataset_info import DATASETS, DatasetInfo, info
-from .errors import DatasetUnavailable
+from .core.errors import DatasetUnavailable
 
 __all__ = ["DATASETS", "DatasetInfo", "DatasetUnavailable", "info", "load", "stratified_split", "fetch"]
 

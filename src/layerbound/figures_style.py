@@ -140,7 +140,7 @@ def band(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
 
 def save(fig: Figure, *paths: str | Path, dpi: int = 150) -> None:
     """Write the figure to each path, atomically; the format follows the suffix (.png, .pdf, .svg)."""
-    from .store import atomic_write
+    from .core.store import atomic_write
 
     for path in paths:
         path = Path(path)

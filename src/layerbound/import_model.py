@@ -19,9 +19,9 @@ import torch
 
 from . import __version__, checkpoint, data, loaded
 from .config import EvalConfig, LoadedSpec
-from .device import describe as describe_device
-from .device import select as select_device
-from .store import file_digest
+from .core.device import describe as describe_device
+from .core.device import select as select_device
+from .core.store import file_digest
 from .train import sidecar_accuracies
 
 

@@ -173,7 +173,7 @@ def stack(keyed_tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, path) -> None:
     """Write a loss or summary table as CSV (full float precision), atomically."""
-    from .store import write_csv
+    from .core.store import write_csv
 
     write_csv(path, table, "%.17g")
 

@@ -21,10 +21,11 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__, seeds
+from . import __version__
+from .core import seeds
 from .plan import pairset_id
-from .errors import UnreadableFile
-from .store import atomic_write_buffered
+from .core.errors import UnreadableFile
+from .core.store import atomic_write_buffered
 
 FORMAT = "layerbound-pairs-1"
 

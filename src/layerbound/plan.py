@@ -22,7 +22,7 @@ import numpy as np
 
 from . import architectures, collide, dataset_info, projection, sources
 from .config import LoadedSpec, attack_models, model_specs
-from .errors import ConfigError, LayerboundError
+from .core.errors import ConfigError, LayerboundError
 
 RESULTS = "results"
 INPUT_MODEL = "input"

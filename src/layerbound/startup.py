@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import config as configuration
-from .errors import ConfigError
+from .core.errors import ConfigError
 from .plan import Plan, path
-from .store import atomic_write
+from .core.store import atomic_write
 
 
 def config_files(paths: Iterable[str | os.PathLike], workdir: str | os.PathLike = ".") -> list[str]:

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__, adversary, checkpoint, data, models, seeds
+from . import __version__, adversary, checkpoint, data, models
+from .core import seeds
 from .config import EvalConfig, ModelSpec, TrainConfig
-from .device import describe as describe_device
-from .device import select as select_device
+from .core.device import describe as describe_device
+from .core.device import select as select_device
 
 def model_seed(experiment_seed: int, model: str) -> int:
     """The seed of model `model`'s initialization, batch order and attack noise."""

@@ -36,7 +36,7 @@ rule collide_shard:
         PLAN.pattern("shard", under="logs", suffix=".log"),
     benchmark:
         PLAN.pattern("shard", under="benchmarks", suffix=".tsv")
-    # One thread per shard: many shards run side by side (layerbound.threads; a profile may raise it).
+    # One thread per shard: many shards run side by side (layerbound.core.threads; a profile may raise it).
     threads: lb_threads.JOB_THREADS["collide_shard"]
     conda:
         "../../envs/layerbound.yaml"

@@ -11,7 +11,7 @@ from layerbound import config as lb_config
 from layerbound import mutual_info as lb_mutual_info
 from layerbound import plan as lb_plan
 from layerbound import startup as lb_startup
-from layerbound import threads as lb_threads
+from layerbound.core import threads as lb_threads
 
 # Where data lives and which device runs a job reach the `layerbound` command through the
 # environment, not as parameters of a job: changing them re-runs nothing.

@@ -20,7 +20,7 @@ rule semirobust_run:
         PLAN.pattern("semirobust", under="logs", suffix=".log"),
     benchmark:
         PLAN.pattern("semirobust", under="benchmarks", suffix=".tsv")
-    # Retraining f_b beside other jobs (layerbound.threads; a profile lowers or raises it).
+    # Retraining f_b beside other jobs (layerbound.core.threads; a profile lowers or raises it).
     threads: lb_threads.JOB_THREADS["semirobust_run"]
     conda:
         "../../envs/layerbound.yaml"
