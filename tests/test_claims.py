@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from layerbound import claims, config, losses, plan
-from layerbound.claim_statistics import CLAIM_COLUMNS, evaluate, verdict
-from layerbound.paired_bootstrap import HALF_LOG2, PairedBootstrap, cliff, interval, mean_loss
+from layerbound.bounds import claims, losses
+from layerbound import config, plan
+from layerbound.bounds.claim_statistics import CLAIM_COLUMNS, evaluate, verdict
+from layerbound.bounds.paired_bootstrap import HALF_LOG2, PairedBootstrap, cliff, interval, mean_loss
 from workflow_helpers import ROOT
 
 LOG2 = math.log(2.0)

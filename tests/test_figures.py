@@ -11,7 +11,8 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import architectures, figures, figures_collisions, figures_style, losses, pairs, plan, report, shards
+from layerbound import architectures, figures, figures_collisions, figures_style, pairs, plan, report, shards
+from layerbound.bounds import losses
 from layerbound.cli import main as cli_main
 from layerbound.config import validate
 from workflow_helpers import ROOT, job_counts, run_snakemake, write_config

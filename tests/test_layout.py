@@ -24,8 +24,7 @@ STAGES = [
     ("data", ["dataset_info", "data", "pairs"]),
     ("models", ["architectures", "models", "loaded", "sources", "checkpoint", "train", "adversary", "import_model"]),
     ("search and attacks", ["collide", "features", "projection", "shards", "attack_info", "attacks"]),
-    ("bounds and studies", ["graph", "ce_flow", "losses", "claims", "claim_statistics", "paired_bootstrap",
-                            "semirobust", "semirobust_study", "semirobust_table", "mutual_info"]),
+    ("bounds and studies", ["bounds", "semirobust", "semirobust_study", "semirobust_table", "mutual_info"]),
     ("figures", ["figures", "figures_style", "figures_collisions", "figures_fab", "figures_semirobust", "report"]),
     ("plan", ["plan", "startup", "cluster"]),
     ("interfaces", ["cli", "cli_collide", "cli_attacks", "cli_figures", "cli_semirobust", "api", "__main__"]),
@@ -38,10 +37,10 @@ UPWARD = {
     ("config", "dataset_info"), ("config", "architectures"), ("config", "sources"), ("config", "attack_info"),
     # Pair sampling, shards, losses, claims and the figures take path patterns, units and method names
     # from the planner: the path table and units belong below them (a paths module in core).
-    ("pairs", "plan"), ("shards", "plan"), ("losses", "plan"), ("claims", "plan"),
+    ("pairs", "plan"), ("shards", "plan"), ("bounds", "plan"),
     ("figures", "plan"), ("figures_style", "plan"), ("report", "plan"),
     # The claims' statistics compute the FAB curve with the figure's own function.
-    ("claim_statistics", "figures_fab"),
+    ("bounds", "figures_fab"),
 }
 
 # Import cycles of today, each with its reason.
@@ -57,7 +56,7 @@ LONG = {
     "config.py": "validation, job builders and the training dataclasses: to split into config/ (issue 25)",
     "plan.py": "units, paths and targets: to split into plan/ (issue 25)",
     "semirobust.py": "paper 003's split, Algorithm 1 and rho: to split into semirobust/ (issue 25)",
-    "claims.py": "the claims and where a config can test them: to split (issue 25)",
+    "bounds/claims.py": "the claims and where a config can test them: to split (issue 25)",
     "loaded.py": "torchvision, python and RobustBench builders: to split into models/ (issue 25)",
 }
 

@@ -181,7 +181,7 @@ def loss_curve(found: LayerDistances, eps: Sequence[float], bootstrap: int | Non
     the mean over projections, its spread and a 95% bootstrap interval (`bootstrap` replicates,
     the schema's losses.bootstrap by default; 0 for none). eps and bootstrap must be what a config
     may hold (losses.eps as a list, losses.bootstrap)."""
-    from . import losses
+    from .bounds import losses
 
     configuration.check_options("losses", "loss_curve", eps=list(np.atleast_1d(eps)),
                                 **({} if bootstrap is None else {"bootstrap": bootstrap}))
@@ -195,7 +195,8 @@ def plot_loss_curves(curves: Mapping[str, pd.DataFrame], model: str = "model", d
     """The workflow's layer figure (cross-entropy and 0-1 loss against eps, one curve per layer in
     the given order; the key "input" is drawn as the input-space baseline). Saved as PNG and PDF
     when `path` (without suffix) is given; returns the matplotlib figure."""
-    from . import figures, figures_style, losses
+    from . import figures, figures_style
+    from .bounds import losses
     from .plan import INPUT_MODEL
 
     keyed = {(dataset, "api", "jacobian", INPUT_MODEL if layer == "input" else model, layer, m): table

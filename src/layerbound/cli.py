@@ -56,7 +56,8 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_losses(args: argparse.Namespace) -> None:
-    from . import losses, plan, shards
+    from .bounds import losses
+    from . import plan, shards
 
     eps_spec = json.loads(args.eps_json)
     configuration.check_options("losses", "layerbound losses", eps=eps_spec,
@@ -77,7 +78,7 @@ def _cmd_losses(args: argparse.Namespace) -> None:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> None:
-    from . import losses
+    from .bounds import losses
 
     summary = losses.stack([losses.read_table(p) for p in args.tables])
     losses.write_table(summary, args.out)
@@ -87,7 +88,8 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
 def _cmd_claims(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from . import claim_statistics, claims, losses, plan, report, shards
+    from .bounds import claim_statistics, claims, losses
+    from . import plan, report, shards
     from .core.store import atomic_write
 
     if args.job_file:

@@ -50,7 +50,8 @@ def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
 
 
 def _tables(paths, models: set[str]):
-    from . import losses, plan
+    from .bounds import losses
+    from . import plan
 
     stacked = losses.stack([losses.read_table(p) for p in paths])
     stacked = stacked.loc[stacked["model"].isin(models | {plan.INPUT_MODEL})]
@@ -113,7 +114,8 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_collision_methods(args: argparse.Namespace) -> None:
-    from . import architectures, figures, losses, plan
+    from . import architectures, figures, plan
+    from .bounds import losses
 
     metrics = _one(args.metrics)
     model = metrics["model"]
@@ -176,7 +178,8 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
 def _cmd_fab(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from . import figures_fab, losses
+    from . import figures_fab
+    from .bounds import losses
     from .core.store import write_csv
 
     metrics = _one(args.metrics)
@@ -192,7 +195,8 @@ def _cmd_fab(args: argparse.Namespace) -> None:
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
-    from . import losses, report
+    from .bounds import losses
+    from . import report
     from .core.store import write_text
 
     summary = losses.read_table(args.summary)

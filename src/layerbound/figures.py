@@ -1,6 +1,6 @@
 """Figures of the loss tables: data in, matplotlib figures out (paper 001 numbering).
 
-Every function here is pure: it takes loss tables (the keyed tables of :mod:`layerbound.losses`,
+Every function here is pure: it takes loss tables (the keyed tables of :mod:`layerbound.bounds.losses`,
 stacked) and metrics sidecars (dicts) and returns a :class:`matplotlib.figure.Figure`. Nothing
 reads the workflow's paths; :mod:`layerbound.cli_figures` does that. Figures are built without
 pyplot (no global figure manager, no display), so they render headless with the Agg canvas.

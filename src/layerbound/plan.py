@@ -55,7 +55,7 @@ PATTERNS = {
     "figure_fab": _FIGURES + "/fab/{model}/m{m}",
     "report_html": "report/layer_summary.html",
     "report_csv": "report/layer_summary.csv",
-    # The papers' findings tested on the run (layerbound.claims, docs/claims.md).
+    # The papers' findings tested on the run (layerbound.bounds.claims, docs/claims.md).
     "claims_job": "claims_job.json",
     "claims": "claims.csv",
     "claims_html": "report/claims.html",

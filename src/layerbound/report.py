@@ -186,7 +186,7 @@ VERDICT_COLORS = {"holds": "#d9f2d9", "contradicted": "#f8d7d7", "undecided": "#
 
 
 def claims_html(claims: pd.DataFrame) -> str:
-    """A small self-contained HTML page of the claims table (layerbound.claim_statistics), one
+    """A small self-contained HTML page of the claims table (layerbound.bounds.claim_statistics), one
     section per claim: the paper's statement, the statistic, and a row per tested instance."""
     def num(v) -> str:
         v = float(v)

@@ -6,7 +6,7 @@ import os
 import re
 import shlex
 
-from layerbound import claims as lb_claims
+from layerbound.bounds import claims as lb_claims
 from layerbound import config as lb_config
 from layerbound import mutual_info as lb_mutual_info
 from layerbound import plan as lb_plan
@@ -202,7 +202,7 @@ def semirobust_study_results(wildcards):
 
 
 def claims_job_json(wildcards):
-    """The claims' rows on the run's files (layerbound.claims): a change to them re-runs the table."""
+    """The claims' rows on the run's files (layerbound.bounds.claims): a change to them re-runs the table."""
     return json.dumps(lb_claims.job(PLAN), sort_keys=True)
 
 

@@ -10,7 +10,7 @@ then give the pair correct-class probabilities q_u + q_v <= 1, so
   bipartite graphs); sweeps read it off the cross-entropy decomposition (see
   :func:`_matching_size_from_q`), single calls use Hopcroft-Karp.
 
-The recursion, and why it is exact, is in :mod:`layerbound.ce_flow` (compiled with numba).
+The recursion, and why it is exact, is in :mod:`layerbound.bounds.ce_flow` (compiled with numba).
 Sweeps solve the graphs of many budgets and projections as one disjoint union per call.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
-from layerbound import ce_flow
+from layerbound.bounds import ce_flow
 
 __all__ = [
     "conflict_graph",

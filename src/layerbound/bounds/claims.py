@@ -5,7 +5,7 @@ written so that the paper predicts a statistic > 0, or for a statement of equiva
 +-EQUIVALENCE_MARGIN of 0. `instances(plan)` finds the rows a configuration can test (from the
 models' training methods, architectures and the layers and m they are searched at, never from
 model names); `job(plan)` is what the workflow's claims rule reads. The statistics, intervals and
-verdicts are computed by layerbound.claim_statistics. Like the plan, this imports neither torch
+verdicts are computed by layerbound.bounds.claim_statistics. Like the plan, this imports neither torch
 nor pandas.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import architectures
-from .config import ModelSpec
-from .plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
+from .. import architectures
+from ..config import ModelSpec
+from ..plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
 
 __all__ = ["CLAIMS", "EQUIVALENCE_MARGIN", "Claim", "Instance", "instances", "job", "input_files", "unit_name", "write_job"]
 
@@ -509,7 +509,7 @@ def job(plan: Plan) -> dict[str, Any]:
 
 def write_job(job_json: str, out: str, log: str | None = None) -> None:
     """Write a job (as JSON text) for the claims rule, and a line saying what it holds to `log`."""
-    from .core.store import atomic_write
+    from ..core.store import atomic_write
 
     atomic_write(out, lambda tmp: tmp.write_text(job_json))
     if log:

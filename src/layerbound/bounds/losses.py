@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config
-from .collide.options import adversary_label
+from .. import config
+from ..collide.options import adversary_label
 from .graph import loss_sweep
-from .plan import eps_grid
+from ..plan import eps_grid
 
 __all__ = ["TABLE_COLUMNS", "KEY_COLUMNS", "eps_grid", "example_draws", "loss_table", "summarize", "write_table",
            "read_table", "stack"]
@@ -71,7 +71,7 @@ def example_draws(n_a: int, n_b: int, replicates: int = BOOTSTRAP_REPLICATES,
                   seed: int = BOOTSTRAP_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
     """The bootstrap's resamples of the examples: per replicate, S_A class-A and S_B class-B indices
     drawn with replacement. They depend on the sizes and the seed only, so every table of a pair
-    set (and the claims that compare them, layerbound.claims) resamples the same examples."""
+    set (and the claims that compare them, layerbound.bounds.claims) resamples the same examples."""
     rng = np.random.default_rng(seed)
     return [(rng.integers(n_a, size=n_a), rng.integers(n_b, size=n_b)) for _ in range(replicates)]
 
@@ -173,7 +173,7 @@ def stack(keyed_tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def write_table(table: pd.DataFrame, path) -> None:
     """Write a loss or summary table as CSV (full float precision), atomically."""
-    from .core.store import write_csv
+    from ..core.store import write_csv
 
     write_csv(path, table, "%.17g")
 

@@ -1,7 +1,7 @@
 """The claims table: each claim's statistic on a run's distances, its interval and its verdict.
 
-A row's value is the claim's statistic (layerbound.claims, docs/claims.md) on the full sample;
-its 95% interval comes from the paired bootstrap of layerbound.paired_bootstrap (the same example
+A row's value is the claim's statistic (layerbound.bounds.claims, docs/claims.md) on the full sample;
+its 95% interval comes from the paired bootstrap of layerbound.bounds.paired_bootstrap (the same example
 resamples in every merged file, each file's projections resampled on their own). The statistics
 are built from three quantities of a merged file: A, the mean optimal cross-entropy over the eps
 grid; E, the budget at which it reaches log(2)/2; D, the mean collision distance.
@@ -156,7 +156,7 @@ def evaluate(job_: Mapping[str, Any], distances: Callable[[str], np.ndarray],
             boot = PairedBootstrap(job_["eps"], shape[1], shape[2], job_["replicates"], losses.BOOTSTRAP_SEED)
         fab = None
         if inst.get("fab"):
-            from .figures_fab import fab_example_losses
+            from ..figures_fab import fab_example_losses
 
             points = fab_points(inst["fab"]).sort_values("example")
             fab = fab_example_losses(points, boot.grid)

@@ -3,7 +3,7 @@
 Every merged file of a run holds distances between the same 2S examples (the pair set), so the
 noise of the choice of examples is shared by the layers and models a statistic compares. Each
 replicate therefore resamples the same example indices in every file (the loss tables' own
-draws, :func:`layerbound.losses.example_draws`), and the difference of two layers keeps the
+draws, :func:`layerbound.bounds.losses.example_draws`), and the difference of two layers keeps the
 correlation that two separate per-layer bands would lose. Projections are independent random
 matrices for each (model, layer, m): each file resamples its own, from a generator seeded by its
 name, so its draws do not depend on which other files a statistic reads.
