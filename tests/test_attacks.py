@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from layerbound import attack_info, attacks, config, figures_fab
+from layerbound import attack_info, attacks, config
+from layerbound.figures import fab as figures_fab
 from workflow_helpers import ROOT, default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -242,7 +242,8 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_file(tiny, tmp_pa
 def test_checkpoints_and_figures_on_a_full_disk_leave_no_file(tmp_path):
     script = (
         "import torch, matplotlib.pyplot as plt\n"
-        "from layerbound import checkpoint, figures_style, models\n"
+        "from layerbound import checkpoint, models\n"
+        "from layerbound.figures import style as figures_style\n"
         "from layerbound.core.errors import WriteError\n"
         "for write in (lambda: checkpoint.save('m.pt', models.build('fcnn_smaller', (1, 28, 28), 10), {}),\n"
         "              lambda: figures_style.save(plt.figure(), 'f.png', 'f.pdf')):\n"

@@ -11,7 +11,8 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import architectures, figures, figures_collisions, figures_style, pairs, plan, report, shards
+from layerbound import architectures, pairs, plan, shards
+from layerbound.figures import collisions as figures_collisions, layers as figures, report, style as figures_style
 from layerbound.bounds import losses
 from layerbound.cli import main as cli_main
 from layerbound.config import validate
@@ -296,7 +297,7 @@ def test_layer_summary_shows_the_attack_stages_headline_where_there_is_one():
 
 
 def test_fab_comparison_table_and_figure_put_both_curves_on_the_loss_grid():
-    from layerbound import figures_fab
+    from layerbound.figures import fab as figures_fab
 
     tables = _tables()
     logits = tables.loc[(tables.model == "net_pgd") & (tables.layer == "logits")]

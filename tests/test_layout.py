@@ -25,7 +25,7 @@ STAGES = [
     ("models", ["architectures", "models", "loaded", "sources", "checkpoint", "train", "adversary", "import_model"]),
     ("search and attacks", ["collide", "features", "projection", "shards", "attack_info", "attacks"]),
     ("bounds and studies", ["bounds", "semirobust", "semirobust_study", "semirobust_table", "mutual_info"]),
-    ("figures", ["figures", "figures_style", "figures_collisions", "figures_fab", "figures_semirobust", "report"]),
+    ("figures", ["figures"]),
     ("plan", ["plan", "startup", "cluster"]),
     ("interfaces", ["cli", "cli_collide", "cli_attacks", "cli_figures", "cli_semirobust", "api", "__main__"]),
 ]
@@ -38,9 +38,9 @@ UPWARD = {
     # Pair sampling, shards, losses, claims and the figures take path patterns, units and method names
     # from the planner: the path table and units belong below them (a paths module in core).
     ("pairs", "plan"), ("shards", "plan"), ("bounds", "plan"),
-    ("figures", "plan"), ("figures_style", "plan"), ("report", "plan"),
+    ("figures", "plan"),
     # The claims' statistics compute the FAB curve with the figure's own function.
-    ("bounds", "figures_fab"),
+    ("bounds", "figures"),
 }
 
 # Import cycles of today, each with its reason.

@@ -31,7 +31,7 @@ def test_widths_by_arithmetic_equal_the_built_network(arch, padding, dataset, sh
 
 
 def test_planning_imports_neither_torch_nor_matplotlib():
-    code = ("import sys; from layerbound import claims, config, plan; "
+    code = ("import sys; from layerbound import config, plan; from layerbound.bounds import claims; "
             f"p = plan.Plan(config.load({str(ROOT / 'config.yaml')!r})); assert p.all_targets(); "
             "assert claims.job(p)['instances']; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'numba', 'pandas') if m in sys.modules))")

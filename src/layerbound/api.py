@@ -195,7 +195,7 @@ def plot_loss_curves(curves: Mapping[str, pd.DataFrame], model: str = "model", d
     """The workflow's layer figure (cross-entropy and 0-1 loss against eps, one curve per layer in
     the given order; the key "input" is drawn as the input-space baseline). Saved as PNG and PDF
     when `path` (without suffix) is given; returns the matplotlib figure."""
-    from . import figures, figures_style
+    from .figures import layers as figures, style as figures_style
     from .bounds import losses
     from .plan import INPUT_MODEL
 

@@ -89,7 +89,8 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from .bounds import claim_statistics, claims, losses
-    from . import plan, report, shards
+    from . import plan, shards
+    from .figures import report
     from .core.store import atomic_write
 
     if args.job_file:

@@ -1,7 +1,7 @@
 """`layerbound figures ...`: the figures and the report summary, one subcommand per figure kind.
 
 Each reads the workflow's files (loss tables, metrics sidecars, merged distance files, the pair
-set) and calls a pure function of :mod:`layerbound.figures`:
+set) and calls a pure function of :mod:`layerbound.figures.layers`:
 
     layerbound figures layers     --metrics M.json --png P --pdf D TABLE...    (paper 001 Figs 8-15)
     layerbound figures m-sweep    --metrics M.json --layer conv1 --png P --pdf D TABLE...  (Fig 6)
@@ -75,7 +75,7 @@ def _pairset(tables) -> str | None:
 
 
 def _save(fig, args) -> None:
-    from . import figures_style
+    from .figures import style as figures_style
 
     figures_style.save(fig, *(p for p in (args.png, args.pdf) if p))
     print(f"wrote {', '.join(p for p in (args.png, args.pdf) if p)}")
@@ -83,7 +83,8 @@ def _save(fig, args) -> None:
 
 def _per_layer_figure(args: argparse.Namespace, figure_name: str) -> None:
     """A figure with one curve per layer of one model (loss_curves_figure, zero_one_figure)."""
-    from . import architectures, figures
+    from . import architectures
+    from .figures import layers as figures
 
     metrics = _one(args.metrics)
     tables = _tables(args.tables, {metrics["model"]})
@@ -103,7 +104,7 @@ def _cmd_zero_one(args: argparse.Namespace) -> None:
 
 
 def _cmd_m_sweep(args: argparse.Namespace) -> None:
-    from . import figures
+    from .figures import layers as figures
 
     metrics = _one(args.metrics)
     tables = _tables(args.tables, {metrics["model"]})
@@ -114,7 +115,8 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_collision_methods(args: argparse.Namespace) -> None:
-    from . import architectures, figures, plan
+    from . import architectures, plan
+    from .figures import layers as figures
     from .bounds import losses
 
     metrics = _one(args.metrics)
@@ -131,7 +133,8 @@ def _cmd_collision_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_methods(args: argparse.Namespace) -> None:
-    from . import architectures, figures
+    from . import architectures
+    from .figures import layers as figures
 
     metrics = _read_metrics(args.metrics)
     tables = _tables(args.tables, set(metrics))
@@ -149,7 +152,8 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from . import architectures, figures_collisions, pairs, plan, shards
+    from . import architectures, pairs, plan, shards
+    from .figures import collisions as figures_collisions
 
     metrics = _one(args.metrics)
     merged, ms = {}, set()
@@ -178,7 +182,7 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
 def _cmd_fab(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from . import figures_fab
+    from .figures import fab as figures_fab
     from .bounds import losses
     from .core.store import write_csv
 
@@ -196,7 +200,7 @@ def _cmd_fab(args: argparse.Namespace) -> None:
 
 def _cmd_summary(args: argparse.Namespace) -> None:
     from .bounds import losses
-    from . import report
+    from .figures import report
     from .core.store import write_text
 
     summary = losses.read_table(args.summary)

@@ -60,7 +60,7 @@ def _cmd_table(args: argparse.Namespace) -> None:
 
 
 def _cmd_figure(args: argparse.Namespace) -> None:
-    from . import figures_semirobust, figures_style
+    from .figures import semirobust as figures_semirobust, style as figures_style
 
     records = _records(args.results_json)
     make = {"studies": figures_semirobust.rho_by_study_figure, "fb": figures_semirobust.rho_by_fb_figure}[args.kind]

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .architectures import network_order
-from .figures_style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
-from .plan import INPUT_MODEL
+from ..architectures import network_order
+from .style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
+from ..plan import INPUT_MODEL
 
 __all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html", "claims_html"]
 

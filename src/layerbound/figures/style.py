@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .collide.options import adversary_label
-from .plan import INPUT_LAYERS
+from ..collide.options import adversary_label
+from ..plan import INPUT_LAYERS
 
 BASELINES = INPUT_LAYERS
 LOG2 = math.log(2.0)
@@ -140,7 +140,7 @@ def band(table: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
 
 def save(fig: Figure, *paths: str | Path, dpi: int = 150) -> None:
     """Write the figure to each path, atomically; the format follows the suffix (.png, .pdf, .svg)."""
-    from .core.store import atomic_write
+    from ..core.store import atomic_write
 
     for path in paths:
         path = Path(path)

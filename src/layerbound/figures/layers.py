@@ -11,8 +11,8 @@ pyplot (no global figure manager, no display), so they render headless with the 
     methods_figure          training methods compared layer by layer at chosen budgets
     zero_one_figure         optimal 0-1 loss against optimal cross-entropy loss
 
-Figure 3 (colliding examples) is in figures_collisions.py; labels, colours and saving in
-figures_style.py; the report's summary table in report.py.
+Figure 3 (colliding examples) is in collisions.py; labels, colours and saving in
+style.py; the report's summary table in report.py.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .figures_style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPREAD, _curve, adversary, band,
-                            _projections, _title, layer_colors, layer_display, save, select_eps, training_label)
-from .plan import INPUT_MODEL
+from .style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPREAD, _curve, adversary, band, _projections,
+                    _title, layer_colors, layer_display, save, select_eps, training_label)
+from ..plan import INPUT_MODEL
 
 __all__ = ["loss_curves_figure", "m_sweep_figure", "methods_figure", "zero_one_figure", "collision_methods_figure", "save", "select_eps",
            "training_label", "layer_display", "layer_colors", "BASELINES", "LOG2"]

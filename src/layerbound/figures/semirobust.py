@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
-from .figures_style import layer_colors
-from .mutual_info import LABELS
-from .semirobust_table import rho_by_offset
+from .style import layer_colors
+from ..mutual_info import LABELS
+from ..semirobust_table import rho_by_offset
 
 
 def _estimators(records: Sequence[dict[str, Any]]) -> list[str]:

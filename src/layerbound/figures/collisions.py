@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .collide.options import adversary_label
-from .figures_style import NORM_LABEL, NORM_PRIME_LABEL, layer_display, training_label, _accuracy_text
+from ..collide.options import adversary_label
+from .style import NORM_LABEL, NORM_PRIME_LABEL, layer_display, training_label, _accuracy_text
 
 __all__ = ["collision_rows", "collisions_figure"]
 

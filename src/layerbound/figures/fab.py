@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .figures_style import LOG2, _projections, _title, adversary, band
+from .style import LOG2, _projections, _title, adversary, band
 
 __all__ = ["fab_example_losses", "fab_loss_curve", "fab_comparison_table", "fab_figure", "COMPARISON_COLUMNS"]
 
