@@ -18,8 +18,8 @@ import time
 import torch
 
 from layerbound import checkpoint, data
-from layerbound.mutual_info import ESTIMATORS, class_conditional_mi
-from layerbound.semirobust import PGDAttack, adversarial_accuracy, layer_outputs
+from layerbound.semirobust.mutual_info import ESTIMATORS, class_conditional_mi
+from layerbound.semirobust.algorithm import PGDAttack, adversarial_accuracy, layer_outputs
 
 
 def main() -> None:

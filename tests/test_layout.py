@@ -24,7 +24,7 @@ STAGES = [
     ("data", ["dataset_info", "data", "pairs"]),
     ("models", ["architectures", "models", "loaded", "sources", "checkpoint", "train", "adversary", "import_model"]),
     ("search and attacks", ["collide", "features", "projection", "shards", "attack_info", "attacks"]),
-    ("bounds and studies", ["bounds", "semirobust", "semirobust_study", "semirobust_table", "mutual_info"]),
+    ("bounds and studies", ["bounds", "semirobust"]),
     ("figures", ["figures"]),
     ("plan", ["plan", "startup", "cluster"]),
     ("interfaces", ["cli", "cli_collide", "cli_attacks", "cli_figures", "cli_semirobust", "api", "__main__"]),
@@ -55,7 +55,7 @@ LONG = {
     "collide/jacobian.py": "paper 001's Algorithm 1 and its step controls; being changed in issue 28, split after",
     "config.py": "validation, job builders and the training dataclasses: to split into config/ (issue 25)",
     "plan.py": "units, paths and targets: to split into plan/ (issue 25)",
-    "semirobust.py": "paper 003's split, Algorithm 1 and rho: to split into semirobust/ (issue 25)",
+    "semirobust/algorithm.py": "paper 003's split, Algorithm 1 and rho: to split into semirobust/ (issue 25)",
     "bounds/claims.py": "the claims and where a config can test them: to split (issue 25)",
     "loaded.py": "torchvision, python and RobustBench builders: to split into models/ (issue 25)",
 }

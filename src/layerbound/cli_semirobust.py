@@ -17,7 +17,8 @@ from .core.errors import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from . import plan, semirobust_study
+    from . import plan
+    from .semirobust import study as semirobust_study
 
     if args.job_json:
         job = json.loads(args.job_json)
@@ -44,13 +45,13 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _records(paths) -> list[dict]:
-    from . import semirobust_study
+    from .semirobust import study as semirobust_study
 
     return [semirobust_study.read(p) for p in paths]
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
-    from . import semirobust_table
+    from .semirobust import table as semirobust_table
     from .core.store import write_csv, write_text
 
     table = semirobust_table.table1(_records(args.results_json))

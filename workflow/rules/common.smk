@@ -8,7 +8,7 @@ import shlex
 
 from layerbound.bounds import claims as lb_claims
 from layerbound import config as lb_config
-from layerbound import mutual_info as lb_mutual_info
+from layerbound.semirobust import mutual_info as lb_mutual_info
 from layerbound import plan as lb_plan
 from layerbound import startup as lb_startup
 from layerbound.core import threads as lb_threads

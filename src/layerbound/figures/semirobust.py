@@ -17,8 +17,8 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure
 
 from .style import layer_colors
-from ..mutual_info import LABELS
-from ..semirobust_table import rho_by_offset
+from ..semirobust.mutual_info import LABELS
+from ..semirobust.table import rho_by_offset
 
 
 def _estimators(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adversary, attack_info, attacks, loaded
-from .core import seeds
-from .config import defaults, paper003_iterations
-from .core.errors import CheckpointMismatch
+from .. import adversary, attack_info, attacks, loaded
+from ..core import seeds
+from ..config import defaults, paper003_iterations
+from ..core.errors import CheckpointMismatch
 from .mutual_info import PAPER003_ESTIMATOR, EdgeOptions, class_conditional_mi
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import defaults
+from ..config import defaults
 
 LOG2 = math.log(2.0)
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from . import __version__, checkpoint, data, dataset_info
-from .core.device import describe as describe_device
-from .core.device import select as select_device
+from .. import __version__, checkpoint, data, dataset_info
+from ..core.device import describe as describe_device
+from ..core.device import select as select_device
 from .mutual_info import EdgeOptions, revisions
-from .semirobust import RetrainOptions, algorithm1, attack_label, layer_mi, make_attack, split_last
-from .core.store import atomic_write
+from .algorithm import RetrainOptions, algorithm1, attack_label, layer_mi, make_attack, split_last
+from ..core.store import atomic_write
 
 
 def _load(path: str | Path, job: dict[str, Any], dev: torch.device):
