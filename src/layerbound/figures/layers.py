@@ -2,7 +2,7 @@
 
 Every function here is pure: it takes loss tables (the keyed tables of :mod:`layerbound.bounds.losses`,
 stacked) and metrics sidecars (dicts) and returns a :class:`matplotlib.figure.Figure`. Nothing
-reads the workflow's paths; :mod:`layerbound.cli_figures` does that. Figures are built without
+reads the workflow's paths; :mod:`layerbound.cli.figures` does that. Figures are built without
 pyplot (no global figure manager, no display), so they render headless with the Agg canvas.
 
     loss_curves_figure      Figures 8-15: optimal cross-entropy and 0-1 loss vs eps, one curve

@@ -17,12 +17,12 @@ import argparse
 import json
 from pathlib import Path
 
-from . import config as configuration
-from .core.errors import ConfigError
+from .. import config as configuration
+from ..core.errors import ConfigError
 
 
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
-    from . import pairs, plan
+    from .. import pairs, plan
 
     cfg = configuration.load(args.configfile) if args.configfile else None
     args.results = plan.results_root(args.results, cfg)
@@ -46,8 +46,8 @@ def _cmd_sample_pairs(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_shard(args: argparse.Namespace) -> None:
-    from . import plan, shards
-    from .collide import CollisionOptions
+    from .. import plan, shards
+    from ..collide import CollisionOptions
 
     configuration.check_options("collision", "layerbound collide-shard", m=args.m)
     if args.configfile:
@@ -75,7 +75,7 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
         missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
         if missing:
             raise ConfigError("without --configfile these are required: " + ", ".join(f"--{o}" for o in missing))
-        from . import pairs as pairsets
+        from .. import pairs as pairsets
 
         pair_set = pairsets.load(args.pairs)
         options = CollisionOptions.from_dict(json.loads(args.options_json) if args.options_json else {})
@@ -91,7 +91,7 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
-    from . import shards
+    from .. import shards
 
     out = shards.merge(args.shards, args.out, projections=args.projections)
     arrays, attrs = shards.read_merged(out)
@@ -101,7 +101,7 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_plan(args: argparse.Namespace) -> None:
-    from . import plan
+    from .. import plan
 
     cfg = configuration.load(args.configfile)
     args.results = plan.results_root(args.results, cfg)
@@ -114,7 +114,7 @@ def _cmd_collide_plan(args: argparse.Namespace) -> None:
 
 
 def add_subcommands(sub: argparse._SubParsersAction, shared: dict[str, argparse.ArgumentParser]) -> None:
-    """Add the collision stage's subcommands; `shared` holds cli.py's parent parsers of common options."""
+    """Add the collision stage's subcommands; `shared` holds the parent parsers of common options (cli/__init__.py)."""
     p = sub.add_parser("sample-pairs", parents=[shared["configfile"], shared["data"], shared["results"]],
                        help="sample a pair set (S examples of two classes) and save it")
     p.add_argument("--dataset", required=True, help="dataset to sample from (a config schema `dataset`)")

@@ -7,9 +7,9 @@ import json
 import os
 import sys
 
-from . import __version__
-from . import config as configuration
-from .core.errors import ConfigError, LayerboundError
+from .. import __version__
+from .. import config as configuration
+from ..core.errors import ConfigError, LayerboundError
 
 
 def _model_job(args: argparse.Namespace, resolve) -> dict:
@@ -28,7 +28,7 @@ def _print_accuracies(name: str, metrics: dict) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .train import train_model
+    from ..train import train_model
 
     job = _model_job(args, configuration.training_job)
     seed, spec, evaluation = configuration.job_from_dict(job)
@@ -38,7 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_import_model(args: argparse.Namespace) -> None:
-    from .import_model import import_model, job_from_dict
+    from ..import_model import import_model, job_from_dict
 
     job = _model_job(args, configuration.import_job)
     seed, spec, evaluation = job_from_dict(job)
@@ -48,7 +48,7 @@ def _cmd_import_model(args: argparse.Namespace) -> None:
 
 
 def _cmd_fetch_data(args: argparse.Namespace) -> None:
-    from . import data
+    from .. import data
 
     for name in args.datasets:
         data.fetch(name, args.data_dir)
@@ -56,15 +56,15 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
 
 
 def _cmd_losses(args: argparse.Namespace) -> None:
-    from .bounds import losses
-    from . import plan, shards
+    from ..bounds import losses
+    from .. import plan, shards
 
     eps_spec = json.loads(args.eps_json)
     configuration.check_options("losses", "layerbound losses", eps=eps_spec,
                                 **({} if args.bootstrap is None else {"bootstrap": args.bootstrap}))
     arrays, attrs = shards.read_merged(args.distances)
     eps = plan.eps_grid(eps_spec)
-    from .collide.options import adversary_label
+    from ..collide.options import adversary_label
 
     box = json.loads(attrs["options_json"]).get("box")   # absent before boxes existed: unboxed
     replicates = losses.BOOTSTRAP_REPLICATES if args.bootstrap is None else args.bootstrap
@@ -78,7 +78,7 @@ def _cmd_losses(args: argparse.Namespace) -> None:
 
 
 def _cmd_summarize(args: argparse.Namespace) -> None:
-    from .bounds import losses
+    from ..bounds import losses
 
     summary = losses.stack([losses.read_table(p) for p in args.tables])
     losses.write_table(summary, args.out)
@@ -88,10 +88,10 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
 def _cmd_claims(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .bounds import claim_statistics, claims, losses
-    from . import plan, shards
-    from .figures import report
-    from .core.store import atomic_write
+    from ..bounds import claim_statistics, claims, losses
+    from .. import plan, shards
+    from ..figures import report
+    from ..core.store import atomic_write
 
     if args.job_file:
         with open(args.job_file) as f:
@@ -117,7 +117,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from . import architectures, dataset_info, plan, sources
+    from .. import architectures, dataset_info, plan, sources
 
     if args.configfile:
         cfg = configuration.load(args.configfile)
@@ -158,7 +158,7 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_attacks, cli_collide, cli_figures, cli_semirobust
+    from . import attacks as cli_attacks, collide as cli_collide, figures as cli_figures, semirobust as cli_semirobust
 
     parser = argparse.ArgumentParser(prog="layerbound", description=__doc__)
     parser.add_argument("--version", action="version", version=f"layerbound {__version__}")
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    from .core import threads
+    from ..core import threads
 
     args = build_parser().parse_args(argv)
     try:

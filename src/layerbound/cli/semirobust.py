@@ -12,13 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
-from . import config as configuration
-from .core.errors import ConfigError
+from .. import config as configuration
+from ..core.errors import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from . import plan
-    from .semirobust import study as semirobust_study
+    from .. import plan
+    from ..semirobust import study as semirobust_study
 
     if args.job_json:
         job = json.loads(args.job_json)
@@ -45,14 +45,14 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
 
 def _records(paths) -> list[dict]:
-    from .semirobust import study as semirobust_study
+    from ..semirobust import study as semirobust_study
 
     return [semirobust_study.read(p) for p in paths]
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
-    from .semirobust import table as semirobust_table
-    from .core.store import write_csv, write_text
+    from ..semirobust import table as semirobust_table
+    from ..core.store import write_csv, write_text
 
     table = semirobust_table.table1(_records(args.results_json))
     write_csv(args.csv, table, "%.6g")
@@ -61,7 +61,7 @@ def _cmd_table(args: argparse.Namespace) -> None:
 
 
 def _cmd_figure(args: argparse.Namespace) -> None:
-    from .figures import semirobust as figures_semirobust, style as figures_style
+    from ..figures import semirobust as figures_semirobust, style as figures_style
 
     records = _records(args.results_json)
     make = {"studies": figures_semirobust.rho_by_study_figure, "fb": figures_semirobust.rho_by_fb_figure}[args.kind]

@@ -40,7 +40,7 @@ def _one(metrics_paths) -> dict:
 def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
     """A model's taps in network order and their widths n_j, from its metrics sidecar (a loaded
     model's sidecar lists them; a registry model's come from its architecture)."""
-    from . import architectures, dataset_info
+    from .. import architectures, dataset_info
 
     if "tap_order" in metrics:
         return list(metrics["tap_order"]), dict(metrics["tap_widths"])
@@ -50,8 +50,8 @@ def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
 
 
 def _tables(paths, models: set[str]):
-    from .bounds import losses
-    from . import plan
+    from ..bounds import losses
+    from .. import plan
 
     stacked = losses.stack([losses.read_table(p) for p in paths])
     stacked = stacked.loc[stacked["model"].isin(models | {plan.INPUT_MODEL})]
@@ -75,7 +75,7 @@ def _pairset(tables) -> str | None:
 
 
 def _save(fig, args) -> None:
-    from .figures import style as figures_style
+    from ..figures import style as figures_style
 
     figures_style.save(fig, *(p for p in (args.png, args.pdf) if p))
     print(f"wrote {', '.join(p for p in (args.png, args.pdf) if p)}")
@@ -83,8 +83,8 @@ def _save(fig, args) -> None:
 
 def _per_layer_figure(args: argparse.Namespace, figure_name: str) -> None:
     """A figure with one curve per layer of one model (loss_curves_figure, zero_one_figure)."""
-    from . import architectures
-    from .figures import layers as figures
+    from .. import architectures
+    from ..figures import layers as figures
 
     metrics = _one(args.metrics)
     tables = _tables(args.tables, {metrics["model"]})
@@ -104,7 +104,7 @@ def _cmd_zero_one(args: argparse.Namespace) -> None:
 
 
 def _cmd_m_sweep(args: argparse.Namespace) -> None:
-    from .figures import layers as figures
+    from ..figures import layers as figures
 
     metrics = _one(args.metrics)
     tables = _tables(args.tables, {metrics["model"]})
@@ -115,9 +115,9 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_collision_methods(args: argparse.Namespace) -> None:
-    from . import architectures, plan
-    from .figures import layers as figures
-    from .bounds import losses
+    from .. import architectures, plan
+    from ..figures import layers as figures
+    from ..bounds import losses
 
     metrics = _one(args.metrics)
     model = metrics["model"]
@@ -133,8 +133,8 @@ def _cmd_collision_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_methods(args: argparse.Namespace) -> None:
-    from . import architectures
-    from .figures import layers as figures
+    from .. import architectures
+    from ..figures import layers as figures
 
     metrics = _read_metrics(args.metrics)
     tables = _tables(args.tables, set(metrics))
@@ -152,8 +152,8 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from . import architectures, pairs, plan, shards
-    from .figures import collisions as figures_collisions
+    from .. import architectures, pairs, plan, shards
+    from ..figures import collisions as figures_collisions
 
     metrics = _one(args.metrics)
     merged, ms = {}, set()
@@ -182,9 +182,9 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
 def _cmd_fab(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .figures import fab as figures_fab
-    from .bounds import losses
-    from .core.store import write_csv
+    from ..figures import fab as figures_fab
+    from ..bounds import losses
+    from ..core.store import write_csv
 
     metrics = _one(args.metrics)
     points = pd.read_csv(args.points)
@@ -199,9 +199,9 @@ def _cmd_fab(args: argparse.Namespace) -> None:
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
-    from .bounds import losses
-    from .figures import report
-    from .core.store import write_text
+    from ..bounds import losses
+    from ..figures import report
+    from ..core.store import write_text
 
     summary = losses.read_table(args.summary)
     metrics = _read_metrics(args.metrics)

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import config as configuration
-from .config import ModelSpec, model_specs
-from .core.errors import ConfigError
+from .. import config as configuration
+from ..config import ModelSpec, model_specs
+from ..core.errors import ConfigError
 
 
 def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
@@ -37,8 +37,8 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
 
 def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
-    from . import attacks, checkpoint, dataset_info, plan
-    from .core.device import describe, select
+    from .. import attacks, checkpoint, dataset_info, plan
+    from ..core.device import describe, select
 
     name = job["model"]
     attacks.library()   # fails in one line, before anything is loaded, when torchattacks is missing
@@ -58,7 +58,7 @@ def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
 
 
 def _write_csv(table, path) -> None:
-    from .core.store import write_csv
+    from ..core.store import write_csv
 
     write_csv(path, table, "%.12g")
 
@@ -66,7 +66,7 @@ def _write_csv(table, path) -> None:
 def _cmd_attack(args: argparse.Namespace) -> None:
     import torch
 
-    from . import __version__, attacks, data, plan
+    from .. import __version__, attacks, data, plan
 
     job, cfg = _job(args, configuration.attack_job)
     args.results = plan.results_root(args.results, cfg)
@@ -90,7 +90,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
         "wall_time_s": time.perf_counter() - started, "device": str(device),
         "versions": {"layerbound": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
-    from .core.store import atomic_write
+    from ..core.store import atomic_write
 
     text = json.dumps(summary, indent=2, sort_keys=True)
     atomic_write(summary_path, lambda tmp: tmp.write_text(text + "\n"))
@@ -100,7 +100,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
 
 def _cmd_fab_pairs(args: argparse.Namespace) -> None:
-    from . import attacks, pairs, plan
+    from .. import attacks, pairs, plan
 
     job, cfg = _job(args, configuration.fab_pairs_job)
     args.results = plan.results_root(args.results, cfg)
