@@ -1,4 +1,4 @@
-"""The evaluation attacks (torchattacks behind layerbound.attacks): closed forms on a linear
+"""The evaluation attacks (torchattacks behind layerbound.attacks.evaluate): closed forms on a linear
 classifier, eps = 0, the "any attack" rows, the FAB comparison's curve, and how the attack stage is
 installed and configured."""
 
@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from layerbound import attack_info, attacks, config
+from layerbound import config
+from layerbound.attacks import info as attack_info, evaluate as attacks
 from layerbound.figures import fab as figures_fab
 from workflow_helpers import ROOT, default_config
 

@@ -23,7 +23,7 @@ STAGES = [
     ("config", ["config"]),
     ("data", ["dataset_info", "data", "pairs"]),
     ("models", ["architectures", "models", "loaded", "sources", "checkpoint", "train", "adversary", "import_model"]),
-    ("search and attacks", ["collide", "features", "projection", "shards", "attack_info", "attacks"]),
+    ("search and attacks", ["collide", "features", "projection", "shards", "attacks"]),
     ("bounds and studies", ["bounds", "semirobust"]),
     ("figures", ["figures"]),
     ("plan", ["plan", "startup", "cluster"]),
@@ -34,7 +34,7 @@ STAGES = [
 UPWARD = {
     # The config validates names against the registries of datasets, architectures, loaded-model
     # sources and attacks (plain data, no torch): they belong in core as tables.
-    ("config", "dataset_info"), ("config", "architectures"), ("config", "sources"), ("config", "attack_info"),
+    ("config", "dataset_info"), ("config", "architectures"), ("config", "sources"), ("config", "attacks"),
     # Pair sampling, shards, losses, claims and the figures take path patterns, units and method names
     # from the planner: the path table and units belong below them (a paths module in core).
     ("pairs", "plan"), ("shards", "plan"), ("bounds", "plan"),

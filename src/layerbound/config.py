@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from . import architectures, attack_info, dataset_info, sources
+from . import architectures, dataset_info, sources
+from .attacks import info as attack_info
 from .core.errors import ConfigError
 
 # Package data (pyproject.toml), so an installed copy reads the schema its code was written for.

@@ -37,7 +37,8 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
 
 def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
-    from .. import attacks, checkpoint, dataset_info, plan
+    from .. import checkpoint, dataset_info, plan
+    from ..attacks import evaluate as attacks
     from ..core.device import describe, select
 
     name = job["model"]
@@ -66,7 +67,8 @@ def _write_csv(table, path) -> None:
 def _cmd_attack(args: argparse.Namespace) -> None:
     import torch
 
-    from .. import __version__, attacks, data, plan
+    from .. import __version__, data, plan
+    from ..attacks import evaluate as attacks
 
     job, cfg = _job(args, configuration.attack_job)
     args.results = plan.results_root(args.results, cfg)
@@ -100,7 +102,8 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
 
 def _cmd_fab_pairs(args: argparse.Namespace) -> None:
-    from .. import attacks, pairs, plan
+    from .. import pairs, plan
+    from ..attacks import evaluate as attacks
 
     job, cfg = _job(args, configuration.fab_pairs_job)
     args.results = plan.results_root(args.results, cfg)

@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import seeds
-from .attack_info import ANY, ATTACKS, INSTALL_HINT, LIBRARY, LIBRARY_VERSION
-from .core.errors import LayerboundError
+from ..core import seeds
+from .info import ANY, ATTACKS, INSTALL_HINT, LIBRARY, LIBRARY_VERSION
+from ..core.errors import LayerboundError
 
 __all__ = ["AttacksUnavailable", "library", "build", "perturbation_norms", "robust_flags",
            "robust_accuracy_table", "two_class_cross_entropy", "fab_minimal_points", "fab_pairs",
