@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layerbound import config, pairs as pairsets, plan, shards
+from layerbound import config, plan, shards
+from layerbound.data import pairs as pairsets
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -161,7 +161,7 @@ def test_fab_curve_uses_the_fab_point_once_its_norm_is_within_eps():
 
 
 def test_fab_pairs_on_a_pair_set(ten_class):
-    from layerbound.pairs import PairSet
+    from layerbound.data.pairs import PairSet
 
     net, x, _ = ten_class
     with torch.no_grad():

@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, checkpoint, cli, config, models, pairs, plan, shards
+from layerbound import api, checkpoint, cli, config, models, plan, shards
+from layerbound.data import pairs
 from layerbound.core import store
 from workflow_helpers import ROOT, default_config, run_snakemake, write_config
 
@@ -75,7 +76,7 @@ def test_an_unknown_top_level_key_is_one_line(tmp_path):
 
 
 def test_class_counts_of_the_table_are_the_data():
-    from layerbound import data, dataset_info
+    from layerbound.data import datasets as data, info as dataset_info
 
     _, y = data.load("mnist5k", "train")
     assert tuple(np.bincount(y.numpy())) == dataset_info.info("mnist5k").train_per_class

@@ -11,7 +11,8 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import architectures, pairs, plan, shards
+from layerbound import architectures, plan, shards
+from layerbound.data import pairs
 from layerbound.figures import collisions as figures_collisions, layers as figures, report, style as figures_style
 from layerbound.bounds import losses
 from layerbound.cli import main as cli_main

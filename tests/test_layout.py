@@ -21,7 +21,7 @@ MAX_LINES = 400
 STAGES = [
     ("core", ["layerbound", "core"]),
     ("config", ["config"]),
-    ("data", ["dataset_info", "data", "pairs"]),
+    ("data", ["data"]),
     ("models", ["architectures", "models", "loaded", "sources", "checkpoint", "train", "adversary", "import_model"]),
     ("search and attacks", ["collide", "features", "projection", "shards", "attacks"]),
     ("bounds and studies", ["bounds", "semirobust"]),
@@ -34,10 +34,10 @@ STAGES = [
 UPWARD = {
     # The config validates names against the registries of datasets, architectures, loaded-model
     # sources and attacks (plain data, no torch): they belong in core as tables.
-    ("config", "dataset_info"), ("config", "architectures"), ("config", "sources"), ("config", "attacks"),
+    ("config", "data"), ("config", "architectures"), ("config", "sources"), ("config", "attacks"),
     # Pair sampling, shards, losses, claims and the figures take path patterns, units and method names
     # from the planner: the path table and units belong below them (a paths module in core).
-    ("pairs", "plan"), ("shards", "plan"), ("bounds", "plan"),
+    ("data", "plan"), ("shards", "plan"), ("bounds", "plan"),
     ("figures", "plan"),
     # The claims' statistics compute the FAB curve with the figure's own function.
     ("bounds", "figures"),

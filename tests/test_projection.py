@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from layerbound import pairs, plan, projection
+from layerbound import plan, projection
+from layerbound.data import pairs
 
 
 def test_same_key_same_matrix_and_every_key_component_matters():

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerbound import checkpoint, config, data, loaded, plan, sources, train
+from layerbound import checkpoint, config, loaded, plan, sources, train
+from layerbound.data import datasets as data
 from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, algorithm1, f_a_changes, f_a_state,
                                              f_b_parameters, freeze_f_a, layer_mi, load_f_b, module_outputs,
                                              split_after, split_last, train_f_b_epoch, train_mode)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from layerbound import architectures, checkpoint, cli, config, data, models, plan
+from layerbound import architectures, checkpoint, cli, config, models, plan
+from layerbound.data import datasets as data
 from layerbound.semirobust import mutual_info, algorithm as semirobust
 from layerbound.core import seeds
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import checkpoint, cli, features, models, pairs, plan, projection, shards
+from layerbound import checkpoint, cli, features, models, plan, projection, shards
+from layerbound.data import pairs
 from layerbound.core import store
 from layerbound.collide import CollisionOptions, closed_form, jacobian
 

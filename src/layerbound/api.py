@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import checkpoint, dataset_info, features, loaded, projection, sources
+from . import checkpoint, features, loaded, projection, sources
+from .data import info as dataset_info
 from . import config as configuration
-from . import pairs as pairsets
+from .data import pairs as pairsets
 from .core import threads as threads_module
 from .collide import CollisionOptions, certify, closed_form
 from .collide.options import SearchOptions, adversary_label

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from . import architectures, dataset_info, sources
+from . import architectures, sources
+from .data import info as dataset_info
 from .attacks import info as attack_info
 from .core.errors import ConfigError
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from . import __version__, checkpoint, data, loaded
+from . import __version__, checkpoint, loaded
+from .data import datasets as data
 from .config import EvalConfig, LoadedSpec
 from .core.device import describe as describe_device
 from .core.device import select as select_device

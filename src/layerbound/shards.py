@@ -39,8 +39,9 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, dataset_info, features, projection
-from . import pairs as pairsets
+from . import __version__, checkpoint, features, projection
+from .data import info as dataset_info
+from .data import pairs as pairsets
 from .collide import CollisionOptions, certify, closed_form
 from .collide.base import Features, verify_tol_for
 from .core.device import describe as describe_device

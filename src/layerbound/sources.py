@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import dataset_info
+from .data import info as dataset_info
 
 SOURCES = ("torchvision", "python", "robustbench")
 ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")   # of ours; RobustBench also has imagenet

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__, adversary, checkpoint, data, models
+from . import __version__, adversary, checkpoint, models
+from .data import datasets as data
 from .core import seeds
 from .config import EvalConfig, ModelSpec, TrainConfig
 from .core.device import describe as describe_device

@@ -48,7 +48,7 @@ def _cmd_import_model(args: argparse.Namespace) -> None:
 
 
 def _cmd_fetch_data(args: argparse.Namespace) -> None:
-    from .. import data
+    from ..data import datasets as data
 
     for name in args.datasets:
         data.fetch(name, args.data_dir)
@@ -117,7 +117,8 @@ def _cmd_claims(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from .. import architectures, dataset_info, plan, sources
+    from .. import architectures, plan, sources
+    from ..data import info as dataset_info
 
     if args.configfile:
         cfg = configuration.load(args.configfile)

@@ -37,7 +37,8 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
 
 def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
-    from .. import checkpoint, dataset_info, plan
+    from .. import checkpoint, plan
+    from ..data import info as dataset_info
     from ..attacks import evaluate as attacks
     from ..core.device import describe, select
 
@@ -67,7 +68,8 @@ def _write_csv(table, path) -> None:
 def _cmd_attack(args: argparse.Namespace) -> None:
     import torch
 
-    from .. import __version__, data, plan
+    from .. import __version__, plan
+    from ..data import datasets as data
     from ..attacks import evaluate as attacks
 
     job, cfg = _job(args, configuration.attack_job)
@@ -102,7 +104,8 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
 
 def _cmd_fab_pairs(args: argparse.Namespace) -> None:
-    from .. import pairs, plan
+    from .. import plan
+    from ..data import pairs
     from ..attacks import evaluate as attacks
 
     job, cfg = _job(args, configuration.fab_pairs_job)

@@ -22,7 +22,8 @@ from ..core.errors import ConfigError
 
 
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
-    from .. import pairs, plan
+    from .. import plan
+    from ..data import pairs
 
     cfg = configuration.load(args.configfile) if args.configfile else None
     args.results = plan.results_root(args.results, cfg)
@@ -75,7 +76,7 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
         missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
         if missing:
             raise ConfigError("without --configfile these are required: " + ", ".join(f"--{o}" for o in missing))
-        from .. import pairs as pairsets
+        from ..data import pairs as pairsets
 
         pair_set = pairsets.load(args.pairs)
         options = CollisionOptions.from_dict(json.loads(args.options_json) if args.options_json else {})

@@ -40,7 +40,8 @@ def _one(metrics_paths) -> dict:
 def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
     """A model's taps in network order and their widths n_j, from its metrics sidecar (a loaded
     model's sidecar lists them; a registry model's come from its architecture)."""
-    from .. import architectures, dataset_info
+    from .. import architectures
+    from ..data import info as dataset_info
 
     if "tap_order" in metrics:
         return list(metrics["tap_order"]), dict(metrics["tap_widths"])
@@ -152,7 +153,8 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from .. import architectures, pairs, plan, shards
+    from .. import architectures, plan, shards
+    from ..data import pairs
     from ..figures import collisions as figures_collisions
 
     metrics = _one(args.metrics)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .dataset_info import DATASETS, DatasetInfo, info
-from .core.errors import DatasetUnavailable
+from .info import DATASETS, DatasetInfo, info
+from ..core.errors import DatasetUnavailable
 
 __all__ = ["DATASETS", "DatasetInfo", "DatasetUnavailable", "info", "load", "stratified_split", "fetch"]
 

@@ -21,11 +21,11 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__
-from .core import seeds
-from .plan import pairset_id
-from .core.errors import UnreadableFile
-from .core.store import atomic_write_buffered
+from .. import __version__
+from ..core import seeds
+from ..plan import pairset_id
+from ..core.errors import UnreadableFile
+from ..core.store import atomic_write_buffered
 
 FORMAT = "layerbound-pairs-1"
 
@@ -88,7 +88,7 @@ def select(labels: np.ndarray, classes: tuple[int, int], per_class: int, seed: i
 
 def sample(dataset: str, classes: tuple[int, int] = (3, 7), per_class: int = 16, seed: int = 0,
            data_dir: str | Path = "data", download: bool = False, split: str = "train") -> PairSet:
-    from . import data
+    from . import datasets as data
 
     a, b = (int(c) for c in classes)
     if a == b:
