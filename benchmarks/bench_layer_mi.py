@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from layerbound import checkpoint
+from layerbound.models import checkpoint
 from layerbound.data import datasets as data
 from layerbound.semirobust.mutual_info import ESTIMATORS, class_conditional_mi
 from layerbound.semirobust.algorithm import PGDAttack, adversarial_accuracy, layer_outputs

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from layerbound import checkpoint
+from layerbound.models import checkpoint
 from layerbound.data import datasets as data
 from layerbound.semirobust.mutual_info import ESTIMATORS
 from layerbound.semirobust.algorithm import PGDAttack, RetrainOptions, algorithm1, layer_mi, split_last

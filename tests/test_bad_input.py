@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, checkpoint, cli, config, models, plan, shards
+from layerbound import api, cli, config, plan, shards
+from layerbound.models import checkpoint, registry as models
 from layerbound.data import pairs
 from layerbound.core import store
 from workflow_helpers import ROOT, default_config, run_snakemake, write_config
@@ -243,7 +244,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_file(tiny, tmp_pa
 def test_checkpoints_and_figures_on_a_full_disk_leave_no_file(tmp_path):
     script = (
         "import torch, matplotlib.pyplot as plt\n"
-        "from layerbound import checkpoint, models\n"
+        "from layerbound.models import checkpoint, registry as models\n"
         "from layerbound.figures import style as figures_style\n"
         "from layerbound.core.errors import WriteError\n"
         "for write in (lambda: checkpoint.save('m.pt', models.build('fcnn_smaller', (1, 28, 28), 10), {}),\n"

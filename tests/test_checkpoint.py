@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from layerbound import api, checkpoint, models
+from layerbound import api
+from layerbound.models import checkpoint, registry as models
 from layerbound.core import store
 from workflow_helpers import ROOT
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import yaml
 
-from layerbound import architectures, models
+from layerbound.models import architectures, registry as models
 from layerbound.data import datasets as data
 from layerbound.config import SCHEMA
 

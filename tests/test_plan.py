@@ -10,7 +10,8 @@ import sys
 import pytest
 import yaml
 
-from layerbound import architectures, collide, config, models, plan
+from layerbound import collide, config, plan
+from layerbound.models import architectures, registry as models
 from layerbound.collide import CollisionOptions, SearchOptions, jacobian
 from layerbound.config import load as load_config
 from layerbound.config import validate

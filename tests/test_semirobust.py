@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layerbound import models
+from layerbound.models import registry as models
 from layerbound.core import seeds
 from layerbound.core.errors import CheckpointMismatch
 from layerbound.semirobust.mutual_info import class_conditional_mi

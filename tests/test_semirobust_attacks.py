@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerbound import adversary, config
+from layerbound import config
+from layerbound.models import adversary
 from layerbound.attacks import info as attack_info
 from layerbound.semirobust import algorithm as semirobust
 from workflow_helpers import default_config

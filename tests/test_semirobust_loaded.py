@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerbound import checkpoint, config, loaded, plan, sources, train
+from layerbound import config, plan
+from layerbound.models import checkpoint, loaded, sources, train
 from layerbound.data import datasets as data
 from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, algorithm1, f_a_changes, f_a_state,
                                              f_b_parameters, freeze_f_a, layer_mi, load_f_b, module_outputs,

@@ -140,7 +140,7 @@ def finished_run(tmp_path_factory):
 @pytest.mark.slow
 def test_end_to_end_run_trains_searches_and_writes_losses_and_figures(finished_run):
     workdir = finished_run["workdir"]
-    from layerbound import checkpoint
+    from layerbound.models import checkpoint
     from layerbound.bounds import losses
 
     for name in ("fcnn_benign", "fcnn_pgd"):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import checkpoint, loaded, shards
+from layerbound import shards
+from layerbound.models import checkpoint, loaded
 from layerbound.bounds import losses
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
 

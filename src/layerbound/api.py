@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import checkpoint, features, loaded, projection, sources
+from . import features, projection
+from .models import checkpoint, loaded, sources
 from .data import info as dataset_info
 from . import config as configuration
 from .data import pairs as pairsets

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from . import architectures, sources
+from .models import architectures, sources
 from .data import info as dataset_info
 from .attacks import info as attack_info
 from .core.errors import ConfigError

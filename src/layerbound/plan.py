@@ -20,7 +20,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import architectures, collide, projection, sources
+from . import collide, projection
+from .models import architectures, sources
 from .data import info as dataset_info
 from .config import LoadedSpec, attack_models, model_specs
 from .core.errors import ConfigError, LayerboundError

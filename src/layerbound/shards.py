@@ -39,7 +39,8 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, features, projection
+from . import __version__, features, projection
+from .models import checkpoint
 from .data import info as dataset_info
 from .data import pairs as pairsets
 from .collide import CollisionOptions, certify, closed_form

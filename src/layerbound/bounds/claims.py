@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import architectures
+from ..models import architectures
 from ..config import ModelSpec
 from ..plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
 

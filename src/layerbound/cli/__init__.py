@@ -28,7 +28,7 @@ def _print_accuracies(name: str, metrics: dict) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from ..train import train_model
+    from ..models.train import train_model
 
     job = _model_job(args, configuration.training_job)
     seed, spec, evaluation = configuration.job_from_dict(job)
@@ -38,7 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_import_model(args: argparse.Namespace) -> None:
-    from ..import_model import import_model, job_from_dict
+    from ..models.importer import import_model, job_from_dict
 
     job = _model_job(args, configuration.import_job)
     seed, spec, evaluation = job_from_dict(job)
@@ -117,7 +117,8 @@ def _cmd_claims(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from .. import architectures, plan, sources
+    from .. import plan
+    from ..models import architectures, sources
     from ..data import info as dataset_info
 
     if args.configfile:

@@ -37,7 +37,8 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
 
 def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
-    from .. import checkpoint, plan
+    from .. import plan
+    from ..models import checkpoint
     from ..data import info as dataset_info
     from ..attacks import evaluate as attacks
     from ..core.device import describe, select

@@ -40,7 +40,7 @@ def _one(metrics_paths) -> dict:
 def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
     """A model's taps in network order and their widths n_j, from its metrics sidecar (a loaded
     model's sidecar lists them; a registry model's come from its architecture)."""
-    from .. import architectures
+    from ..models import architectures
     from ..data import info as dataset_info
 
     if "tap_order" in metrics:
@@ -84,7 +84,7 @@ def _save(fig, args) -> None:
 
 def _per_layer_figure(args: argparse.Namespace, figure_name: str) -> None:
     """A figure with one curve per layer of one model (loss_curves_figure, zero_one_figure)."""
-    from .. import architectures
+    from ..models import architectures
     from ..figures import layers as figures
 
     metrics = _one(args.metrics)
@@ -116,7 +116,8 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_collision_methods(args: argparse.Namespace) -> None:
-    from .. import architectures, plan
+    from .. import plan
+    from ..models import architectures
     from ..figures import layers as figures
     from ..bounds import losses
 
@@ -134,7 +135,7 @@ def _cmd_collision_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_methods(args: argparse.Namespace) -> None:
-    from .. import architectures
+    from ..models import architectures
     from ..figures import layers as figures
 
     metrics = _read_metrics(args.metrics)
@@ -153,7 +154,8 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from .. import architectures, plan, shards
+    from .. import plan, shards
+    from ..models import architectures
     from ..data import pairs
     from ..figures import collisions as figures_collisions
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..architectures import network_order
+from ..models.architectures import network_order
 from .style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
 from ..plan import INPUT_MODEL
 

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import adversary, loaded
+from ..models import adversary, loaded
 from ..attacks import info as attack_info, evaluate as attacks
 from ..core import seeds
 from ..config import defaults, paper003_iterations

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from .. import __version__, checkpoint
+from .. import __version__
+from ..models import checkpoint
 from ..data import datasets as data, info as dataset_info
 from ..core.device import describe as describe_device
 from ..core.device import select as select_device

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import __version__, adversary, checkpoint, models
-from .data import datasets as data
-from .core import seeds
-from .config import EvalConfig, ModelSpec, TrainConfig
-from .core.device import describe as describe_device
-from .core.device import select as select_device
+from . import adversary, checkpoint, registry as models
+from .. import __version__
+from ..data import datasets as data
+from ..core import seeds
+from ..config import EvalConfig, ModelSpec, TrainConfig
+from ..core.device import describe as describe_device
+from ..core.device import select as select_device
 
 def model_seed(experiment_seed: int, model: str) -> int:
     """The seed of model `model`'s initialization, batch order and attack noise."""

@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
-from . import __version__, checkpoint, loaded
-from .data import datasets as data
-from .config import EvalConfig, LoadedSpec
-from .core.device import describe as describe_device
-from .core.device import select as select_device
-from .core.store import file_digest
+from . import checkpoint, loaded
+from .. import __version__
+from ..data import datasets as data
+from ..config import EvalConfig, LoadedSpec
+from ..core.device import describe as describe_device
+from ..core.device import select as select_device
+from ..core.store import file_digest
 from .train import sidecar_accuracies
 
 

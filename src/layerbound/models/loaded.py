@@ -30,7 +30,7 @@ import torch.fx
 from torch import nn
 
 from . import sources
-from .core.errors import ModelLoadError
+from ..core.errors import ModelLoadError
 
 Shape = tuple[int, int, int]
 

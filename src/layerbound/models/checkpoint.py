@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from . import models
-from .core.errors import CheckpointMismatch
-from .core.store import atomic_write, atomic_write_buffered
+from . import registry as models
+from ..core.errors import CheckpointMismatch
+from ..core.store import atomic_write, atomic_write_buffered
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
@@ -113,7 +113,7 @@ _WEIGHT_LOCATION = ("weights", "model_dir")
 
 def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | None):
     from . import loaded
-    from .core.errors import ModelLoadError
+    from ..core.errors import ModelLoadError
 
     recorded = _recorded_spec(path, payload)
     if spec is None:
@@ -157,8 +157,8 @@ def _recorded_spec(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _validate_spec(path: Path, spec: dict[str, Any]) -> None:
     """The checks of a config's loaded entry (schema, keys of its source, no download), on a spec."""
-    from . import config as configuration
-    from .core.errors import ConfigError
+    from .. import config as configuration
+    from ..core.errors import ConfigError
 
     try:
         entry = configuration.fill_loaded_defaults(dict(spec))

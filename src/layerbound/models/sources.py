@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .data import info as dataset_info
+from ..data import info as dataset_info
 
 SOURCES = ("torchvision", "python", "robustbench")
 ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")   # of ours; RobustBench also has imagenet
@@ -52,7 +52,7 @@ def display_arch(entry: dict[str, Any]) -> str:
 
 @lru_cache(maxsize=None)
 def _tap_table(spec_json: str, input_shape: tuple[int, int, int], num_classes: int) -> tuple[tuple[str, int, bool], ...]:
-    from . import loaded   # imports torch: only configs with loaded models pay for it
+    from . import loaded  # imports torch: only configs with loaded models pay for it
 
     return tuple(loaded.tap_table(json.loads(spec_json), input_shape, num_classes))
 

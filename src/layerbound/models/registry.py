@@ -1,4 +1,4 @@
-"""Networks with named layer taps, built from the architecture specs of :mod:`layerbound.architectures`.
+"""Networks with named layer taps, built from the architecture specs of :mod:`layerbound.models.architectures`.
 
 A network is a list of stages. Stage j is `pre` (the affine part: conv or linear, with batch norm
 where the architecture has it) followed by `post` (ReLU, then pooling where the architecture has
