@@ -4,7 +4,7 @@ import sys
 from snakemake.utils import min_version
 
 from layerbound.core.errors import LayerboundError
-from layerbound.startup import start
+from layerbound.plan.startup import start
 
 min_version("9.0")
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from layerbound import config, features, plan, projection
+from layerbound import config, features, projection
+from layerbound.plan import plan
 from layerbound.models import checkpoint
 from layerbound.data import pairs as pairsets
 from layerbound.collide import jacobian

@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, cli, config, plan, shards
+from layerbound import api, cli, config, shards
+from layerbound.plan import plan
 from layerbound.models import checkpoint, registry as models
 from layerbound.data import pairs
 from layerbound.core import store
@@ -359,7 +360,7 @@ def test_a_yaml_alias_bomb_fails_in_seconds(tmp_path, capsys):
 
 
 def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path):
-    from layerbound import startup
+    from layerbound.plan import startup
 
     mine = write_config(tmp_path / "mine.yaml", default_config())
     startup.write_record(tmp_path / "results" / "run.json", ["config.yaml"])   # the default run's folder

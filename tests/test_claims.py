@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from layerbound.bounds import claims, losses
-from layerbound import config, plan
+from layerbound import config
+from layerbound.plan import plan
 from layerbound.bounds.claim_statistics import CLAIM_COLUMNS, evaluate, verdict
 from layerbound.bounds.paired_bootstrap import HALF_LOG2, PairedBootstrap, cliff, interval, mean_loss
 from workflow_helpers import ROOT

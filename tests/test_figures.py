@@ -11,7 +11,8 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import plan, shards
+from layerbound import shards
+from layerbound.plan import plan
 from layerbound.models import architectures
 from layerbound.data import pairs
 from layerbound.figures import collisions as figures_collisions, layers as figures, report, style as figures_style

@@ -26,7 +26,7 @@ STAGES = [
     ("search and attacks", ["collide", "features", "projection", "shards", "attacks"]),
     ("bounds and studies", ["bounds", "semirobust"]),
     ("figures", ["figures"]),
-    ("plan", ["plan", "startup", "cluster"]),
+    ("plan", ["plan"]),
     ("interfaces", ["cli", "api", "__main__"]),
 ]
 
@@ -54,7 +54,7 @@ CYCLES = [
 LONG = {
     "collide/jacobian.py": "paper 001's Algorithm 1 and its step controls; being changed in issue 28, split after",
     "config.py": "validation, job builders and the training dataclasses: to split into config/ (issue 25)",
-    "plan.py": "units, paths and targets: to split into plan/ (issue 25)",
+    "plan/plan.py": "units, paths and targets: to split into plan/ (issue 25)",
     "semirobust/algorithm.py": "paper 003's split, Algorithm 1 and rho: to split into semirobust/ (issue 25)",
     "bounds/claims.py": "the claims and where a config can test them: to split (issue 25)",
     "models/loaded.py": "torchvision, python and RobustBench builders: to split into models/ (issue 25)",

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, config, features, plan, projection
+from layerbound import api, config, features, projection
+from layerbound.plan import plan
 from layerbound.models import checkpoint, loaded, sources
 from layerbound.collide.jacobian import jacobian_rows
 from layerbound.core.errors import ConfigError, ModelLoadError

@@ -10,7 +10,8 @@ import sys
 import pytest
 import yaml
 
-from layerbound import collide, config, plan
+from layerbound import collide, config
+from layerbound.plan import plan
 from layerbound.models import architectures, registry as models
 from layerbound.collide import CollisionOptions, SearchOptions, jacobian
 from layerbound.config import load as load_config
@@ -32,7 +33,8 @@ def test_widths_by_arithmetic_equal_the_built_network(arch, padding, dataset, sh
 
 
 def test_planning_imports_neither_torch_nor_matplotlib():
-    code = ("import sys; from layerbound import config, plan; from layerbound.bounds import claims; "
+    code = ("import sys; from layerbound import config; from layerbound.bounds import claims; "
+            "from layerbound.plan import plan; "
             f"p = plan.Plan(config.load({str(ROOT / 'config.yaml')!r})); assert p.all_targets(); "
             "assert claims.job(p)['instances']; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'numba', 'pandas') if m in sys.modules))")
@@ -133,7 +135,7 @@ def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
     config["collision"].update({"m": [5, 10], "projections": 2, "chunk_size": 4})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "Snakefile").write_text(
-        "from layerbound.startup import start\n"
+        "from layerbound.plan.startup import start\n"
         f'configfile: "{tmp_path}/config.yaml"\n'
         "PLAN, CONFIG_FILES = start(config, workflow.configfiles)\n"
         f'include: "{ROOT}/workflow/rules/common.smk"\n'

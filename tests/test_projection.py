@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from layerbound import plan, projection
+from layerbound import projection
+from layerbound.plan import plan
 from layerbound.data import pairs
 
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerbound import config, plan
+from layerbound import config
+from layerbound.plan import plan
 from layerbound.models import checkpoint, loaded, sources, train
 from layerbound.data import datasets as data
 from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, algorithm1, f_a_changes, f_a_state,

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from layerbound import cli, config, plan
+from layerbound import cli, config
+from layerbound.plan import plan
 from layerbound.models import architectures, checkpoint, registry as models
 from layerbound.data import datasets as data
 from layerbound.semirobust import mutual_info, algorithm as semirobust

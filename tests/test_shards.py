@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import cli, features, plan, projection, shards
+from layerbound import cli, features, projection, shards
+from layerbound.plan import plan
 from layerbound.models import checkpoint, registry as models
 from layerbound.data import pairs
 from layerbound.core import store

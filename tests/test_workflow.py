@@ -71,7 +71,8 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
                                         "config/repro_mnist5k.yaml"])
 def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, configfile):
     from layerbound.bounds import claims
-    from layerbound import config, plan
+    from layerbound import config
+    from layerbound.plan import plan
 
     planned = plan.Plan(config.load(ROOT / configfile))
     # The table lives under the config's own results folder, like every output of its run.

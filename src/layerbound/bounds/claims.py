@@ -19,7 +19,7 @@ from typing import Any
 
 from ..models import architectures
 from ..config import ModelSpec
-from ..plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
+from ..plan.plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
 
 __all__ = ["CLAIMS", "EQUIVALENCE_MARGIN", "Claim", "Instance", "instances", "job", "input_files", "unit_name", "write_job"]
 

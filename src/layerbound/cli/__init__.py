@@ -57,7 +57,8 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
 
 def _cmd_losses(args: argparse.Namespace) -> None:
     from ..bounds import losses
-    from .. import plan, shards
+    from .. import shards
+    from ..plan import plan
 
     eps_spec = json.loads(args.eps_json)
     configuration.check_options("losses", "layerbound losses", eps=eps_spec,
@@ -89,7 +90,8 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from ..bounds import claim_statistics, claims, losses
-    from .. import plan, shards
+    from .. import shards
+    from ..plan import plan
     from ..figures import report
     from ..core.store import atomic_write
 
@@ -117,7 +119,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from .. import plan
+    from ..plan import plan
     from ..models import architectures, sources
     from ..data import info as dataset_info
 
@@ -149,8 +151,9 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
     shared["device"].add_argument("--device", default=os.environ.get("LAYERBOUND_DEVICE"),
                                   help="auto (cuda when present), cpu, cuda, ... (default: $LAYERBOUND_DEVICE, else "
                                        "the config's, else auto)")
-    shared["device"].add_argument("--threads", type=int, help="CPU threads for torch (default: the workflow's for this "
-                                                              "kind of job, layerbound.core.threads; 0: torch's default)")
+    shared["device"].add_argument("--threads", type=int,
+                                  help="CPU threads for torch (default: the workflow's for this kind of job, "
+                                       "layerbound.core.threads; 0: torch's default)")
     shared["data"].add_argument("--data-dir", default=os.environ.get("LAYERBOUND_DATA_DIR", "data"),
                                 help="where torchvision datasets live (default: $LAYERBOUND_DATA_DIR, else data)")
     shared["data"].add_argument("--download", action="store_true",

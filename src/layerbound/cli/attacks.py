@@ -37,7 +37,7 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
 
 def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
-    from .. import plan
+    from ..plan import plan
     from ..models import checkpoint
     from ..data import info as dataset_info
     from ..attacks import evaluate as attacks
@@ -69,7 +69,8 @@ def _write_csv(table, path) -> None:
 def _cmd_attack(args: argparse.Namespace) -> None:
     import torch
 
-    from .. import __version__, plan
+    from .. import __version__
+    from ..plan import plan
     from ..data import datasets as data
     from ..attacks import evaluate as attacks
 
@@ -105,7 +106,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
 
 def _cmd_fab_pairs(args: argparse.Namespace) -> None:
-    from .. import plan
+    from ..plan import plan
     from ..data import pairs
     from ..attacks import evaluate as attacks
 

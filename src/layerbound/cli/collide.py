@@ -22,7 +22,7 @@ from ..core.errors import ConfigError
 
 
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
-    from .. import plan
+    from ..plan import plan
     from ..data import pairs
 
     cfg = configuration.load(args.configfile) if args.configfile else None
@@ -47,7 +47,8 @@ def _cmd_sample_pairs(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_shard(args: argparse.Namespace) -> None:
-    from .. import plan, shards
+    from .. import shards
+    from ..plan import plan
     from ..collide import CollisionOptions
 
     configuration.check_options("collision", "layerbound collide-shard", m=args.m)
@@ -102,7 +103,7 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_plan(args: argparse.Namespace) -> None:
-    from .. import plan
+    from ..plan import plan
 
     cfg = configuration.load(args.configfile)
     args.results = plan.results_root(args.results, cfg)

@@ -52,7 +52,7 @@ def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
 
 def _tables(paths, models: set[str]):
     from ..bounds import losses
-    from .. import plan
+    from ..plan import plan
 
     stacked = losses.stack([losses.read_table(p) for p in paths])
     stacked = stacked.loc[stacked["model"].isin(models | {plan.INPUT_MODEL})]
@@ -116,7 +116,7 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_collision_methods(args: argparse.Namespace) -> None:
-    from .. import plan
+    from ..plan import plan
     from ..models import architectures
     from ..figures import layers as figures
     from ..bounds import losses
@@ -154,7 +154,8 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from .. import plan, shards
+    from .. import shards
+    from ..plan import plan
     from ..models import architectures
     from ..data import pairs
     from ..figures import collisions as figures_collisions

@@ -21,10 +21,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import config as configuration
-from .core.errors import ConfigError
+from .. import config as configuration
+from ..core.errors import ConfigError
 from .plan import Plan, path
-from .core.store import atomic_write
+from ..core.store import atomic_write
 
 
 def config_files(paths: Iterable[str | os.PathLike], workdir: str | os.PathLike = ".") -> list[str]:

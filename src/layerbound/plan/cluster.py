@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .core.errors import LayerboundError
+from ..core.errors import LayerboundError
 
 # The environment variable naming a cluster's resource file.
 RESOURCES_VARIABLE = "LAYERBOUND_SLURM_RESOURCES"

@@ -20,11 +20,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import collide, projection
-from .models import architectures, sources
-from .data import info as dataset_info
-from .config import LoadedSpec, attack_models, model_specs
-from .core.errors import ConfigError, LayerboundError
+from .. import collide, projection
+from ..models import architectures, sources
+from ..data import info as dataset_info
+from ..config import LoadedSpec, attack_models, model_specs
+from ..core.errors import ConfigError, LayerboundError
 
 RESULTS = "results"
 INPUT_MODEL = "input"
