@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .models import architectures, sources
+from .models import architectures, sources, zoo
 from .data import info as dataset_info
 from .attacks import info as attack_info
 from .core.errors import ConfigError
@@ -219,7 +219,7 @@ def check_loaded(where: str, entry: dict[str, Any], files: bool = True) -> None:
     if files and entry.get("weights") is not None and not Path(entry["weights"]).is_file():
         raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
     if source == "robustbench":
-        problem = sources.robustbench_missing(entry, weights=files)
+        problem = zoo.robustbench_missing(entry, weights=files)
         if problem:
             raise ConfigError(f"{where}: {problem}")
 

@@ -29,7 +29,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from . import sources
+from . import zoo
 from ..core.errors import ModelLoadError
 
 Shape = tuple[int, int, int]
@@ -207,7 +207,7 @@ def _python(spec: Mapping[str, Any]) -> nn.Module:
 
 def _robustbench(spec: Mapping[str, Any], with_weights: bool) -> nn.Module:
     dataset = spec["dataset"]
-    problem = sources.robustbench_missing(spec, weights=with_weights)
+    problem = zoo.robustbench_missing(spec, weights=with_weights)
     if problem:
         raise ModelLoadError(problem)
     from robustbench.model_zoo import model_dicts

@@ -16,16 +16,13 @@ imported `loaded` module, so a config with only registry models plans without im
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from ..data import info as dataset_info
 
 SOURCES = ("torchvision", "python", "robustbench")
-ROBUSTBENCH_DATASETS = ("cifar10", "cifar100")   # of ours; RobustBench also has imagenet
 # The keys of a loaded entry that decide its network, per source (the rest: taps).
 SPEC_KEYS = {
     "torchvision": ("dataset", "source", "arch", "kwargs", "weights", "small_inputs", "normalization"),
@@ -88,28 +85,3 @@ def default_taps(entry: dict[str, Any]) -> list[str]:
     if entry.get("taps"):
         return list(entry["taps"])
     return [name for name, _, top in tap_table(entry) if top]
-
-
-def robustbench_weights(entry: dict[str, Any]) -> Path:
-    """Where RobustBench keeps a zoo model's weights: {model_dir}/{dataset}/{threat_model}/{arch}.pt."""
-    return Path(entry.get("model_dir", "models")) / entry["dataset"] / entry["threat_model"] / f"{entry['arch']}.pt"
-
-
-def robustbench_missing(entry: dict[str, Any], weights: bool = True) -> str | None:
-    """None when a RobustBench entry can load (its package, and with `weights` its weights file,
-    present), else one line saying what to install or fetch."""
-    dataset = entry["dataset"]
-    if dataset not in ROBUSTBENCH_DATASETS:
-        return f"RobustBench's zoo has {' and '.join(ROBUSTBENCH_DATASETS)} models (and imagenet ones), not {dataset} ones"
-    path = robustbench_weights(entry)
-    fetch = (f"fetch its weights to {path} on a machine with internet (python -c \"from robustbench.utils import "
-             f"load_model; load_model(model_name='{entry['arch']}', dataset='{dataset}', "
-             f"threat_model='{entry['threat_model']}', model_dir='{entry.get('model_dir', 'models')}')\") and copy "
-             "them here; layerbound never downloads weights")
-    missing_weights = weights and not path.is_file()
-    if importlib.util.find_spec("robustbench") is None:
-        return ("source robustbench needs the optional package robustbench (pip install robustbench; layerbound does "
-                "not depend on it)" + (f", and {fetch}" if missing_weights else ""))
-    if missing_weights:
-        return f"RobustBench weights {path} are missing: {fetch}"
-    return None
