@@ -18,9 +18,9 @@ import torch
 import yaml
 
 from layerbound import api, cli, config, shards
-from layerbound.plan import plan
 from layerbound.models import checkpoint, registry as models
 from layerbound.data import pairs
+from layerbound.data.info import pairset_id
 from layerbound.core import store
 from workflow_helpers import ROOT, default_config, run_snakemake, write_config
 
@@ -92,7 +92,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     g = torch.Generator().manual_seed(0)
     x_a, x_b = torch.rand(S, 1, 28, 28, generator=g), torch.rand(S, 1, 28, 28, generator=g)
-    ps = pairs.PairSet(plan.pairset_id((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0, x_a, x_b,
+    ps = pairs.PairSet(pairset_id((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0, x_a, x_b,
                        torch.full((S,), 3), torch.full((S,), 7), torch.arange(S), torch.arange(S))
     pairs_file = root / "pairs.h5"
     pairs.save(pairs_file, ps)

@@ -12,6 +12,7 @@ import yaml
 from matplotlib.colors import to_rgba
 
 from layerbound import shards
+from layerbound.core.names import INPUT_LAYERS
 from layerbound.plan import plan
 from layerbound.models import architectures
 from layerbound.data import pairs
@@ -265,7 +266,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
     pgd = summary.loc[summary.model == "net_pgd"]
     assert pgd["layer"].tolist() == ["input", "input_rp", "fc1", "fc2", "logits"]
     for _, row in pgd.iterrows():
-        owner = "input" if row.layer in plan.INPUT_LAYERS else "net_pgd"
+        owner = "input" if row.layer in INPUT_LAYERS else "net_pgd"
         curve = _curve(tables, owner, row.layer)
         reached = curve.loc[curve.ce_mean >= math.log(2) / 2, "eps"]
         assert row.eps_ce_half_log2 == (reached.min() if len(reached) else pytest.approx(np.nan, nan_ok=True))

@@ -36,10 +36,9 @@ UPWARD = {
     # The config validates names against the registries of datasets, architectures, loaded-model
     # sources and attacks (plain data, no torch): they belong in core as tables.
     ("config", "data"), ("config", "models"), ("config", "attacks"),
-    # Pair sampling, shards, losses, claims and the figures take path patterns, units and method names
-    # from the planner: the path table and units belong below them (a paths module in core).
-    ("data", "plan"), ("shards", "plan"), ("bounds", "plan"),
-    ("figures", "plan"),
+    # Shards take their unit (Shard, is_projected), losses the eps grid and the claims the whole Plan
+    # from the planner: the path table and units belong below them.
+    ("shards", "plan"), ("bounds", "plan"),
     # The claims' statistics compute the FAB curve with the figure's own function.
     ("bounds", "figures"),
 }

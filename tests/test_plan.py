@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from layerbound import collide, config
+from layerbound.core.names import INPUT_MODEL
 from layerbound.plan import plan
 from layerbound.models import architectures, registry as models
 from layerbound.collide import CollisionOptions, SearchOptions, jacobian
@@ -111,7 +112,7 @@ def test_plan_of_the_default_config():
     config = load_config(ROOT / "config.yaml")
     units = plan.units(config)
     collision = config["collision"]
-    net_units = [u for u in units if u.model != plan.INPUT_MODEL]
+    net_units = [u for u in units if u.model != INPUT_MODEL]
     model_names = list(config["models"]) if collision["models"] == "all" else collision["models"]
     assert {u.model for u in net_units} == set(model_names)
     medium = [u for u in net_units if u.model == model_names[0]]
@@ -120,7 +121,7 @@ def test_plan_of_the_default_config():
         expected = 1 if (u.layer == "input" or u.m >= u.n_j) else collision["projections"]
         assert u.projections == expected
         assert len(u.shards()) == u.projections * u.chunks
-    assert {u.layer for u in units if u.model == plan.INPUT_MODEL} == {"input", "input_rp"}
+    assert {u.layer for u in units if u.model == INPUT_MODEL} == {"input", "input_rp"}
     # Every shard path is distinct.
     paths = [p for u in units for p in u.shard_paths()]
     assert len(paths) == len(set(paths))

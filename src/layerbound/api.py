@@ -199,7 +199,7 @@ def plot_loss_curves(curves: Mapping[str, pd.DataFrame], model: str = "model", d
     when `path` (without suffix) is given; returns the matplotlib figure."""
     from .figures import layers as figures, style as figures_style
     from .bounds import losses
-    from .plan.plan import INPUT_MODEL
+    from .core.names import INPUT_MODEL
 
     keyed = {(dataset, "api", "jacobian", INPUT_MODEL if layer == "input" else model, layer, m): table
              for layer, table in curves.items()}

@@ -48,7 +48,8 @@ from .collide.base import Features, verify_tol_for
 from .core.device import describe as describe_device
 from .core.device import select as select_device
 from .core.errors import ShardError
-from .plan.plan import INPUT_LAYERS, INPUT_MODEL, Shard, is_projected
+from .core.names import INPUT_LAYERS, INPUT_MODEL
+from .plan.plan import Shard, is_projected
 from .core.store import file_digest, plain, write_h5
 
 SHARD_FORMAT = "layerbound-shard-3"

@@ -9,6 +9,7 @@ import shlex
 from layerbound.bounds import claims as lb_claims
 from layerbound import config as lb_config
 from layerbound.semirobust import mutual_info as lb_mutual_info
+from layerbound.core import names as lb_names
 from layerbound.plan import plan as lb_plan
 from layerbound.plan import startup as lb_startup
 from layerbound.core import threads as lb_threads
@@ -89,7 +90,7 @@ def collide_revision(wildcards):
 
 def collide_model_args(wildcards, input):
     unit = _unit_of(wildcards)
-    if unit.model == lb_plan.INPUT_MODEL:
+    if unit.model == lb_names.INPUT_MODEL:
         return ""
     args = f"--checkpoint {shlex.quote(input.checkpoint)} --arch {shlex.quote(unit.arch)}"
     source = lb_plan.model_source(PLAN.specs, unit.model)   # the config's entry rebuilds the network

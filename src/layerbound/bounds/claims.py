@@ -19,7 +19,8 @@ from typing import Any
 
 from ..models import architectures
 from ..config import ModelSpec
-from ..plan.plan import INPUT_MODEL, Plan, eps_grid, is_projected, network_taps, path, tap_widths
+from ..core.names import INPUT_MODEL
+from ..plan.plan import Plan, eps_grid, is_projected, network_taps, path, tap_widths
 
 __all__ = ["CLAIMS", "EQUIVALENCE_MARGIN", "Claim", "Instance", "instances", "job", "input_files", "unit_name", "write_job"]
 

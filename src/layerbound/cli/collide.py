@@ -24,6 +24,7 @@ from ..core.errors import ConfigError
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
     from ..plan import plan
     from ..data import pairs
+    from ..data.info import pairset_id
 
     cfg = configuration.load(args.configfile) if args.configfile else None
     args.results = plan.results_root(args.results, cfg)
@@ -36,7 +37,7 @@ def _cmd_sample_pairs(args: argparse.Namespace) -> None:
     for option, value in (("classes", classes), ("per_class", per_class), ("seed", seed)):
         if value is None:
             raise ConfigError(f"--{option.replace('_', '-')} is required without --configfile")
-    name = plan.pairset_id(classes, per_class, seed)
+    name = pairset_id(classes, per_class, seed)
     out = Path(args.out) if args.out else Path(plan.path("pairs", args.results, dataset=args.dataset, pairset=name))
     if out.stem != name:
         raise ConfigError(f"the pair set is named {name!r}; the output {out} must be {name}.h5")
@@ -48,6 +49,7 @@ def _cmd_sample_pairs(args: argparse.Namespace) -> None:
 
 def _cmd_collide_shard(args: argparse.Namespace) -> None:
     from .. import shards
+    from ..core.names import INPUT_MODEL
     from ..plan import plan
     from ..collide import CollisionOptions
 
@@ -67,7 +69,7 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
                                   f"{option}s 0..{count - 1} in this config")
         shard = plan.Shard(*unit.key, args.projection, args.chunk)
         pairs_file = args.pairs or plan.path("pairs", args.results, dataset=unit.dataset, pairset=unit.pairset)
-        checkpoint_file = args.checkpoint or (None if args.model == plan.INPUT_MODEL else
+        checkpoint_file = args.checkpoint or (None if args.model == INPUT_MODEL else
                                               plan.path("checkpoint", args.results, dataset=unit.dataset, model=args.model))
         options = plan.collision_options(cfg, method)
         seed, arch, device = cfg["seed"], unit.arch, args.device or cfg["device"]

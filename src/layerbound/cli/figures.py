@@ -52,10 +52,10 @@ def taps_and_widths(metrics: dict) -> tuple[list[str], dict[str, int]]:
 
 def _tables(paths, models: set[str]):
     from ..bounds import losses
-    from ..plan import plan
+    from ..core import names
 
     stacked = losses.stack([losses.read_table(p) for p in paths])
-    stacked = stacked.loc[stacked["model"].isin(models | {plan.INPUT_MODEL})]
+    stacked = stacked.loc[stacked["model"].isin(models | {names.INPUT_MODEL})]
     for column in ("dataset", "pairset", "method"):
         values = stacked[column].unique()
         if len(values) > 1:
@@ -116,7 +116,7 @@ def _cmd_m_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_collision_methods(args: argparse.Namespace) -> None:
-    from ..plan import plan
+    from ..core import names
     from ..models import architectures
     from ..figures import layers as figures
     from ..bounds import losses
@@ -124,7 +124,7 @@ def _cmd_collision_methods(args: argparse.Namespace) -> None:
     metrics = _one(args.metrics)
     model = metrics["model"]
     tables = losses.stack([losses.read_table(p) for p in args.tables])
-    tables = tables.loc[tables["model"].isin({model, plan.INPUT_MODEL})]
+    tables = tables.loc[tables["model"].isin({model, names.INPUT_MODEL})]
     for column in ("dataset", "pairset"):
         if tables[column].nunique() > 1:
             raise ValueError(f"the tables mix {column}s {sorted(tables[column].unique())}; give the tables of one of them")
@@ -155,7 +155,7 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
     from .. import shards
-    from ..plan import plan
+    from ..core import names
     from ..models import architectures
     from ..data import pairs
     from ..figures import collisions as figures_collisions
@@ -164,7 +164,7 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
     merged, ms = {}, set()
     for path in args.merged:
         arrays, attrs = shards.read_merged(path)
-        if attrs["model"] not in (metrics["model"], plan.INPUT_MODEL):
+        if attrs["model"] not in (metrics["model"], names.INPUT_MODEL):
             raise ValueError(f"{path} holds distances of model {attrs['model']!r}, not {metrics['model']!r}")
         if attrs["layer"] in merged:
             raise ValueError(f"two merged files for layer {attrs['layer']!r} (several m? give one m)")
@@ -174,8 +174,8 @@ def _cmd_collisions(args: argparse.Namespace) -> None:
         raise ValueError(f"the merged files are at several m: {sorted(ms)}")
     pair_set = pairs.load(args.pairs)
     taps, _ = taps_and_widths(metrics)
-    model_layers = [layer for layer, (_, attrs) in merged.items() if attrs["model"] != plan.INPUT_MODEL]
-    layers = [b for b in plan.INPUT_LAYERS if b in merged] + architectures.network_order(model_layers, taps)
+    model_layers = [layer for layer, (_, attrs) in merged.items() if attrs["model"] != names.INPUT_MODEL]
+    layers = [b for b in names.INPUT_LAYERS if b in merged] + architectures.network_order(model_layers, taps)
     rows = figures_collisions.collision_rows(merged, layers, pair_set.x_a.numpy(), pair_set.x_b.numpy(), args.pair, args.projection)
     if not rows:
         raise ValueError(f"no merged file stores the colliding points of pair {args.pair} "

@@ -7,6 +7,7 @@ dataset or imports torch. `datasets.py` loads the pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,9 @@ def info(name: str) -> DatasetInfo:
         return DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def pairset_id(classes: Iterable[int], per_class: int, seed: int) -> str:
+    """A pair set's name: c{a}v{b}-S{S}-seed{seed}."""
+    a, b = classes
+    return f"c{int(a)}v{int(b)}-S{int(per_class)}-seed{int(seed)}"

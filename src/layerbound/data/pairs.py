@@ -23,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..core import seeds
-from ..plan.plan import pairset_id
+from .info import pairset_id
 from ..core.errors import UnreadableFile
 from ..core.store import atomic_write_buffered
 

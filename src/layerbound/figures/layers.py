@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from .style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPREAD, _curve, adversary, band, _projections,
                     _title, layer_colors, layer_display, save, select_eps, training_label)
-from ..plan.plan import INPUT_MODEL
+from ..core.names import INPUT_MODEL
 
 __all__ = ["loss_curves_figure", "m_sweep_figure", "methods_figure", "zero_one_figure", "collision_methods_figure", "save", "select_eps",
            "training_label", "layer_display", "layer_colors", "BASELINES", "LOG2"]

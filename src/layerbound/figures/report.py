@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..models.architectures import network_order
 from .style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
-from ..plan.plan import INPUT_MODEL
+from ..core.names import INPUT_MODEL
 
 __all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html", "claims_html"]
 

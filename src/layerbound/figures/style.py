@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from ..collide.options import adversary_label
-from ..plan.plan import INPUT_LAYERS
+from ..core.names import INPUT_LAYERS
 
 BASELINES = INPUT_LAYERS
 LOG2 = math.log(2.0)

@@ -25,10 +25,9 @@ from ..models import architectures, sources
 from ..data import info as dataset_info
 from ..config import LoadedSpec, attack_models, model_specs
 from ..core.errors import ConfigError, LayerboundError
+from ..core.names import INPUT_LAYERS, INPUT_MODEL
 
 RESULTS = "results"
-INPUT_MODEL = "input"
-INPUT_LAYERS = ("input", "input_rp")
 # Order of the training methods in comparisons and legends.
 TRAINING_ORDER = {"benign": 0, "pgd": 1, "trades": 2}
 
@@ -164,14 +163,8 @@ def projections_for(model: str, layer: str, m: int, n_j: int, projections: int) 
     return int(projections) if is_projected(model, layer, m, n_j) else 1
 
 
-def pairset_id(classes: Iterable[int], per_class: int, seed: int) -> str:
-    """A pair set's name: c{a}v{b}-S{S}-seed{seed}."""
-    a, b = classes
-    return f"c{int(a)}v{int(b)}-S{int(per_class)}-seed{int(seed)}"
-
-
 def pairset_name(config: dict[str, Any]) -> str:
-    return pairset_id(config["pairs"]["classes"], config["pairs"]["per_class"], config["seed"])
+    return dataset_info.pairset_id(config["pairs"]["classes"], config["pairs"]["per_class"], config["seed"])
 
 
 def collision_options(config: dict[str, Any], collision_method: str) -> collide.CollisionOptions:
