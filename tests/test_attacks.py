@@ -16,7 +16,7 @@ from torch import nn
 
 from layerbound import config
 from layerbound.attacks import info as attack_info, evaluate as attacks
-from layerbound.figures import fab as figures_fab
+from layerbound.bounds.fab_curve import fab_loss_curve
 from workflow_helpers import ROOT, default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,7 +156,7 @@ def test_two_class_cross_entropy_is_the_softmax_over_the_pair_classes_only():
 def test_fab_curve_uses_the_fab_point_once_its_norm_is_within_eps():
     points = pd.DataFrame({"norm": [0.5, 2.0, math.inf], "ce_clean": [0.1, 0.2, 0.3], "ce_fab": [1.0, 2.0, 9.0],
                            "ce_all_clean": [0.0] * 3, "ce_all_fab": [0.0] * 3})
-    curve = figures_fab.fab_loss_curve(points, [0.0, 0.5, 1.0, 2.0, 100.0])
+    curve = fab_loss_curve(points, [0.0, 0.5, 1.0, 2.0, 100.0])
     assert np.allclose(curve, [0.6 / 3, 1.5 / 3, 1.5 / 3, 3.3 / 3, 3.3 / 3])
 
 

@@ -39,8 +39,6 @@ UPWARD = {
     # Shards take their unit (Shard, is_projected), losses the eps grid and the claims the whole Plan
     # from the planner: the path table and units belong below them.
     ("shards", "plan"), ("bounds", "plan"),
-    # The claims' statistics compute the FAB curve with the figure's own function.
-    ("bounds", "figures"),
 }
 
 # Import cycles of today, each with its reason (none left).

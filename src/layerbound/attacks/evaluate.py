@@ -16,7 +16,7 @@ Two measurements:
   at that eps or a smaller one.
 - `fab_pairs`: the points of paper 001's Section 6.1 comparison: FAB-l2 (minimum norm, on the
   full model) on the pair set's 2S training examples, with the model's two-class cross-entropy
-  at the clean and at the FAB point; `figures/fab.py` turns them into the loss curve.
+  at the clean and at the FAB point; `bounds/fab_curve.py` turns them into the loss curve.
 
 Quirks of torchattacks 3.5.1 this module works around (SPEC.md section 11):
 - FAB returns the clean input when no adversarial point lies within its `eps`: the minimum-norm

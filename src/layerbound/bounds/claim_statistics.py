@@ -156,7 +156,7 @@ def evaluate(job_: Mapping[str, Any], distances: Callable[[str], np.ndarray],
             boot = PairedBootstrap(job_["eps"], shape[1], shape[2], job_["replicates"], losses.BOOTSTRAP_SEED)
         fab = None
         if inst.get("fab"):
-            from ..figures.fab import fab_example_losses
+            from .fab_curve import fab_example_losses
 
             points = fab_points(inst["fab"]).sort_values("example")
             fab = fab_example_losses(points, boot.grid)

@@ -22,29 +22,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..bounds.fab_curve import fab_loss_curve
 from .style import LOG2, _projections, _title, adversary, band
 
-__all__ = ["fab_example_losses", "fab_loss_curve", "fab_comparison_table", "fab_figure", "COMPARISON_COLUMNS"]
+__all__ = ["fab_comparison_table", "fab_figure", "COMPARISON_COLUMNS"]
 
 COMPARISON_COLUMNS = ["dataset", "pairset", "method", "model", "layer", "m", "eps", "fab_ce", "fab_ce_all_classes",
                       "fab_within_eps", "fab_to_pair_class", "collision_ce", "collision_ce_lo", "collision_ce_hi",
                       "fab_minus_collision", "examples"]
-
-
-def fab_example_losses(points: pd.DataFrame, eps: Sequence[float], loss: str = "ce") -> np.ndarray:
-    """(examples, len(eps)): each example's two-class cross-entropy at its FAB point when that
-    point's norm is at most eps, else at the clean point (points: attacks.FAB_PAIR_COLUMNS).
-    `loss="ce_all"`: the cross-entropy over all the model's classes instead."""
-    norms = points["norm"].to_numpy(dtype=np.float64)
-    clean, fab = points[f"{loss}_clean"].to_numpy(dtype=np.float64), points[f"{loss}_fab"].to_numpy(dtype=np.float64)
-    eps = np.asarray(eps, dtype=np.float64)
-    reached = norms[:, None] <= eps[None, :]
-    return np.where(reached, fab[:, None], clean[:, None])
-
-
-def fab_loss_curve(points: pd.DataFrame, eps: Sequence[float], loss: str = "ce") -> np.ndarray:
-    """At each eps, the mean over the examples of :func:`fab_example_losses`."""
-    return fab_example_losses(points, eps, loss).mean(axis=0)
 
 
 def fab_comparison_table(points: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
