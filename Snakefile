@@ -3,8 +3,8 @@ import sys
 
 from snakemake.utils import min_version
 
-from layerbound.errors import LayerboundError
-from layerbound.startup import start
+from layerbound.core.errors import LayerboundError
+from layerbound.plan.startup import start
 
 min_version("9.0")
 
@@ -20,7 +20,7 @@ report: "workflow/report/workflow.rst"
 
 
 # Re-reads the config files (a key given twice fails), checks every key against the package's
-# schema, src/layerbound/config.schema.yaml (and the constraints across keys), fills in its defaults,
+# schema, src/layerbound/core/config.schema.yaml (and the constraints across keys), fills in its defaults,
 # checks that the results folder is this config's, and plans every job (layer names of loaded
 # models included): a problem fails here, before any job, in one line.
 try:

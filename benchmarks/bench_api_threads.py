@@ -1,5 +1,5 @@
 """Benchmark of the Python API's thread count (issue 24): the wall time of one api.collisions call
-on the threads it takes by default (the workflow's collision shard's, layerbound.threads) against
+on the threads it takes by default (the workflow's collision shard's, layerbound.core.threads) against
 torch's own default (a thread per core), measured in one run. Each setting runs in a fresh
 subprocess, alternating, `--repeats` times; the ratio of the medians is printed. The machine's load
 matters: say what else ran beside it.
@@ -23,7 +23,7 @@ net = models.build("medium", (1, 28, 28), 10).eval()
 pairs = api.sample_pairs("mnist5k", per_class={per_class})
 threads = None if {torch_default} else 1
 if {torch_default}:
-    import layerbound.threads as t
+    import layerbound.core.threads as t
     t.for_job = lambda rule: torch.get_num_threads()   # torch's own default, as before issue 24
 started = time.perf_counter()
 api.collisions(net, "conv2", pairs, m={m}, projections=1, threads=threads)
@@ -47,7 +47,7 @@ def main() -> None:
 
     default, mine = statistics.median(times[True]), statistics.median(times[False])
     print(f"api.collisions, Medium CNN conv2, m={args.m}, {args.per_class ** 2} pairs, {args.repeats} runs each:")
-    print(f"  default threads (layerbound.threads: 1): median {mine:.1f} s {[round(t, 1) for t in times[False]]}")
+    print(f"  default threads (layerbound.core.threads: 1): median {mine:.1f} s {[round(t, 1) for t in times[False]]}")
     print(f"  torch's default ({torch.get_num_threads()} threads): median {default:.1f} s "
           f"{[round(t, 1) for t in times[True]]}")
     print(f"  ratio torch's default / default: {default / mine:.2f}")

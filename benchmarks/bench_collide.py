@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from layerbound import features, models, projection
+from layerbound import features, projection
+from layerbound.models import registry as models
 from layerbound.collide import jacobian
 
 M = 10

@@ -25,7 +25,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from layerbound.collide.closed_form import row_space
-from layerbound.graph import conflict_graph, loss_sweep, optimal_ce_loss
+from layerbound.bounds.graph import conflict_graph, loss_sweep, optimal_ce_loss
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the tests' reference solvers
 from graph_reference import pick_solver, reference_ce  # noqa: E402
 

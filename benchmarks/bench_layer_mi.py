@@ -17,9 +17,10 @@ import time
 
 import torch
 
-from layerbound import checkpoint, data
-from layerbound.mutual_info import ESTIMATORS, class_conditional_mi
-from layerbound.semirobust import PGDAttack, adversarial_accuracy, layer_outputs
+from layerbound.models import checkpoint
+from layerbound.data import datasets as data
+from layerbound.semirobust.mutual_info import ESTIMATORS, class_conditional_mi
+from layerbound.semirobust.algorithm import PGDAttack, adversarial_accuracy, layer_outputs
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from layerbound import config, plan, shards
+from layerbound import config, shards
+from layerbound.plan import plan
 
 
 def shard_seconds(results: Path, unit: plan.Unit) -> float:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from layerbound.mutual_info import ESTIMATORS, estimate
+from layerbound.semirobust.mutual_info import ESTIMATORS, estimate
 
 GRID_D = (1, 2, 10, 50)
 GRID_R = (0.0, 0.5, 0.9)

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from layerbound import models
+from layerbound.models import registry as models
 from layerbound.collide import polytope
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the tests' reference solvers

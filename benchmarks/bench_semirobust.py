@@ -19,9 +19,10 @@ import time
 
 import torch
 
-from layerbound import checkpoint, data
-from layerbound.mutual_info import ESTIMATORS
-from layerbound.semirobust import PGDAttack, RetrainOptions, algorithm1, layer_mi, split_last
+from layerbound.models import checkpoint
+from layerbound.data import datasets as data
+from layerbound.semirobust.mutual_info import ESTIMATORS
+from layerbound.semirobust.algorithm import PGDAttack, RetrainOptions, algorithm1, layer_mi, split_last
 
 
 def main() -> None:

@@ -30,7 +30,10 @@ from pathlib import Path
 
 import torch
 
-from layerbound import checkpoint, config, features, pairs as pairsets, plan, projection
+from layerbound import config, features, projection
+from layerbound.plan import plan
+from layerbound.models import checkpoint
+from layerbound.data import pairs as pairsets
 from layerbound.collide import jacobian
 from layerbound.collide.options import CollisionOptions, adversary_label
 

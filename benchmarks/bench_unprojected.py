@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from layerbound import models
+from layerbound.models import registry as models
 from layerbound.collide import closed_form, jacobian, polytope
 
 

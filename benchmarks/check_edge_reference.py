@@ -28,7 +28,7 @@ from unittest import mock
 
 import numpy as np
 
-from layerbound import mutual_info
+from layerbound.semirobust import mutual_info
 
 SHIFT_SEED = 12345
 CASES = [(1000, 1, 1, 0.9), (300, 3, 5, 0.7), (1000, 6, 6, 0.5), (1000, 7, 2, 0.5), (500, 4, 20, 0.5),

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from layerbound import api, loaded
+from layerbound import api
+from layerbound.models import loaded
 
 EPS = [0.0, 0.5, 1.0, 2.0, 3.0, 4.0]
 

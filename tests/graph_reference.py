@@ -38,7 +38,7 @@ def pick_solver() -> str:
 def reference_ce(adjacency, solver: str | None = None) -> tuple[float, np.ndarray, np.ndarray]:
     """Optimal cross-entropy of a boolean nA x nB biadjacency matrix by a generic convex solve.
 
-    Returns (loss, q_a, q_b) like :func:`layerbound.graph.optimal_ce_loss`.
+    Returns (loss, q_a, q_b) like :func:`layerbound.bounds.graph.optimal_ce_loss`.
     """
     import cvxpy as cp
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layerbound import adversary, models
+from layerbound.models import adversary, registry as models
 
 
 @pytest.fixture(scope="module")

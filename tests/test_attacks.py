@@ -1,4 +1,4 @@
-"""The evaluation attacks (torchattacks behind layerbound.attacks): closed forms on a linear
+"""The evaluation attacks (torchattacks behind layerbound.attacks.evaluate): closed forms on a linear
 classifier, eps = 0, the "any attack" rows, the FAB comparison's curve, and how the attack stage is
 installed and configured."""
 
@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from layerbound import attack_info, attacks, config, figures_fab
+from layerbound import config
+from layerbound.attacks import info as attack_info, evaluate as attacks
+from layerbound.bounds.fab_curve import fab_loss_curve
 from workflow_helpers import ROOT, default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,12 +156,12 @@ def test_two_class_cross_entropy_is_the_softmax_over_the_pair_classes_only():
 def test_fab_curve_uses_the_fab_point_once_its_norm_is_within_eps():
     points = pd.DataFrame({"norm": [0.5, 2.0, math.inf], "ce_clean": [0.1, 0.2, 0.3], "ce_fab": [1.0, 2.0, 9.0],
                            "ce_all_clean": [0.0] * 3, "ce_all_fab": [0.0] * 3})
-    curve = figures_fab.fab_loss_curve(points, [0.0, 0.5, 1.0, 2.0, 100.0])
+    curve = fab_loss_curve(points, [0.0, 0.5, 1.0, 2.0, 100.0])
     assert np.allclose(curve, [0.6 / 3, 1.5 / 3, 1.5 / 3, 3.3 / 3, 3.3 / 3])
 
 
 def test_fab_pairs_on_a_pair_set(ten_class):
-    from layerbound.pairs import PairSet
+    from layerbound.data.pairs import PairSet
 
     net, x, _ = ten_class
     with torch.no_grad():

@@ -17,7 +17,11 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, checkpoint, cli, config, models, pairs, plan, shards, store
+from layerbound import api, cli, config, shards
+from layerbound.models import checkpoint, registry as models
+from layerbound.data import pairs
+from layerbound.data.info import pairset_id
+from layerbound.core import store
 from workflow_helpers import ROOT, default_config, run_snakemake, write_config
 
 S = 3
@@ -74,7 +78,7 @@ def test_an_unknown_top_level_key_is_one_line(tmp_path):
 
 
 def test_class_counts_of_the_table_are_the_data():
-    from layerbound import data, dataset_info
+    from layerbound.data import datasets as data, info as dataset_info
 
     _, y = data.load("mnist5k", "train")
     assert tuple(np.bincount(y.numpy())) == dataset_info.info("mnist5k").train_per_class
@@ -88,7 +92,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     g = torch.Generator().manual_seed(0)
     x_a, x_b = torch.rand(S, 1, 28, 28, generator=g), torch.rand(S, 1, 28, 28, generator=g)
-    ps = pairs.PairSet(plan.pairset_id((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0, x_a, x_b,
+    ps = pairs.PairSet(pairset_id((3, 7), S, 0), "mnist5k", "train", (3, 7), S, 0, x_a, x_b,
                        torch.full((S,), 3), torch.full((S,), 7), torch.arange(S), torch.arange(S))
     pairs_file = root / "pairs.h5"
     pairs.save(pairs_file, ps)
@@ -241,8 +245,9 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_file(tiny, tmp_pa
 def test_checkpoints_and_figures_on_a_full_disk_leave_no_file(tmp_path):
     script = (
         "import torch, matplotlib.pyplot as plt\n"
-        "from layerbound import checkpoint, figures_style, models\n"
-        "from layerbound.errors import WriteError\n"
+        "from layerbound.models import checkpoint, registry as models\n"
+        "from layerbound.figures import style as figures_style\n"
+        "from layerbound.core.errors import WriteError\n"
         "for write in (lambda: checkpoint.save('m.pt', models.build('fcnn_smaller', (1, 28, 28), 10), {}),\n"
         "              lambda: figures_style.save(plt.figure(), 'f.png', 'f.pdf')):\n"
         "    try:\n"
@@ -355,7 +360,7 @@ def test_a_yaml_alias_bomb_fails_in_seconds(tmp_path, capsys):
 
 
 def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path):
-    from layerbound import startup
+    from layerbound.plan import startup
 
     mine = write_config(tmp_path / "mine.yaml", default_config())
     startup.write_record(tmp_path / "results" / "run.json", ["config.yaml"])   # the default run's folder
@@ -400,7 +405,7 @@ def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
 
 
 def test_the_api_searches_on_the_workflow_s_threads_unless_told(tiny, monkeypatch):
-    from layerbound import threads
+    from layerbound.core import threads
 
     seen = []
     monkeypatch.setattr(threads, "limited", lambda n: (seen.append(n), contextlib.nullcontext())[1])

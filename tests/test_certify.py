@@ -17,7 +17,8 @@ import scipy.optimize
 import torch
 from torch import nn
 
-from layerbound import api, pairs as pairsets
+from layerbound import api
+from layerbound.data import pairs as pairsets
 from layerbound.collide import certify, closed_form, jacobian
 
 pytestmark = pytest.mark.usefixtures("one_thread")

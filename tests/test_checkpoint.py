@@ -6,7 +6,9 @@ import sys
 import pytest
 import torch
 
-from layerbound import api, checkpoint, models, store
+from layerbound import api
+from layerbound.models import checkpoint, registry as models
+from layerbound.core import store
 from workflow_helpers import ROOT
 
 

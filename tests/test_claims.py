@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from layerbound import claims, config, losses, plan
-from layerbound.claim_statistics import CLAIM_COLUMNS, evaluate, verdict
-from layerbound.paired_bootstrap import HALF_LOG2, PairedBootstrap, cliff, interval, mean_loss
+from layerbound.bounds import claims, losses
+from layerbound import config
+from layerbound.plan import plan
+from layerbound.bounds.claim_statistics import CLAIM_COLUMNS, evaluate, verdict
+from layerbound.bounds.paired_bootstrap import HALF_LOG2, PairedBootstrap, cliff, interval, mean_loss
 from workflow_helpers import ROOT
 
 LOG2 = math.log(2.0)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import models, projection
+from layerbound import projection
+from layerbound.models import registry as models
 from layerbound.collide import closed_form, jacobian
 from layerbound.collide.base import DEFAULT_VERIFY_TOL
 from layerbound.collide.options import DEFAULT_MAX_ITER

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import data
+from layerbound.data import datasets as data
 
 
 @pytest.fixture(scope="module")

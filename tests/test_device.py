@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from layerbound import device
+from layerbound.core import device
 from layerbound.collide import memory
 
 GiB = 2 ** 30

@@ -11,7 +11,13 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import architectures, figures, figures_collisions, figures_style, losses, pairs, plan, report, shards
+from layerbound import shards
+from layerbound.core.names import INPUT_LAYERS
+from layerbound.plan import plan
+from layerbound.models import architectures
+from layerbound.data import pairs
+from layerbound.figures import collisions as figures_collisions, layers as figures, report, style as figures_style
+from layerbound.bounds import losses
 from layerbound.cli import main as cli_main
 from layerbound.config import validate
 from workflow_helpers import ROOT, job_counts, run_snakemake, write_config
@@ -260,7 +266,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
     pgd = summary.loc[summary.model == "net_pgd"]
     assert pgd["layer"].tolist() == ["input", "input_rp", "fc1", "fc2", "logits"]
     for _, row in pgd.iterrows():
-        owner = "input" if row.layer in plan.INPUT_LAYERS else "net_pgd"
+        owner = "input" if row.layer in INPUT_LAYERS else "net_pgd"
         curve = _curve(tables, owner, row.layer)
         reached = curve.loc[curve.ce_mean >= math.log(2) / 2, "eps"]
         assert row.eps_ce_half_log2 == (reached.min() if len(reached) else pytest.approx(np.nan, nan_ok=True))
@@ -295,7 +301,7 @@ def test_layer_summary_shows_the_attack_stages_headline_where_there_is_one():
 
 
 def test_fab_comparison_table_and_figure_put_both_curves_on_the_loss_grid():
-    from layerbound import figures_fab
+    from layerbound.figures import fab as figures_fab
 
     tables = _tables()
     logits = tables.loc[(tables.model == "net_pgd") & (tables.layer == "logits")]

@@ -8,8 +8,8 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from layerbound import ce_flow, graph
-from layerbound.graph import (
+from layerbound.bounds import ce_flow, graph
+from layerbound.bounds.graph import (
     ce_loss_sweep,
     ce_objective,
     conflict_graph,

@@ -49,7 +49,7 @@ def test_a_wheel_install_imports_reads_its_schema_and_plans_the_workflow(tmp_pat
     installed = tmp_path / "env"
     assert Path(package).is_relative_to(installed.resolve()) and not Path(package).is_relative_to(ROOT)
     assert Path(schema).is_relative_to(installed) and Path(schema).read_text() == (
-        ROOT / "src" / "layerbound" / "config.schema.yaml").read_text()
+        ROOT / "src" / "layerbound" / "core" / "config.schema.yaml").read_text()
     assert json.loads(filled) == config.defaults("collision")   # defaults come from the installed schema
     assert (installed / "bin" / "layerbound").is_file()   # the console script
 

@@ -12,9 +12,11 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, checkpoint, config, features, loaded, plan, projection, sources
+from layerbound import api, config, features, projection
+from layerbound.plan import plan
+from layerbound.models import checkpoint, loaded, sources
 from layerbound.collide.jacobian import jacobian_rows
-from layerbound.errors import ConfigError, ModelLoadError
+from layerbound.core.errors import ConfigError, ModelLoadError
 from workflow_helpers import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")

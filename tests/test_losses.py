@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerbound import losses
-from layerbound.graph import optimal_01_loss, optimal_ce_loss
-from layerbound.losses import (
+from layerbound.bounds import losses
+from layerbound.bounds.graph import optimal_01_loss, optimal_ce_loss
+from layerbound.bounds.losses import (
     KEY_COLUMNS,
     TABLE_COLUMNS,
     eps_grid,

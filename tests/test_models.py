@@ -2,7 +2,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import architectures, data, models
+from layerbound.models import architectures, registry as models
+from layerbound.data import datasets as data
 from layerbound.config import SCHEMA
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]

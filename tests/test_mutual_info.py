@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from layerbound import config
-from layerbound.mutual_info import (ESTIMATORS, LABELS, REVISIONS, EdgeOptions, class_conditional_mi, edge,
-                                    edge_paper003, estimate, ksg, projected_dimension, revisions)
+from layerbound.semirobust.mutual_info import (ESTIMATORS, LABELS, REVISIONS, EdgeOptions, class_conditional_mi, edge,
+                                               edge_paper003, estimate, ksg, projected_dimension, revisions)
 
 
 def gaussians(n, d, r, seed):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import data, pairs
+from layerbound.data import datasets as data, pairs
 
 
 @pytest.fixture(scope="module")

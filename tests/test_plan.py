@@ -10,7 +10,10 @@ import sys
 import pytest
 import yaml
 
-from layerbound import architectures, collide, config, models, plan
+from layerbound import collide, config
+from layerbound.core.names import INPUT_MODEL
+from layerbound.plan import plan
+from layerbound.models import architectures, registry as models
 from layerbound.collide import CollisionOptions, SearchOptions, jacobian
 from layerbound.config import load as load_config
 from layerbound.config import validate
@@ -31,7 +34,8 @@ def test_widths_by_arithmetic_equal_the_built_network(arch, padding, dataset, sh
 
 
 def test_planning_imports_neither_torch_nor_matplotlib():
-    code = ("import sys; from layerbound import claims, config, plan; "
+    code = ("import sys; from layerbound import config; from layerbound.bounds import claims; "
+            "from layerbound.plan import plan; "
             f"p = plan.Plan(config.load({str(ROOT / 'config.yaml')!r})); assert p.all_targets(); "
             "assert claims.job(p)['instances']; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'numba', 'pandas') if m in sys.modules))")
@@ -108,7 +112,7 @@ def test_plan_of_the_default_config():
     config = load_config(ROOT / "config.yaml")
     units = plan.units(config)
     collision = config["collision"]
-    net_units = [u for u in units if u.model != plan.INPUT_MODEL]
+    net_units = [u for u in units if u.model != INPUT_MODEL]
     model_names = list(config["models"]) if collision["models"] == "all" else collision["models"]
     assert {u.model for u in net_units} == set(model_names)
     medium = [u for u in net_units if u.model == model_names[0]]
@@ -117,7 +121,7 @@ def test_plan_of_the_default_config():
         expected = 1 if (u.layer == "input" or u.m >= u.n_j) else collision["projections"]
         assert u.projections == expected
         assert len(u.shards()) == u.projections * u.chunks
-    assert {u.layer for u in units if u.model == plan.INPUT_MODEL} == {"input", "input_rp"}
+    assert {u.layer for u in units if u.model == INPUT_MODEL} == {"input", "input_rp"}
     # Every shard path is distinct.
     paths = [p for u in units for p in u.shard_paths()]
     assert len(paths) == len(set(paths))
@@ -132,7 +136,7 @@ def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
     config["collision"].update({"m": [5, 10], "projections": 2, "chunk_size": 4})
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "Snakefile").write_text(
-        "from layerbound.startup import start\n"
+        "from layerbound.plan.startup import start\n"
         f'configfile: "{tmp_path}/config.yaml"\n'
         "PLAN, CONFIG_FILES = start(config, workflow.configfiles)\n"
         f'include: "{ROOT}/workflow/rules/common.smk"\n'

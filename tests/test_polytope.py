@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from layerbound import models
+from layerbound.models import registry as models
 import polytope_reference
 from layerbound.collide import METHODS, CollisionOptions, closed_form, polytope
 from layerbound.collide.options import PolytopeOptions

@@ -7,7 +7,9 @@ import sys
 
 import torch
 
-from layerbound import pairs, plan, projection
+from layerbound import projection
+from layerbound.plan import plan
+from layerbound.data import pairs
 
 
 def test_same_key_same_matrix_and_every_key_component_matters():

@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layerbound import models, seeds
-from layerbound.errors import CheckpointMismatch
-from layerbound.mutual_info import class_conditional_mi
-from layerbound.semirobust import (PGDAttack, RetrainOptions, adversarial_accuracy, algorithm1, f_a_state,
-                                   f_a_changes, f_b_parameters, freeze_f_a, layer_mi, layer_outputs,
-                                   load_f_b, paper_iterations, split_after, split_last, train_f_b_epoch,
-                                   train_mode)
+from layerbound.models import registry as models
+from layerbound.core import seeds
+from layerbound.core.errors import CheckpointMismatch
+from layerbound.semirobust.mutual_info import class_conditional_mi
+from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, adversarial_accuracy, algorithm1, f_a_state,
+                                             f_a_changes, f_b_parameters, freeze_f_a, layer_mi, layer_outputs,
+                                             load_f_b, paper_iterations, split_after, split_last, train_f_b_epoch,
+                                             train_mode)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

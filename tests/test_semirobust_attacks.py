@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerbound import adversary, attack_info, config, semirobust
+from layerbound import config
+from layerbound.models import adversary
+from layerbound.attacks import info as attack_info
+from layerbound.semirobust import algorithm as semirobust
 from workflow_helpers import default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

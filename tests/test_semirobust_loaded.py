@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerbound import checkpoint, config, data, loaded, plan, sources, train
-from layerbound.semirobust import (PGDAttack, RetrainOptions, algorithm1, f_a_changes, f_a_state, f_b_parameters,
-                                   freeze_f_a, layer_mi, load_f_b, module_outputs, split_after, split_last,
-                                   train_f_b_epoch, train_mode)
+from layerbound import config
+from layerbound.plan import plan
+from layerbound.models import checkpoint, loaded, sources, train
+from layerbound.data import datasets as data
+from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, algorithm1, f_a_changes, f_a_state,
+                                             f_b_parameters, freeze_f_a, layer_mi, load_f_b, module_outputs,
+                                             split_after, split_last, train_f_b_epoch, train_mode)
 from workflow_helpers import default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

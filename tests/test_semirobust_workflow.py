@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from layerbound import architectures, checkpoint, cli, config, data, models, mutual_info, plan, seeds, semirobust
+from layerbound import cli, config
+from layerbound.plan import plan
+from layerbound.models import architectures, checkpoint, registry as models
+from layerbound.data import datasets as data
+from layerbound.semirobust import mutual_info, algorithm as semirobust
+from layerbound.core import seeds
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
 
 

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import checkpoint, cli, features, models, pairs, plan, projection, shards, store
+from layerbound import cli, features, projection, shards
+from layerbound.core.names import INPUT_MODEL
+from layerbound.plan import plan
+from layerbound.models import checkpoint, registry as models
+from layerbound.data import pairs
+from layerbound.core import store
 from layerbound.collide import CollisionOptions, closed_form, jacobian
 
 S, P, CHUNK = 4, 2, 6          # 16 pairs in chunks of 6, 6, 4; two projections
@@ -44,7 +49,7 @@ def setup(tmp_path_factory, pairs_of):
 def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int = P,
             options: CollisionOptions = OPTIONS) -> list[Path]:
     _, ps, pairs_file, ckpt = setup
-    n_j = ps.x_a[0].numel() if model == plan.INPUT_MODEL else models.build("small", (1, 12, 12), 10).tap_widths()[layer]
+    n_j = ps.x_a[0].numel() if model == INPUT_MODEL else models.build("small", (1, 12, 12), 10).tap_widths()[layer]
     count = plan.projections_for(model, layer, m, n_j, projections)
     paths = []
     for p in range(count):
@@ -52,7 +57,7 @@ def run_all(root: Path, setup, model: str, layer: str, m: int, projections: int 
             s = plan.Shard("mnist5k", ps.name, "jacobian", model, layer, m, p, c)
             paths.append(shards.run(s, s.path(root), pairs_file=pairs_file, options=options,
                                     experiment_seed=0,
-                                    checkpoint_file=None if model == plan.INPUT_MODEL else ckpt,
+                                    checkpoint_file=None if model == INPUT_MODEL else ckpt,
                                     arch="small", device="cpu", log=lambda _: None))
     return paths
 

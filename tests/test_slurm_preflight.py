@@ -1,10 +1,10 @@
-"""The pre-flight check of the SLURM profile (layerbound.cluster) on parsed sinfo output, and a
+"""The pre-flight check of the SLURM profile (layerbound.plan.cluster) on parsed sinfo output, and a
 cluster's resource file. The same check against a real `sinfo` runs in tests/test_slurm_real.py."""
 
 import pytest
 
-from layerbound import cluster
-from layerbound.cluster import ClusterMisfit, Request
+from layerbound.plan import cluster
+from layerbound.plan.cluster import ClusterMisfit, Request
 
 # `sinfo --noheader --Node --format=%R|%N|%c|%m|%G|%l` of a small cluster: two CPU nodes, one GPU
 # node with two GPUs in socket-bound GRES, and a debug partition with a 30-minute limit.

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from layerbound import checkpoint
+from layerbound.models import checkpoint
 from layerbound.config import EvalConfig, ModelSpec, TrainConfig
-from layerbound.train import cosine_lr, model_seed, train_model
+from layerbound.models.train import cosine_lr, model_seed, train_model
 
 EVAL = EvalConfig(norm="l2", eps=1.5, steps=10, examples=300)
 # A small FCNN, two epochs at a higher rate than the paper's 0.01: enough to learn, seconds to run.

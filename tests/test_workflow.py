@@ -70,7 +70,9 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
                                         "config/paper_cifar10.yaml", "config/paper001_fig7.yaml",
                                         "config/repro_mnist5k.yaml"])
 def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, configfile):
-    from layerbound import claims, config, plan
+    from layerbound.bounds import claims
+    from layerbound import config
+    from layerbound.plan import plan
 
     planned = plan.Plan(config.load(ROOT / configfile))
     # The table lives under the config's own results folder, like every output of its run.
@@ -139,7 +141,8 @@ def finished_run(tmp_path_factory):
 @pytest.mark.slow
 def test_end_to_end_run_trains_searches_and_writes_losses_and_figures(finished_run):
     workdir = finished_run["workdir"]
-    from layerbound import checkpoint, losses
+    from layerbound.models import checkpoint
+    from layerbound.bounds import losses
 
     for name in ("fcnn_benign", "fcnn_pgd"):
         path = workdir / "results" / "models" / "mnist5k" / f"{name}.pt"
@@ -160,7 +163,7 @@ def test_end_to_end_run_trains_searches_and_writes_losses_and_figures(finished_r
     # training-method claim at the logits, the FAB claim per model; the rest not tested.
     import pandas as pd
 
-    from layerbound import claim_statistics
+    from layerbound.bounds import claim_statistics
 
     table = pd.read_csv(workdir / "results" / "claims.csv")
     assert list(table.columns) == claim_statistics.CLAIM_COLUMNS

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import checkpoint, loaded, losses, shards
+from layerbound import shards
+from layerbound.models import checkpoint, loaded
+from layerbound.bounds import losses
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
 
 # mnist5k is the offline dataset, so the ResNet-18 takes 1x28x28 inputs: small_inputs gives it

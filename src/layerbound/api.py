@@ -32,13 +32,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import checkpoint, dataset_info, features, loaded, projection, sources
+from . import features, projection
+from .models import checkpoint, loaded, sources
+from .data import info as dataset_info
 from . import config as configuration
-from . import pairs as pairsets
-from . import threads as threads_module
+from .data import pairs as pairsets
+from .core import threads as threads_module
 from .collide import CollisionOptions, certify, closed_form
 from .collide.options import SearchOptions, adversary_label
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 __all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "collisions", "input_distances",
            "loss_curve", "plot_loss_curves"]
@@ -129,7 +131,7 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     collision whether the search's best was certified (0), an earlier candidate (k > 0) or the
     midpoint (-1) was used instead. m, projections and batch_size must be what a config may hold
     (collision.m, .projections, .batch_size). The search runs on `threads` CPU threads (None: a
-    collision shard's, layerbound.threads: 1), torch's setting restored after.
+    collision shard's, layerbound.core.threads: 1), torch's setting restored after.
     """
     configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
     threads_module.check(threads, "collisions")
@@ -181,7 +183,7 @@ def loss_curve(found: LayerDistances, eps: Sequence[float], bootstrap: int | Non
     the mean over projections, its spread and a 95% bootstrap interval (`bootstrap` replicates,
     the schema's losses.bootstrap by default; 0 for none). eps and bootstrap must be what a config
     may hold (losses.eps as a list, losses.bootstrap)."""
-    from . import losses
+    from .bounds import losses
 
     configuration.check_options("losses", "loss_curve", eps=list(np.atleast_1d(eps)),
                                 **({} if bootstrap is None else {"bootstrap": bootstrap}))
@@ -195,8 +197,9 @@ def plot_loss_curves(curves: Mapping[str, pd.DataFrame], model: str = "model", d
     """The workflow's layer figure (cross-entropy and 0-1 loss against eps, one curve per layer in
     the given order; the key "input" is drawn as the input-space baseline). Saved as PNG and PDF
     when `path` (without suffix) is given; returns the matplotlib figure."""
-    from . import figures, figures_style, losses
-    from .plan import INPUT_MODEL
+    from .figures import layers as figures, style as figures_style
+    from .bounds import losses
+    from .core.names import INPUT_MODEL
 
     keyed = {(dataset, "api", "jacobian", INPUT_MODEL if layer == "input" else model, layer, m): table
              for layer, table in curves.items()}

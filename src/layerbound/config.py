@@ -1,6 +1,6 @@
 """The experiment configuration: validated against the schema, which is the one source of defaults.
 
-The schema (`config.schema.yaml`, package data of layerbound) says what every key means, which values it allows and what it
+The schema (`core/config.schema.yaml`, package data) says what every key means, which values it allows and what it
 defaults to. `validate` checks a config against it and fills in every default (Snakemake's Snakefile
 calls the same function), so the rest of the package reads a complete config and repeats no default.
 The dataclasses here take their field defaults from the schema too, for library use without a
@@ -21,11 +21,13 @@ from typing import Any
 
 import yaml
 
-from . import architectures, attack_info, dataset_info, sources
-from .errors import ConfigError
+from .models import architectures, sources, zoo
+from .data import info as dataset_info
+from .attacks import info as attack_info
+from .core.errors import ConfigError
 
 # Package data (pyproject.toml), so an installed copy reads the schema its code was written for.
-SCHEMA = resources.files("layerbound") / "config.schema.yaml"
+SCHEMA = resources.files("layerbound.core") / "config.schema.yaml"
 
 TRAINING_METHODS = ("benign", "pgd", "trades")
 NORMS = ("l2", "linf")
@@ -217,7 +219,7 @@ def check_loaded(where: str, entry: dict[str, Any], files: bool = True) -> None:
     if files and entry.get("weights") is not None and not Path(entry["weights"]).is_file():
         raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
     if source == "robustbench":
-        problem = sources.robustbench_missing(entry, weights=files)
+        problem = zoo.robustbench_missing(entry, weights=files)
         if problem:
             raise ConfigError(f"{where}: {problem}")
 

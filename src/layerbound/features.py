@@ -2,7 +2,7 @@
 
 `feature_map` turns a network and a tap into f_j: in eval mode, without parameter gradients, and
 on the CPU in the layout and with the kernels that measured fastest for the Jacobian rows of
-paper 001's Algorithm 1 (the network's taps themselves are defined in models.py).
+paper 001's Algorithm 1 (the network's taps themselves are defined in models/registry.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# The SLURM profile's two hooks (docs/cluster.md); the logic is layerbound.cluster.
+# The SLURM profile's two hooks (docs/cluster.md); the logic is layerbound.plan.cluster.
 # 1. A cluster's own sizes: the file named by $LAYERBOUND_SLURM_RESOURCES is laid over the profile's
 #    set-threads / set-resources before any rule is defined, so the rules and the jobs' own Snakemake
 #    (which gets them as --set-threads / --set-resources) see the same values.
@@ -8,7 +8,7 @@ import sys
 
 from snakemake.resources import Resource, Resources
 
-from layerbound import cluster as lb_cluster
+from layerbound.plan import cluster as lb_cluster
 
 CLUSTER_RESOURCES = {}
 if os.environ.get(lb_cluster.RESOURCES_VARIABLE):

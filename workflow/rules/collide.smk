@@ -1,6 +1,6 @@
 # Stage 2: collision distances (paper 001, Algorithm 1). A pair set per dataset, one job per shard
 # (model, layer, m, projection, pair chunk), one merge per (model, layer, m). The grid is
-# layerbound.plan.units: every configured model and tap, plus the pseudo-model `input`.
+# layerbound.plan.plan.units: every configured model and tap, plus the pseudo-model `input`.
 
 
 localrules:
@@ -36,7 +36,7 @@ rule collide_shard:
         PLAN.pattern("shard", under="logs", suffix=".log"),
     benchmark:
         PLAN.pattern("shard", under="benchmarks", suffix=".tsv")
-    # One thread per shard: many shards run side by side (layerbound.threads; a profile may raise it).
+    # One thread per shard: many shards run side by side (layerbound.core.threads; a profile may raise it).
     threads: lb_threads.JOB_THREADS["collide_shard"]
     conda:
         "../../envs/layerbound.yaml"

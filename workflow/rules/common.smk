@@ -1,4 +1,4 @@
-# Input functions of the rules: each asks the package's plan (layerbound.plan.Plan, made in the
+# Input functions of the rules: each asks the package's plan (layerbound.plan.plan.Plan, made in the
 # Snakefile as PLAN), which holds every path pattern, unit and figure of the validated config.
 # Nothing is planned here.
 import json
@@ -6,12 +6,13 @@ import os
 import re
 import shlex
 
-from layerbound import claims as lb_claims
+from layerbound.bounds import claims as lb_claims
 from layerbound import config as lb_config
-from layerbound import mutual_info as lb_mutual_info
-from layerbound import plan as lb_plan
-from layerbound import startup as lb_startup
-from layerbound import threads as lb_threads
+from layerbound.semirobust import mutual_info as lb_mutual_info
+from layerbound.core import names as lb_names
+from layerbound.plan import plan as lb_plan
+from layerbound.plan import startup as lb_startup
+from layerbound.core import threads as lb_threads
 
 # Where data lives and which device runs a job reach the `layerbound` command through the
 # environment, not as parameters of a job: changing them re-runs nothing.
@@ -89,7 +90,7 @@ def collide_revision(wildcards):
 
 def collide_model_args(wildcards, input):
     unit = _unit_of(wildcards)
-    if unit.model == lb_plan.INPUT_MODEL:
+    if unit.model == lb_names.INPUT_MODEL:
         return ""
     args = f"--checkpoint {shlex.quote(input.checkpoint)} --arch {shlex.quote(unit.arch)}"
     source = lb_plan.model_source(PLAN.specs, unit.model)   # the config's entry rebuilds the network
@@ -202,7 +203,7 @@ def semirobust_study_results(wildcards):
 
 
 def claims_job_json(wildcards):
-    """The claims' rows on the run's files (layerbound.claims): a change to them re-runs the table."""
+    """The claims' rows on the run's files (layerbound.bounds.claims): a change to them re-runs the table."""
     return json.dumps(lb_claims.job(PLAN), sort_keys=True)
 
 

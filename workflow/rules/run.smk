@@ -1,4 +1,4 @@
-# The run record: which config file owns this results folder (layerbound.startup). The first job of
+# The run record: which config file owns this results folder (layerbound.plan.startup). The first job of
 # a run writes it; every start reads it, so another config file's run into the folder is refused.
 
 

@@ -1,6 +1,6 @@
 # Paper 003, subnetwork robustness: Algorithm 1 on the trained checkpoints of a study (the robust
 # model and the benign one of the same architecture and dataset), one job per (study, f_b size),
-# then Table 1 and Figures 1-2 from their JSON results. The plan (layerbound.plan.Plan.semirobust_*)
+# then Table 1 and Figures 1-2 from their JSON results. The plan (layerbound.plan.plan.Plan.semirobust_*)
 # decides which runs exist; a change to the `semirobust` block re-runs these jobs only.
 
 
@@ -20,7 +20,7 @@ rule semirobust_run:
         PLAN.pattern("semirobust", under="logs", suffix=".log"),
     benchmark:
         PLAN.pattern("semirobust", under="benchmarks", suffix=".tsv")
-    # Retraining f_b beside other jobs (layerbound.threads; a profile lowers or raises it).
+    # Retraining f_b beside other jobs (layerbound.core.threads; a profile lowers or raises it).
     threads: lb_threads.JOB_THREADS["semirobust_run"]
     conda:
         "../../envs/layerbound.yaml"

@@ -1,0 +1,133 @@
+"""Pair sets (paper 001, Section 6): S examples of each of two classes, all S x S cross-class pairs.
+
+A pair set is sampled once, from the training split, with a seed, and saved to
+`results/pairs/{dataset}/{name}.h5`, name like `c3v7-S16-seed0`. Pair k of the grid is
+(i, j) = divmod(k, S): x = x_a[i] (class a), x' = x_b[j] (class b).
+
+HDF5 layout: datasets x_a, x_b (S, C, H, W) float32 in [0, 1]; y_a, y_b (S,) int64;
+index_a, index_b (S,) int64, the examples' positions in the split; attributes format, name,
+dataset, split, classes, per_class, seed, layerbound_version.
+
+Each class is shuffled by a generator seeded from (experiment seed, dataset, class) and its first
+S examples taken, so a larger S extends a smaller one with the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from .. import __version__
+from ..core import seeds
+from .info import pairset_id
+from ..core.errors import UnreadableFile
+from ..core.store import atomic_write_buffered
+
+FORMAT = "layerbound-pairs-1"
+
+
+name = pairset_id   # c{a}v{b}-S{S}-seed{seed}
+
+
+@dataclass
+class PairSet:
+    name: str
+    dataset: str
+    split: str
+    classes: tuple[int, int]
+    per_class: int
+    seed: int
+    x_a: torch.Tensor
+    x_b: torch.Tensor
+    y_a: torch.Tensor
+    y_b: torch.Tensor
+    index_a: torch.Tensor
+    index_b: torch.Tensor
+
+    @property
+    def num_pairs(self) -> int:
+        return self.per_class * self.per_class
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_a.shape[1:])
+
+    def grid(self, k: np.ndarray | torch.Tensor | range) -> tuple[np.ndarray, np.ndarray]:
+        """(i, j) for flat pair indices k."""
+        k = np.asarray(k, dtype=np.int64)
+        return k // self.per_class, k % self.per_class
+
+    def gather(self, k: np.ndarray | torch.Tensor | range) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs (x, x') for flat pair indices k."""
+        i, j = self.grid(k)
+        return self.x_a[torch.from_numpy(i)], self.x_b[torch.from_numpy(j)]
+
+
+def class_seed(experiment_seed: int, dataset: str, label: int) -> int:
+    """The 64-bit numpy seed that shuffles one class of a dataset."""
+    return seeds.derive(f"layerbound-pairs-v1|{int(experiment_seed)}|{dataset}|{int(label)}", bits=64)
+
+
+def select(labels: np.ndarray, classes: tuple[int, int], per_class: int, seed: int, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (sorted) of S examples of each class, seeded; a clear error when a class is short."""
+    labels = np.asarray(labels)
+    chosen = []
+    for label in classes:
+        idx = np.flatnonzero(labels == label)
+        if len(idx) < per_class:
+            raise ValueError(f"dataset {dataset!r} has {len(idx)} examples of class {label} in this split; "
+                             f"the pair set asks for S = {per_class} per class")
+        rng = np.random.default_rng(class_seed(seed, dataset, label))
+        chosen.append(np.sort(rng.permutation(idx)[:per_class]))
+    return chosen[0], chosen[1]
+
+
+def sample(dataset: str, classes: tuple[int, int] = (3, 7), per_class: int = 16, seed: int = 0,
+           data_dir: str | Path = "data", download: bool = False, split: str = "train") -> PairSet:
+    from . import datasets as data
+
+    a, b = (int(c) for c in classes)
+    if a == b:
+        raise ValueError(f"the two classes of a pair set must differ, not {a} and {b}")
+    x, y = data.load(dataset, split, data_dir=data_dir, download=download)
+    index_a, index_b = select(y.numpy(), (a, b), per_class, seed, dataset)
+    ia, ib = torch.from_numpy(index_a), torch.from_numpy(index_b)
+    return PairSet(name(classes, per_class, seed), dataset, split, (a, b), int(per_class), int(seed),
+                   x[ia].contiguous(), x[ib].contiguous(), y[ia], y[ib], ia, ib)
+
+
+def save(path: str | Path, pairs: PairSet) -> None:
+    def write(buffer) -> None:
+        with h5py.File(buffer, "w") as h5:
+            for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b"):
+                h5.create_dataset(key, data=getattr(pairs, key).numpy())
+            h5.attrs.update({"format": FORMAT, "name": pairs.name, "dataset": pairs.dataset,
+                             "split": pairs.split, "classes": np.asarray(pairs.classes, dtype=np.int64),
+                             "per_class": pairs.per_class, "seed": pairs.seed,
+                             "layerbound_version": __version__})
+    atomic_write_buffered(path, write)
+
+
+def load(path: str | Path) -> PairSet:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pair set {path} does not exist: sample it first (`layerbound sample-pairs`, "
+                                "the workflow's pairs_sample rule)")
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise UnreadableFile(f"{path} is not a layerbound pair set (format {FORMAT!r})")
+            arrays = {key: torch.from_numpy(h5[key][()]) for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")}
+            a = h5.attrs
+            return PairSet(str(a["name"]), str(a["dataset"]), str(a["split"]), tuple(int(c) for c in a["classes"]),
+                           int(a["per_class"]), int(a["seed"]), **arrays)
+    except (OSError, KeyError, ValueError, TypeError) as err:   # truncated, or another HDF5 file
+        if isinstance(err, UnreadableFile):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnreadableFile(f"pair set {path} cannot be read ({first}): delete it so it is sampled again "
+                             "(`layerbound sample-pairs`, the workflow's pairs_sample rule)") from None

@@ -1,0 +1,171 @@
+"""Checkpoints: weights plus the architecture that made them, loadable with weights_only=True.
+
+`<name>.pt` of a trained (registry) model holds {"format", "arch", "input_shape", "num_classes",
+"padding", "state_dict"}; that of a loaded model (loaded.py) {"format": LOADED_FORMAT, "arch",
+"input_shape", "num_classes", "source" (the source spec as JSON), "state_dict" (the network's own,
+without the normalization, which the spec holds)}. `<name>.json` beside it is the metrics sidecar
+(config, accuracies, wall time).
+
+A checkpoint never chooses code. A registry network is rebuilt from layerbound's registry; a
+loaded one from the caller's own model entry (`spec`: the config's validated entry, or the API
+caller's), which the recorded spec must match. Without one, a record naming torchvision's
+classification models or RobustBench's zoo is validated like a config entry and rebuilt from that
+registry; a record naming a python factory is refused, since loading it would import and call
+whatever `module:function` the file says. torch.load(weights_only=True) guards the unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import registry as models
+from ..core.errors import CheckpointMismatch
+from ..core.store import atomic_write, atomic_write_buffered
+
+__all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
+
+FORMAT = "layerbound-checkpoint-1"
+LOADED_FORMAT = "layerbound-loaded-checkpoint-1"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> None:
+    path = Path(path)
+    if not isinstance(model, models.TappedNet):
+        return _save_loaded(path, model, metrics)
+    payload = {
+        "format": FORMAT,
+        "arch": model.arch,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "padding": model.padding,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
+
+
+def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: str | torch.device = "cpu",
+         spec: dict[str, Any] | None = None) -> models.TappedNet:
+    """Rebuild the model from a checkpoint, in eval mode.
+
+    `expect` may name any of arch, input_shape, num_classes, padding; a checkpoint that disagrees
+    fails with a message naming the file and every differing field. `spec` is the model entry
+    (sources.spec) of a loaded or source-trained network: it is rebuilt from `spec`, and the
+    checkpoint must record the same (module docstring).
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:   # a foreign pickle, a truncated file: refused without running any code
+        raise CheckpointMismatch(f"{path} is not a loadable checkpoint ({type(err).__name__}): delete it so "
+                                 "Snakemake retrains it") from None
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, LOADED_FORMAT):
+        raise CheckpointMismatch(f"{path} is not a layerbound checkpoint (format {FORMAT!r})")
+    stored = {"arch": payload["arch"], "input_shape": tuple(payload["input_shape"]),
+              "num_classes": int(payload["num_classes"]), "padding": payload.get("padding")}
+    if expect:
+        wanted = {k: (tuple(v) if k == "input_shape" else v) for k, v in expect.items()}
+        diffs = [f"{k}: checkpoint has {stored[k]!r}, config asks for {v!r}" for k, v in wanted.items() if stored[k] != v]
+        if diffs:
+            raise CheckpointMismatch(f"checkpoint {path} does not match the configuration ({'; '.join(diffs)}): "
+                                     "delete it (or fix the config) so Snakemake retrains it")
+    if payload["format"] == LOADED_FORMAT:
+        return _load_loaded(path, payload, spec)
+    if spec is not None:
+        from . import loaded
+
+        raise CheckpointMismatch(f"checkpoint {path} holds the registry architecture {stored['arch']!r}, but the model "
+                                 f"entry is {loaded.describe(spec)}: delete it so Snakemake rebuilds it")
+    model = models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def _save_loaded(path: Path, model, metrics: dict[str, Any]) -> None:
+    """A loaded model (loaded.LoadedNet): its source spec, to rebuild the architecture, and weights."""
+    payload = {
+        "format": LOADED_FORMAT,
+        "arch": model.arch,
+        "input_shape": list(model.input_shape),
+        "num_classes": model.num_classes,
+        "source": json.dumps(model.spec, sort_keys=True),
+        "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
+    }
+    atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
+    text = json.dumps(metrics, indent=2, sort_keys=True)
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
+
+
+# Where an entry's weights came from, not what its network is: the checkpoint holds the weights.
+_WEIGHT_LOCATION = ("weights", "model_dir")
+
+
+def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | None):
+    from . import loaded
+    from ..core.errors import ModelLoadError
+
+    recorded = _recorded_spec(path, payload)
+    if spec is None:
+        if recorded["source"] == "python":
+            raise CheckpointMismatch(
+                f"checkpoint {path} records the python factory {recorded.get('factory')!r}; a checkpoint never chooses "
+                "the code that runs: load it with the model entry that names the factory (the config's models "
+                "entry, or api.load_model(path, dataset, entry={...}))")
+        spec = recorded
+    _validate_spec(path, spec)
+    difference = [f"{key}: the checkpoint has {recorded.get(key)!r}, the model entry {spec.get(key)!r}"
+                  for key in sorted(set(recorded) | set(spec))
+                  if key not in _WEIGHT_LOCATION and recorded.get(key) != spec.get(key)]
+    if difference:
+        raise CheckpointMismatch(f"checkpoint {path} was made from another model entry ({'; '.join(difference)}): "
+                                 "delete it (or fix the entry) so Snakemake rebuilds it")
+    try:
+        model = loaded.build(spec, tuple(payload["input_shape"]), int(payload["num_classes"]), weights=False)
+    except ModelLoadError as err:
+        raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
+    mismatch = loaded.weights_mismatch(payload["state_dict"], model.net.state_dict())
+    if mismatch:
+        raise CheckpointMismatch(f"checkpoint {path} does not match {loaded.describe(spec)}: {mismatch}")
+    model.net.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def _recorded_spec(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """The source spec a loaded checkpoint records, as data (nothing in it is run)."""
+    from . import sources
+
+    try:
+        recorded = json.loads(payload["source"])
+    except (TypeError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict) or recorded.get("source") not in sources.SOURCES:
+        raise CheckpointMismatch(f"checkpoint {path} records no model source layerbound knows "
+                                 f"({', '.join(sources.SOURCES)})")
+    return recorded
+
+
+def _validate_spec(path: Path, spec: dict[str, Any]) -> None:
+    """The checks of a config's loaded entry (schema, keys of its source, no download), on a spec."""
+    from .. import config as configuration
+    from ..core.errors import ConfigError
+
+    try:
+        entry = configuration.fill_loaded_defaults(dict(spec))
+        configuration.check_loaded("model entry", entry, files=False)
+    except ConfigError as err:
+        raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    return json.loads(sidecar_path(path).read_text())
