@@ -17,7 +17,8 @@ import sys
 
 RUN = """
 import json, sys, time, torch
-from layerbound import api, models
+from layerbound import api
+from layerbound.models import registry as models
 torch.manual_seed(0)
 net = models.build("medium", (1, 28, 28), 10).eval()
 pairs = api.sample_pairs("mnist5k", per_class={per_class})

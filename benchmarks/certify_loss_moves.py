@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from layerbound import config, losses, plan, shards
+from layerbound import config, shards
+from layerbound.bounds import losses
+from layerbound.plan import plan
 from layerbound.collide.options import adversary_label
 
 
