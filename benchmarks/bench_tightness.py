@@ -12,15 +12,18 @@ and the Jacobian evaluations per pair (mean over pairs; the search's own, the mi
 plus the certificate's polishing ones; each is one forward and m backward passes), with the CPU
 time of search and certification. The best known distance of a pair is the smallest certified
 distance of two long float64 runs: paper 001's Algorithm 1 with gamma = 0.95 and 300 iterations
-(its tolerance stop included) and a 100-iteration merit search; a ratio of 1.01 means 1% looser
-than that, below 1 the step control found a closer collision than both long runs. The step
-controls compared are the paper's decaying schedule (`decay`: gamma 0.7, 40 iterations, the
-default until issue 11), the merit search of search revision 2 at its 15 iterations (`merit r2`:
-the default until issue 28) and the config's own search options, all in float32 as the shards run
-them, with the config's box. The best known distances depend only on the checkpoints, the pairs
-and the reference runs: `--cache FILE` keeps them between runs.
+(its tolerance stop included) and a 100-iteration merit search of search revision 2; a ratio of
+1.01 means 1% looser than that, below 1 the step control found a closer collision than both long
+runs. The step controls compared are the paper's decaying schedule (`decay`: gamma 0.7, 40
+iterations, the default until issue 11), the config's own search options, and issue 28's
+candidate, the merit search with the curvature fraction (jacobian.CURVATURE_FRACTION) at the
+config's budget (with --budgets, also at others), all in float32 as the shards run them, with the
+config's box.
+The best known distances depend only on the checkpoints, the pairs and the reference runs:
+`--cache FILE` keeps them between runs (the references take most of a first run's time).
 
     python benchmarks/bench_tightness.py [--models medium_pgd2] [--pairs 16] [--layers conv1,fc6] [--threads 1]
+                                         [--budgets 11] [--cache results/bench/tightness_best.pt]
 
 Needs the trained checkpoints (`snakemake --cores 2 results/models/mnist5k/{medium_benign,medium_pgd2,medium_trades2}.pt`);
 the held-out one is trained here when missing (about a minute; --no-heldout skips it).
@@ -48,18 +51,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import heldout_model  # noqa: E402
 
 DECAY = dict(step="decay", alpha=1.0, gamma=0.7, max_iter=40)
-# Search revision 2's merit search (jacobian.CURVATURE_FRACTION off) at its default budget: what
-# issue 28 compares against; the long merit reference is revision 2's too, so that the best known
-# distances do not move with the search they judge.
-MERIT_R2 = dict(step="merit", alpha=1.0, max_iter=15, revision=2)
+# The long merit reference runs without the curvature fraction (search revision 2, the default),
+# so that the best known distances do not move with the candidate they judge.
 REFERENCES = {"decay": dict(step="decay", alpha=1.0, gamma=0.95, max_iter=300),
               "merit": dict(step="merit", alpha=1.0, max_iter=100, revision=2)}
 
 
 @contextlib.contextmanager
 def search_revision(step: dict):
-    """The merit search of `step`'s revision (2: without the curvature fraction; none: the current
-    one) while active; yields the step's options for jacobian.search."""
+    """jacobian.CURVATURE_FRACTION as `step` asks while active (its "revision": 2 off, 3 on, none:
+    the module's default); yields the step's options for jacobian.search."""
     options = dict(step)
     revision = options.pop("revision", None)
     current = jacobian.CURVATURE_FRACTION
@@ -90,14 +91,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16, help="first pairs of the pair set (the references are slow)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's shard jobs use 1)")
     parser.add_argument("--cache", type=Path, default=None, help="file keeping the best known distances between runs")
+    parser.add_argument("--budgets", default="", help="comma-separated max_iter: also run the candidate at these")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = config.load(args.config)
     options = CollisionOptions.from_config(cfg["collision"], "jacobian")
     box = options.box
     configured = asdict(options.method_options)
-    step_controls = {"decay 0.7, 40 it.": DECAY, "merit r2, 15 it.": MERIT_R2,
-                     f"config: {configured['step']}, {configured['max_iter'] or 'default'} it.": configured}
+    budget = configured["max_iter"] or "default"
+    step_controls = {"decay 0.7, 40 it.": DECAY, f"config: {configured['step']}, {budget} it.": configured,
+                     f"+ curvature fraction, {budget} it.": dict(configured, revision=3)}
+    for extra in filter(None, args.budgets.split(",")):
+        step_controls[f"+ curvature fraction, {int(extra)} it."] = dict(configured, max_iter=int(extra), revision=3)
     m = int(cfg["collision"]["m"][0])
     classes, per_class = cfg["pairs"]["classes"], cfg["pairs"]["per_class"]
     specs = {name: (spec["dataset"], ROOT / plan.path("checkpoint", dataset=spec["dataset"], model=name))

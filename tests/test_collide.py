@@ -336,10 +336,8 @@ def test_merit_does_not_cycle_on_an_unprojected_wide_map(monkeypatch):
     assert (found.iterations <= budget).all()
     assert (found.distance < 0.5 * bound).all()
     assert (found.distance <= 1.05 * decay.distance).all()
-    # The control: the same pairs cycle without the safeguard (its patience never runs out) and
-    # with search revision 2's fraction (the curvature fraction also shortens these steps).
+    # The control: the same pairs cycle without the safeguard (its patience never runs out).
     monkeypatch.setattr(jacobian, "MERIT_PATIENCE", budget + 1)
-    monkeypatch.setattr(jacobian, "CURVATURE_FRACTION", False)
     unguarded = jacobian.search(f, None, x, x_prime, step="merit", max_iter=budget, box=None)
     assert (unguarded.distance == bound).any()
 
@@ -504,7 +502,7 @@ def test_merit_reaches_a_local_min_max_where_least_squares_is_unbalanced():
 
 def test_curvature_fraction_measures_the_lagrangians_curvature_along_the_step_on_a_quadratic_map():
     """On a quadratic map g_k(u) = u^T P_k u / 2 + b_k^T u the Jacobians at the two ends of a step
-    s differ by exactly (s^T P_k)_k, so the secant curvature of search revision 3 is the exact
+    s differ by exactly (s^T P_k)_k, so the secant curvature of the curvature fraction is the exact
     curvature of the Lagrangian along the step: rho = lambda^T (s'^T P s' - s^T P s) /
     (w ||s||^2 + w' ||s'||^2), lambda the multipliers of the weighted projection of (x, x') onto
     the linearization at z, here from the KKT system solved directly."""
@@ -538,7 +536,7 @@ def test_curvature_fraction_measures_the_lagrangians_curvature_along_the_step_on
                      - torch.einsum("i,kij,j->k", s[k], P, s[k]))
         expected = multipliers @ curvature / (wk * s[k].square().sum() + wk_prime * s_prime[k].square().sum())
         assert float(rho[k]) == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
-    # No step yet (NaN) or a zero step: no curvature, revision 2's fraction is used.
+    # No step yet (NaN) or a zero step: no curvature, the merit search's own fraction is used.
     none = jacobian._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), 0 * s, 0 * s_prime,
                                torch.zeros(B, m, dtype=torch.float64), torch.zeros(B, m, dtype=torch.float64))
     assert torch.isnan(none).all()

@@ -411,15 +411,17 @@ MERIT_PATIENCE = 3
 # cannot tilt it without end.
 BALANCE_STEPS = 4
 BALANCE_LIMIT = 3.0
-# The curvature fraction (search revision 3): when the first trial of an iteration is rejected,
+# The curvature fraction (a candidate of issue 28, off): when the first trial of an iteration is rejected,
 # the second is at 1 / (1 + rho) if that is shorter (instead of the first's MERIT_SHRINK times),
 # rho the curvature of the Lagrangian along the last step that the Jacobians at its two ends
 # measure, relative to the metric's (the Newton step along the Gauss-Newton direction of a problem
 # with that curvature), at least CURVATURE_FLOOR. Not as the first trial: on the TRADES model's
-# taps rho grows as the steps shorten (the kinks of a ReLU network) and steps of 1 / (1 + rho)
-# ended up to 1.4% looser than revision 2, whose longer first trials were accepted there.
-# Measured in docs/search.md (benchmarks/bench_tightness.py). False: revision 2.
-CURVATURE_FRACTION = True
+# taps rho grows as the steps shorten (the kinks of a ReLU network), and first trials at
+# 1 / (1 + rho) ended 1.3% looser than without them at conv2 (median, 15 evaluations), whose longer
+# first trials were accepted there. Off because, as the second trial, it is tighter at 15
+# evaluations on 11 of the 17 taps measured but 0.46% looser at TRADES fc6 (docs/search.md;
+# benchmarks/bench_tightness.py measures it); turning it on changes the search: its revision too.
+CURVATURE_FRACTION = False
 CURVATURE_FLOOR = 0.05
 
 
@@ -443,7 +445,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     (s = MERIT_SHRINK) that lowers psi below psi(z) becomes the next iterate and a grows by
     MERIT_GROW (up to 1) if P_z could be restored; when none does, the next iterate is P_z. After
     MERIT_PATIENCE iterates in a row whose P_z could not be restored, a shrinks by s at each.
-    With CURVATURE_FRACTION (search revision 3), when the first trial is rejected the second is
+    With CURVATURE_FRACTION (off: see its comment), when the first trial is rejected the second is
     at 1 / (1 + rho) instead of a s, where that is shorter than a and the last step measured a
     positive curvature rho (_curvature): the Jacobians at the step's two ends give the change of
     the Lagrangian's gradient along it, the secant equation of a quasi-Newton method restricted to

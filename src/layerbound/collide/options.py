@@ -27,7 +27,7 @@ _DEFAULTS = config.defaults("collision")
 # default tap) and on fcnn_smaller's 75- and 50-wide layers it finds closer collisions than decay.
 AUTO_MERIT_MAX_FEATURES = 50
 DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
-SEARCH_REVISION = "3 (merit minimizes the max of the two distances; first trial fraction from the secant curvature)"
+SEARCH_REVISION = "2 (merit minimizes the max of the two distances)"
 # The revision of collide/certify.py, which every method's collisions pass through: part of every
 # method's revision (CollisionOptions.revision), so a new certificate re-runs every shard.
 CERTIFY_REVISION = "1 (float64 Gauss-Newton polish; residual <= 1e-12 of the feature magnitude, correction <= 1e-10 of ||x - x'||/2)"
