@@ -419,7 +419,7 @@ BALANCE_LIMIT = 3.0
 # taps rho grows as the steps shorten (the kinks of a ReLU network), and first trials at
 # 1 / (1 + rho) ended 1.3% looser than without them at conv2 (median, 15 evaluations), whose longer
 # first trials were accepted there. Off because, as the second trial, it is tighter at 15
-# evaluations on 11 of the 17 taps measured but 0.46% looser at TRADES fc6 (docs/search.md;
+# evaluations on 12 of the 22 taps measured and looser on 8, 0.46% at TRADES fc6 (docs/search.md;
 # benchmarks/bench_tightness.py measures it); turning it on changes the search: its revision too.
 CURVATURE_FRACTION = False
 CURVATURE_FLOOR = 0.05
