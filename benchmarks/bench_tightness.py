@@ -1,29 +1,41 @@
-"""Tightness of the collision search (issue 11); prints ratios measured in one run.
+"""Tightness and cost of the collision search (issues 11, 28); prints ratios measured in one run.
 
-For each trained model of the default config and each of its taps (at the config's first m, the
-first projection, the first pairs of the default pair set), the median and maximum over pairs of
+For each trained model of the default config and the held-out model (benchmarks/heldout_model.py)
+and each of their taps (at the config's first m, the first projection, the first pairs of the
+default pair set), every step control's collisions are certified the way the shards certify them
+(collide/certify.py, in float64), and the table gives per tap the median and the maximum over
+pairs of
 
-    distance found by a step control / distance of a long reference run
+    certified distance found by a step control / best known distance of the pair
 
-and the mean Jacobian evaluations per pair (pair-iterations) and the CPU time of the search. The
-reference is paper 001's Algorithm 1 in float64 with gamma = 0.95 and 300 iterations (its
-tolerance stop included). Algorithm 1 minimizes the sum of squares of the two distances, while the
-distance is their max, which the merit search minimizes; so each ratio is printed a second time
-against the best known distance, per pair the smaller of that reference and a 100-iteration merit
-search in float64 ("vs best"). The step controls compared are the paper's decaying schedule (`decay`:
-gamma 0.7, 40 iterations, the default until issue 11) and the config's own search options (the
-default config: the merit line search, `merit`, 15 iterations), both in float32 as the shards run
-them, with the config's box. A ratio of 1.01 means 1% looser than the reference; below 1 the step
-control found closer collisions than the reference.
+and the Jacobian evaluations per pair (mean over pairs; the search's own, the midpoint's included,
+plus the certificate's polishing ones; each is one forward and m backward passes), with the CPU
+time of search and certification. The best known distance of a pair is the smallest certified
+distance of two long float64 runs: paper 001's Algorithm 1 with gamma = 0.95 and 300 iterations
+(its tolerance stop included) and a 100-iteration merit search of search revision 2; a ratio of
+1.01 means 1% looser than that, below 1 the step control found a closer collision than both long
+runs. The step controls compared are the paper's decaying schedule (`decay`: gamma 0.7, 40
+iterations, the default until issue 11), the config's own search options, and issue 28's
+candidate, the merit search with the curvature fraction (jacobian.CURVATURE_FRACTION) at the
+config's budget (with --budgets, also at others), all in float32 as the shards run them, with the
+config's box.
+The best known distances depend only on the checkpoints, the pairs and the reference runs:
+`--cache FILE` keeps them between runs (the references take most of a first run's time).
 
-    python benchmarks/bench_tightness.py [--models medium_pgd2] [--pairs 16] [--layers conv1,fc6]
+    python benchmarks/bench_tightness.py [--models medium_pgd2] [--pairs 16] [--layers conv1,fc6] [--threads 1]
+                                         [--budgets 11] [--cache results/bench/tightness_best.pt]
 
-Needs the trained checkpoints (`snakemake --cores 2 results/models/mnist5k/{medium_benign,medium_pgd2,medium_trades2}.pt`).
+Needs the trained checkpoints (`snakemake --cores 2 results/models/mnist5k/{medium_benign,medium_pgd2,medium_trades2}.pt`);
+the held-out one is trained here when missing (about a minute; --no-heldout skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import hashlib
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -34,74 +46,128 @@ from layerbound import config, features, projection
 from layerbound.plan import plan
 from layerbound.models import checkpoint
 from layerbound.data import pairs as pairsets
-from layerbound.collide import jacobian
+from layerbound.collide import certify, jacobian
 from layerbound.collide.options import CollisionOptions, adversary_label
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import heldout_model  # noqa: E402
+
 DECAY = dict(step="decay", alpha=1.0, gamma=0.7, max_iter=40)
-REFERENCE = dict(step="decay", alpha=1.0, gamma=0.95, max_iter=300)
-MIN_MAX_REFERENCE = dict(step="merit", alpha=1.0, max_iter=100)
+# The long merit reference runs without the curvature fraction (search revision 2, the default),
+# so that the best known distances do not move with the candidate they judge.
+REFERENCES = {"decay": dict(step="decay", alpha=1.0, gamma=0.95, max_iter=300),
+              "merit": dict(step="merit", alpha=1.0, max_iter=100, revision=2)}
+
+
+@contextlib.contextmanager
+def search_revision(step: dict):
+    """jacobian.CURVATURE_FRACTION as `step` asks while active (its "revision": 2 off, 3 on, none:
+    the module's default); yields the step's options for jacobian.search."""
+    options = dict(step)
+    revision = options.pop("revision", None)
+    current = jacobian.CURVATURE_FRACTION
+    jacobian.CURVATURE_FRACTION = current if revision is None else revision >= 3
+    try:
+        yield options
+    finally:
+        jacobian.CURVATURE_FRACTION = current
+
+
+def jacobian_evaluations(found, step: dict) -> torch.Tensor:
+    """Per pair, the Jacobian evaluations of the search and of its certificate. Merit's iterations
+    count them (the midpoint's included); decay's iteration i stops after its Jacobian unless i is
+    its last (max_iter), which takes a forward pass only."""
+    searched = found.iterations
+    if step["step"] == "decay":
+        searched = torch.where(searched < step["max_iter"], searched + 1, searched)
+    return (searched + found.polish_steps).double()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
-    parser.add_argument("--models", default=None, help="comma-separated (default: every model of the config)")
+    parser.add_argument("--models", default=None, help="comma-separated (default: every model of the config "
+                                                        f"and {heldout_model.NAME})")
+    parser.add_argument("--no-heldout", action="store_true", help=f"leave out {heldout_model.NAME}")
     parser.add_argument("--layers", default=None, help="comma-separated taps (default: every tap)")
-    parser.add_argument("--pairs", type=int, default=16, help="first pairs of the pair set (the reference is slow)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=16, help="first pairs of the pair set (the references are slow)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's shard jobs use 1)")
+    parser.add_argument("--cache", type=Path, default=None, help="file keeping the best known distances between runs")
+    parser.add_argument("--budgets", default="", help="comma-separated max_iter: also run the candidate at these")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = config.load(args.config)
     options = CollisionOptions.from_config(cfg["collision"], "jacobian")
     box = options.box
     configured = asdict(options.method_options)
-    step_controls = {"decay (gamma 0.7, 40 it.)": DECAY,
-                     f"config: {configured['step']}, max_iter {configured['max_iter']}": configured}
+    budget = configured["max_iter"] or "default"
+    step_controls = {"decay 0.7, 40 it.": DECAY, f"config: {configured['step']}, {budget} it.": configured,
+                     f"+ curvature fraction, {budget} it.": dict(configured, revision=3)}
+    for extra in filter(None, args.budgets.split(",")):
+        step_controls[f"+ curvature fraction, {int(extra)} it."] = dict(configured, max_iter=int(extra), revision=3)
     m = int(cfg["collision"]["m"][0])
     classes, per_class = cfg["pairs"]["classes"], cfg["pairs"]["per_class"]
-    models = args.models.split(",") if args.models else list(cfg["models"])
+    specs = {name: (spec["dataset"], ROOT / plan.path("checkpoint", dataset=spec["dataset"], model=name))
+             for name, spec in cfg["models"].items()}
+    if not args.no_heldout:
+        specs[heldout_model.NAME] = (heldout_model.DATASET, heldout_model.PATH)
+    models = args.models.split(",") if args.models else list(specs)
+    cache = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
     print(f"adversary {adversary_label(box)}, m = {m}, first {args.pairs} pairs of classes {classes} "
-          f"(S = {per_class}), projection 0; reference: {REFERENCE} in float64")
-    header = f"{'model':<16}{'layer':<8}" + "".join(f"{name:>54}" for name in step_controls)
-    print(header + "\n" + " " * 24 + "".join(f"{'median   max  vs best: median  max  it/pair cpu s':>54}"
-                                              for _ in step_controls))
+          f"(S = {per_class}), projection 0, {args.threads} thread(s); best known: the smaller certified "
+          f"distance of {REFERENCES['decay']} and {REFERENCES['merit']} in float64")
+    print(f"{'model':<16}{'layer':<8}" + "".join(f"{name:>34}" for name in step_controls))
+    print(" " * 24 + "".join(f"{'median    max  jac/pair  cpu s':>34}" for _ in step_controls))
     totals = {name: [] for name in step_controls}
-    totals_best = {name: [] for name in step_controls}
+    costs = {name: [] for name in step_controls}
     for model in models:
-        spec = cfg["models"][model]
-        path = ROOT / plan.path("checkpoint", dataset=spec["dataset"], model=model)
-        pair_set = pairsets.sample(spec["dataset"], classes, per_class, cfg["seed"], data_dir=ROOT / cfg["data_dir"])
+        dataset, path = specs[model]
+        if model == heldout_model.NAME:
+            heldout_model.ensure(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        pair_set = pairsets.sample(dataset, classes, per_class, cfg["seed"], data_dir=ROOT / cfg["data_dir"])
         x, x_prime = pair_set.gather(range(min(args.pairs, pair_set.num_pairs)))
-        widths = checkpoint.load(path).tap_widths()
-        taps = args.layers.split(",") if args.layers else checkpoint.load(path).taps
+        net = checkpoint.load(path)
+        taps = args.layers.split(",") if args.layers else net.taps
         for tap in taps:
-            def setup(dtype):
-                net = features.prepare_model(checkpoint.load(path), dtype, torch.device("cpu"))
-                f = features.feature_map(net, tap, torch.device("cpu"))
-                A = None if projection.is_identity(m, widths[tap]) else \
-                    projection.draw(cfg["seed"], model, tap, m, 0, widths[tap], dtype=dtype)
-                return f, A
-            f, A = setup(torch.float64)
-            reference = jacobian.search(f, A, x.double(), x_prime.double(), dtype=torch.float64, box=box,
-                                        **REFERENCE).distance
-            best = torch.minimum(reference, jacobian.search(f, A, x.double(), x_prime.double(), dtype=torch.float64,
-                                                            box=box, **MIN_MAX_REFERENCE).distance)
-            f, A = setup(torch.float32)
+            width = net.tap_widths()[tap]
+            A64 = None if projection.is_identity(m, width) else \
+                projection.draw(cfg["seed"], model, tap, m, 0, width, dtype=torch.float64)
+            f64 = features.float64_map(copy.deepcopy(net), tap, torch.device("cpu"))
+            g64 = f64 if A64 is None else (lambda u, f64=f64, A64=A64: f64(u) @ A64.T)
+
+            def certified(f, A, dtype, step):
+                with search_revision(step) as options:
+                    found = jacobian.search(f, A, x.to(dtype), x_prime.to(dtype), dtype=dtype, box=box,
+                                            return_points=True, **options)
+                return certify.certify(g64, x.double(), x_prime.double(), found, box)
+
+            key = (digest, tap, m, args.pairs, box, cfg["seed"], tuple(sorted(REFERENCES["merit"].items())),
+                   tuple(sorted(REFERENCES["decay"].items())))
+            if key not in cache:
+                cache[key] = torch.minimum(*(certified(f64, A64, torch.float64, step).distance
+                                             for step in REFERENCES.values()))
+                if args.cache:
+                    args.cache.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(cache, args.cache)
+            best = cache[key]
+            f = features.feature_map(features.prepare_model(copy.deepcopy(net), torch.float32, torch.device("cpu")),
+                                     tap, torch.device("cpu"))
+            A = None if A64 is None else A64.float()
             row = f"{model:<16}{tap:<8}"
             for name, step in step_controls.items():
                 started = time.process_time()
-                found = jacobian.search(f, A, x, x_prime, dtype=torch.float32, box=box, **step)
+                found = certified(f, A, torch.float32, step)
                 elapsed = time.process_time() - started
-                ratio, ratio_best = found.distance / reference, found.distance / best
+                ratio, evaluations = found.distance / best, jacobian_evaluations(found, step)
                 totals[name].append(ratio)
-                totals_best[name].append(ratio_best)
-                row += (f"{ratio.median():>14.4f}{ratio.max():>7.3f}{ratio_best.median():>12.4f}{ratio_best.max():>7.3f}"
-                        f"{found.iterations.double().mean():>7.1f}{elapsed:>7.1f}")
+                costs[name].append(evaluations)
+                row += f"{ratio.median():>12.4f}{ratio.max():>7.3f}{evaluations.mean():>8.1f}{elapsed:>7.1f}"
             print(row, flush=True)
-    print("all layers: median ratio " + ", ".join(f"{name} {torch.cat(r).median():.4f}" for name, r in totals.items()))
-    print("all layers: median ratio vs best " + ", ".join(f"{name} {torch.cat(r).median():.4f}"
-                                                        for name, r in totals_best.items()))
+    print("all taps: median ratio " + ", ".join(f"{name} {torch.cat(r).median():.4f}" for name, r in totals.items()))
+    print("all taps: Jacobian evaluations per pair " + ", ".join(f"{name} {torch.cat(c).mean():.2f}"
+                                                                 for name, c in costs.items()))
 
 
 if __name__ == "__main__":

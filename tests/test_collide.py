@@ -501,6 +501,48 @@ def test_merit_reaches_a_local_min_max_where_least_squares_is_unbalanced():
     assert (found.distance < 0.97 * torch.tensor(least_squares)).any()
 
 
+def test_curvature_fraction_measures_the_lagrangians_curvature_along_the_step_on_a_quadratic_map():
+    """On a quadratic map g_k(u) = u^T P_k u / 2 + b_k^T u the Jacobians at the two ends of a step
+    s differ by exactly (s^T P_k)_k, so the secant curvature of the curvature fraction is the exact
+    curvature of the Lagrangian along the step: rho = lambda^T (s'^T P s' - s^T P s) /
+    (w ||s||^2 + w' ||s'||^2), lambda the multipliers of the weighted projection of (x, x') onto
+    the linearization at z, here from the KKT system solved directly."""
+    gen = torch.Generator().manual_seed(51)
+    B, m, n = 4, 3, 7
+    P = torch.randn(m, n, n, generator=gen, dtype=torch.float64)
+    P = P + P.transpose(1, 2)
+    b = torch.randn(m, n, generator=gen, dtype=torch.float64)
+
+    def g(u):
+        return 0.5 * torch.einsum("bi,kij,bj->bk", u, P, u) + u @ b.T
+
+    z, z_prime, x, x_prime, s, s_prime = (torch.randn(B, n, generator=gen, dtype=torch.float64) for _ in range(6))
+    w = 2 * torch.rand(B, generator=gen, dtype=torch.float64)
+    values, rows = jacobian.jacobian_rows(g, torch.cat([z, z_prime, z - s, z_prime - s_prime]))
+    J, J_prime, J_old, J_old_prime = rows.chunk(4)
+    g_z, g_z_prime = values[:B], values[B:2 * B]
+    rho = jacobian._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), s, s_prime,
+                              jacobian._apply(J_old, s), jacobian._apply(J_old_prime, s_prime))
+    for k in range(B):
+        wk, wk_prime = float(w[k]), float(2 - w[k])
+        eye = torch.eye(n, dtype=torch.float64)
+        kkt = torch.zeros(2 * n + m, 2 * n + m, dtype=torch.float64)
+        kkt[:n, :n], kkt[n:2 * n, n:2 * n] = wk * eye, wk_prime * eye
+        kkt[:n, 2 * n:], kkt[n:2 * n, 2 * n:] = -J[k].T, J_prime[k].T
+        kkt[2 * n:, :n], kkt[2 * n:, n:2 * n] = -J[k], J_prime[k]
+        rhs = torch.cat([wk * x[k], wk_prime * x_prime[k],
+                         -(g_z_prime[k] - g_z[k]) + J_prime[k] @ z_prime[k] - J[k] @ z[k]])
+        multipliers = torch.linalg.solve(kkt, rhs)[2 * n:]
+        curvature = (torch.einsum("i,kij,j->k", s_prime[k], P, s_prime[k])
+                     - torch.einsum("i,kij,j->k", s[k], P, s[k]))
+        expected = multipliers @ curvature / (wk * s[k].square().sum() + wk_prime * s_prime[k].square().sum())
+        assert float(rho[k]) == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+    # No step yet (NaN) or a zero step: no curvature, the merit search's own fraction is used.
+    none = jacobian._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), 0 * s, 0 * s_prime,
+                               torch.zeros(B, m, dtype=torch.float64), torch.zeros(B, m, dtype=torch.float64))
+    assert torch.isnan(none).all()
+
+
 def test_weighted_chord_step_in_the_box_moves_free_coordinates_by_the_weighted_least_norm_step():
     """_chord_step with weights and a box: from points strictly inside the box with a small
     residual nothing clips, and the step is the weighted least-norm correction (the unboxed

@@ -411,6 +411,18 @@ MERIT_PATIENCE = 3
 # cannot tilt it without end.
 BALANCE_STEPS = 4
 BALANCE_LIMIT = 3.0
+# The curvature fraction (a candidate of issue 28, off): when the first trial of an iteration is rejected,
+# the second is at 1 / (1 + rho) if that is shorter (instead of the first's MERIT_SHRINK times),
+# rho the curvature of the Lagrangian along the last step that the Jacobians at its two ends
+# measure, relative to the metric's (the Newton step along the Gauss-Newton direction of a problem
+# with that curvature), at least CURVATURE_FLOOR. Not as the first trial: on the TRADES model's
+# taps rho grows as the steps shorten (the kinks of a ReLU network), and first trials at
+# 1 / (1 + rho) ended 1.3% looser than without them at conv2 (median, 15 evaluations), whose longer
+# first trials were accepted there. Off because, as the second trial, it is tighter at 15
+# evaluations on 12 of the 22 taps measured and looser on 8, 0.46% at TRADES fc6 (docs/search.md;
+# benchmarks/bench_tightness.py measures it); turning it on changes the search: its revision too.
+CURVATURE_FRACTION = False
+CURVATURE_FLOOR = 0.05
 
 
 def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,
@@ -433,6 +445,15 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     (s = MERIT_SHRINK) that lowers psi below psi(z) becomes the next iterate and a grows by
     MERIT_GROW (up to 1) if P_z could be restored; when none does, the next iterate is P_z. After
     MERIT_PATIENCE iterates in a row whose P_z could not be restored, a shrinks by s at each.
+    With CURVATURE_FRACTION (off: see its comment), when the first trial is rejected the second is
+    at 1 / (1 + rho) instead of a s, where that is shorter than a and the last step measured a
+    positive curvature rho (_curvature): the Jacobians at the step's two ends give the change of
+    the Lagrangian's gradient along it, the secant equation of a quasi-Newton method restricted to
+    that one direction, and 1 / (1 + rho) is the Newton step along the Gauss-Newton direction of a
+    problem with that curvature. On a ReLU network the map is piecewise linear and this curvature
+    is that of the kinks the step crossed; the Gauss-Newton step, which ignores it, overshoots.
+    A full quasi-Newton (SR1) model of the same secants in all directions, and Broyden updates of
+    the Jacobians between evaluations, measured looser (docs/search.md).
     Unlike paper 001's schedule the step length adapts to how far the linearization holds, and
     unlike a search over verified collisions the iterates need not collide, so a step can cross
     ReLU kinks and let the next Jacobians restore it. At every iterate P_z is restored by up to CHORD_STEPS chord steps (fixed
@@ -513,6 +534,11 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         return collides
 
     z, z_prime = midpoint.clone(), midpoint.clone()
+    # Per pair, the last step (from the previous iterate) and the previous Jacobians applied to it,
+    # for the curvature fraction; NaN before the first step.
+    step, step_prime = torch.full_like(midpoint, float("nan")), torch.full_like(midpoint, float("nan"))
+    J_step = torch.full((B, g_x.shape[1]), float("nan"), dtype=x.dtype, device=x.device)
+    J_step_prime = J_step.clone()
     unrestored = torch.zeros(B, dtype=torch.int64, device=x.device)
     fraction = torch.full((B,), float(alpha), dtype=x.dtype, device=x.device)
     active = torch.arange(B, device=x.device)
@@ -540,6 +566,11 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         converged[active[still]] = True
         last = iterations[active] >= max_iter    # no Jacobians at the next iterate: offer it now
         a = fraction[active].clone()
+        curved = torch.full_like(a, float("nan"))   # the curvature fraction, where there is one
+        if CURVATURE_FRACTION:
+            rho = _curvature(J, J_prime, r, za, za_prime, x[active], x_prime[active], W, step[active],
+                             step_prime[active], J_step[active], J_step_prime[active])
+            curved = torch.where(rho > 0, (1 / (1 + rho)).clamp(min=CURVATURE_FLOOR, max=1.0), curved)
         # Steps that keep the iterates too far from the collision set for the chord steps to
         # restore them can cycle (seen on unprojected wide maps): they stop growing the fraction,
         # and after MERIT_PATIENCE such iterates in a row each one shrinks it.
@@ -547,7 +578,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         a = torch.where(unrestored[active] >= MERIT_PATIENCE, a * MERIT_SHRINK, a)
         searching, accepted = ~still, torch.zeros_like(still)
         new_z, new_z_prime = restore[0].clone(), restore[1].clone()   # when no trial is accepted: P_z
-        for _ in range(MERIT_TRIES):
+        for trial in range(MERIT_TRIES):
             idx = searching.nonzero().squeeze(1)
             if not len(idx):
                 break
@@ -564,7 +595,9 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             took = idx[ok]
             accepted[took], searching[took] = True, False
             new_z[took], new_z_prime[took] = u[ok], u_prime[ok]
-            a[idx[~ok]] *= MERIT_SHRINK
+            rejected = idx[~ok]
+            shorter = (curved[rejected] < a[rejected]) if trial == 0 else torch.zeros_like(rejected, dtype=torch.bool)
+            a[rejected] = torch.where(shorter, curved[rejected], a[rejected] * MERIT_SHRINK)
             offer = ok & last[idx]
             if offer.any():
                 restore_and_offer(active[idx[offer]], u[offer].clone(), u_prime[offer].clone(),
@@ -573,8 +606,13 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         z[moved], z_prime[moved] = new_z[~still], new_z_prime[~still]
         fraction[active] = torch.where(accepted & restored, (a * MERIT_GROW).clamp(max=1.0), a)
         # The pairs that moved and have budget left get Jacobian rows at their new iterate.
-        active = moved[iterations[moved] < max_iter]
+        left = (~still).nonzero().squeeze(1)
+        left = left[iterations[active[left]] < max_iter]
+        active = active[left]
         if len(active):
+            step[active], step_prime[active] = z[active] - za[left], z_prime[active] - za_prime[left]
+            J_step[active] = _apply(J[left], step[active])
+            J_step_prime[active] = _apply(J_prime[left], step_prime[active])
             values, rows = jacobian_rows(g, torch.cat([z[active], z_prime[active]]), rows_per_pass, points_per_pass)
             (v, v_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
             r = v_prime - v
@@ -585,6 +623,25 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
                 active, J, J_prime, r = active[finite], J[finite], J_prime[finite], r[finite]
     return best.verified(g, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
                          converged, return_points)
+
+
+def _curvature(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, z: torch.Tensor, z_prime: torch.Tensor,
+               x: torch.Tensor, x_prime: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor], s: torch.Tensor,
+               s_prime: torch.Tensor, J_s: torch.Tensor, J_s_prime: torch.Tensor) -> torch.Tensor:
+    """Per pair, rho = s^T (grad L(z) - grad L(z - s)) / ||s||_w^2 - 1 with the multipliers of the
+    Gauss-Newton step at z: the curvature of the Lagrangian of min ||(u - x, u' - x')||_w^2 / 2
+    subject to g(u') = g(u) along the last step s = (s, s') that the constraint's Jacobians at its
+    two ends measure (the secant equation of a quasi-Newton method, restricted to the step),
+    relative to the metric's. J_s, J_s_prime are the previous Jacobians applied to s, s'. NaN
+    where there was no step (or it was zero). The multipliers are those of the unboxed projection
+    of (x, x') onto the linearization at z (project's y)."""
+    scale, scale_prime = _step_scales(weights, z)
+    G = _gram(J, J, scale) + _gram(J_prime, J_prime, scale_prime)
+    mu = _solve_psd(G, r + _apply(J_prime, x_prime - z_prime) - _apply(J, x - z))
+    change = (_apply(J_prime, s_prime) - J_s_prime) - (_apply(J, s) - J_s)
+    norms2 = lambda t: t.flatten(1).pow(2).sum(1)  # noqa: E731
+    length = weights[0] * norms2(s) + weights[1] * norms2(s_prime)
+    return (mu * change).sum(1) / torch.where(length > 0, length, float("nan"))
 
 
 def _chord_step(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor,
