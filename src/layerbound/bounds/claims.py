@@ -510,14 +510,14 @@ def job(plan: Plan) -> dict[str, Any]:
 
 def write_job(job_json: str, out: str, log: str | None = None) -> None:
     """Write a job (as JSON text) for the claims rule, and a line saying what it holds to `log`."""
-    from ..core.store import atomic_write
+    from ..core.store import write_text
 
-    atomic_write(out, lambda tmp: tmp.write_text(job_json))
+    write_text(out, job_json)
     if log:
         loaded = json.loads(job_json)
         tested = sorted({inst["claim"] for inst in loaded["instances"]})
-        atomic_write(log, lambda tmp: tmp.write_text(f"{len(loaded['instances'])} rows of {len(tested)} claims on "
-                                                     f"{len(loaded['units'])} merged files: {', '.join(tested)}\n"))
+        write_text(log, f"{len(loaded['instances'])} rows of {len(tested)} claims on "
+                        f"{len(loaded['units'])} merged files: {', '.join(tested)}\n")
 
 
 def input_files(job_: Mapping[str, Any]) -> list[str]:

@@ -93,7 +93,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
     from .. import shards
     from ..plan import plan
     from ..figures import report
-    from ..core.store import atomic_write
+    from ..core.store import write_csv, write_text
 
     if args.job_file:
         with open(args.job_file) as f:
@@ -111,9 +111,9 @@ def _cmd_claims(args: argparse.Namespace) -> None:
         return arrays["distances"]
 
     table = claim_statistics.evaluate(job, distances, pd.read_csv)
-    atomic_write(args.csv, lambda tmp: table.to_csv(tmp, index=False, float_format="%.17g"))
+    write_csv(args.csv, table, "%.17g")
     if args.html:
-        atomic_write(args.html, lambda tmp: tmp.write_text(report.claims_html(table)))
+        write_text(args.html, report.claims_html(table))
     counts = table["verdict"].value_counts()
     print(f"{len(table)} claim rows ({', '.join(f'{n} {v}' for v, n in counts.items())}) -> {args.csv}")
 

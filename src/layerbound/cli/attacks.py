@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -67,9 +66,7 @@ def _write_csv(table, path) -> None:
 
 
 def _cmd_attack(args: argparse.Namespace) -> None:
-    import torch
-
-    from .. import __version__
+    from ..core.provenance import versions
     from ..plan import plan
     from ..data import datasets as data
     from ..attacks import evaluate as attacks
@@ -94,12 +91,12 @@ def _cmd_attack(args: argparse.Namespace) -> None:
         "any": {f"{r.norm}@{r.eps:g}": float(r.robust_accuracy) for r in table.itertuples() if r.attack == "any"},
         "library": row["library"], "job": job, "table": str(out),
         "wall_time_s": time.perf_counter() - started, "device": str(device),
-        "versions": {"layerbound": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
-    from ..core.store import atomic_write
+    from ..core.store import write_text
 
     text = json.dumps(summary, indent=2, sort_keys=True)
-    atomic_write(summary_path, lambda tmp: tmp.write_text(text + "\n"))
+    write_text(summary_path, text + "\n")
     print(f"{job['model']}: clean accuracy {summary['clean_accuracy']:.4f} on {n} test images; headline "
           f"{row['label']} eps={float(head['eps']):g}: robust accuracy {row['robust_accuracy']:.4f}; "
           f"{summary['wall_time_s']:.0f} s -> {out}, {summary_path}")

@@ -24,7 +24,7 @@ import torch
 
 from . import registry as models
 from ..core.errors import CheckpointMismatch
-from ..core.store import atomic_write, atomic_write_buffered
+from ..core.store import atomic_write_buffered, write_text
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
@@ -48,9 +48,13 @@ def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> 
         "padding": model.padding,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    _write(path, payload, metrics)
+
+
+def _write(path: Path, payload: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The checkpoint and its metrics sidecar, each written atomically."""
     atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
-    text = json.dumps(metrics, indent=2, sort_keys=True)
-    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
+    write_text(sidecar_path(path), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: str | torch.device = "cpu",
@@ -102,9 +106,7 @@ def _save_loaded(path: Path, model, metrics: dict[str, Any]) -> None:
         "source": json.dumps(model.spec, sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
     }
-    atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
-    text = json.dumps(metrics, indent=2, sort_keys=True)
-    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text + "\n"))
+    _write(path, payload, metrics)
 
 
 # Where an entry's weights came from, not what its network is: the checkpoint holds the weights.

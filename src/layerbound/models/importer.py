@@ -9,16 +9,14 @@ merge, losses, figures, report) the checkpoint is used like any other.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from . import checkpoint, loaded
-from .. import __version__
+from ..core.provenance import versions
 from ..data import datasets as data
 from ..config import EvalConfig, LoadedSpec
 from ..core.device import describe as describe_device
@@ -59,7 +57,7 @@ def import_model(spec: LoadedSpec, evaluation: EvalConfig, seed: int, out: str |
         "tap_widths": widths,
         "wall_time_s": time.perf_counter() - started,
         "device": str(dev),
-        "versions": {"layerbound": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
     checkpoint.save(out, model, metrics)
     return metrics

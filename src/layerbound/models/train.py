@@ -10,7 +10,6 @@ outer step), evaluation, checkpoint. Configuration is a plain dataclass.
 from __future__ import annotations
 
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import adversary, checkpoint, registry as models
-from .. import __version__
+from ..core.provenance import versions
 from ..data import datasets as data
 from ..core import seeds
 from ..config import EvalConfig, ModelSpec, TrainConfig
@@ -148,7 +147,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
         **source_fields,
         "wall_time_s": time.perf_counter() - started,
         "device": str(dev),
-        "versions": {"layerbound": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
     checkpoint.save(out, model, metrics)
     return metrics

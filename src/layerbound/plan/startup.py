@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from .. import config as configuration
 from ..core.errors import ConfigError
 from .plan import Plan, path
-from ..core.store import atomic_write
+from ..core.store import write_text
 
 
 def config_files(paths: Iterable[str | os.PathLike], workdir: str | os.PathLike = ".") -> list[str]:
@@ -57,7 +57,7 @@ def check_owner(root: str, files: list[str]) -> None:
 def write_record(out: str | os.PathLike, files: list[str]) -> None:
     """The run record: which config files own this results folder."""
     text = json.dumps({"configfiles": list(files)}, indent=2)
-    atomic_write(out, lambda tmp: tmp.write_text(text + "\n"))
+    write_text(out, text + "\n")
 
 
 def start(config: dict[str, Any], paths: Iterable[str | os.PathLike]) -> tuple[Plan, list[str]]:

@@ -12,7 +12,6 @@ best trial, the difference and, per estimator, I_{j,t} of every trial, rho_j = m
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,14 +19,14 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from ..core.provenance import versions
 from ..models import checkpoint
 from ..data import datasets as data, info as dataset_info
 from ..core.device import describe as describe_device
 from ..core.device import select as select_device
 from .mutual_info import EdgeOptions, revisions
 from .algorithm import RetrainOptions, algorithm1, attack_label, layer_mi, make_attack, split_last
-from ..core.store import atomic_write
+from ..core.store import write_text
 
 
 def _load(path: str | Path, job: dict[str, Any], dev: torch.device):
@@ -96,10 +95,10 @@ def run(job: dict[str, Any], robust_path: str | Path, regular_path: str | Path, 
         "wall_time_s": time.perf_counter() - started,
         "retraining_epochs": sum(len(t.accuracies) for t in result.trials),
         "device": str(dev),
-        "versions": {"layerbound": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
     text = json.dumps(record, indent=2, sort_keys=True)
-    atomic_write(Path(out), lambda tmp: tmp.write_text(text + "\n"))
+    write_text(out, text + "\n")
     return record
 
 
