@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from layerbound import config, shards
-from layerbound.plan import plan
+from layerbound import config
+from layerbound.collide import shards
+from layerbound import plan
 from layerbound.data import pairs as pairsets
 
 ROOT = Path(__file__).resolve().parents[1]

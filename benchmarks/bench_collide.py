@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from layerbound import features, projection
+from layerbound.collide import features, projection
 from layerbound.models import registry as models
 from layerbound.collide import jacobian
 

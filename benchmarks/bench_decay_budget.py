@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from layerbound import config, features, projection
+from layerbound import config
+from layerbound.collide import features, projection
 from layerbound.data import pairs as pairsets
 from layerbound.models import checkpoint
-from layerbound.plan import plan
-from layerbound.collide import certify, jacobian
+from layerbound import plan
+from layerbound.collide import certify, jacobian, linear_step
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -39,12 +40,12 @@ MARKS = (50, 100, 200, 300)
 
 
 class _FirstCollision:
-    """Wraps jacobian._Best.offer while active: algorithm1 offers every iterate i = 1, 2, ... of
+    """Wraps linear_step._Best.offer while active: decay_search offers every iterate i = 1, 2, ... of
     the pairs still running once per iteration, so the k-th call is iteration k; records, per
     pair, the first iteration whose iterate was kept as a collision."""
 
     def __enter__(self):
-        self.original, self.calls, self.first = jacobian._Best.offer, 0, None
+        self.original, self.calls, self.first = linear_step._Best.offer, 0, None
         recorder = self
 
         def offer(best, pairs, u, u_prime, distance, objective, collides):
@@ -56,11 +57,11 @@ class _FirstCollision:
             recorder.first[new] = recorder.calls
             return recorder.original(best, pairs, u, u_prime, distance, objective, collides)
 
-        jacobian._Best.offer = offer
+        linear_step._Best.offer = offer
         return self
 
     def __exit__(self, *exc):
-        jacobian._Best.offer = self.original
+        linear_step._Best.offer = self.original
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ import torch
 from layerbound.models import checkpoint
 from layerbound.data import datasets as data
 from layerbound.semirobust.mutual_info import ESTIMATORS, class_conditional_mi
-from layerbound.semirobust.algorithm import PGDAttack, adversarial_accuracy, layer_outputs
+from layerbound.semirobust.attacks import PGDAttack, adversarial_accuracy
+from layerbound.semirobust.layer_mi import layer_outputs
 
 
 def main() -> None:

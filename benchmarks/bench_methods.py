@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from layerbound import config, shards
-from layerbound.plan import plan
+from layerbound import config
+from layerbound.collide import shards
+from layerbound import plan
 
 
 def shard_seconds(results: Path, unit: plan.Unit) -> float:

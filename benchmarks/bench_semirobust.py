@@ -22,7 +22,10 @@ import torch
 from layerbound.models import checkpoint
 from layerbound.data import datasets as data
 from layerbound.semirobust.mutual_info import ESTIMATORS
-from layerbound.semirobust.algorithm import PGDAttack, RetrainOptions, algorithm1, layer_mi, split_last
+from layerbound.semirobust.algorithm import RetrainOptions, retrain_semirobust
+from layerbound.semirobust.attacks import PGDAttack
+from layerbound.semirobust.layer_mi import layer_mi
+from layerbound.semirobust.split import split_last
 
 
 def main() -> None:
@@ -60,7 +63,7 @@ def main() -> None:
         return values
 
     started = time.perf_counter()
-    result = algorithm1(robust, regular, split, train, test, attack, attack, options, seed=0, mi=both)
+    result = retrain_semirobust(robust, regular, split, train, test, attack, attack, options, seed=0, mi=both)
     wall = time.perf_counter() - started
     epochs = sum(len(t.accuracies) for t in result.trials)
     print(f"{metrics['model']} (f_a*: {', '.join(split.f_a_taps)}) + f_b = {', '.join(split.f_b_taps)} from "

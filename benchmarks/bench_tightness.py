@@ -16,7 +16,7 @@ distance of two long float64 runs: paper 001's Algorithm 1 with gamma = 0.95 and
 1.01 means 1% looser than that, below 1 the step control found a closer collision than both long
 runs. The step controls compared are the paper's decaying schedule (`decay`: gamma 0.7, 40
 iterations, the default until issue 11), the config's own search options, and issue 28's
-candidate, the merit search with the curvature fraction (jacobian.CURVATURE_FRACTION) at the
+candidate, the merit search with the curvature fraction (merit.CURVATURE_FRACTION) at the
 config's budget (with --budgets, also at others), all in float32 as the shards run them, with the
 config's box.
 The best known distances depend only on the checkpoints, the pairs and the reference runs:
@@ -42,11 +42,12 @@ from pathlib import Path
 
 import torch
 
-from layerbound import config, features, projection
-from layerbound.plan import plan
+from layerbound import config
+from layerbound.collide import features, projection
+from layerbound import plan
 from layerbound.models import checkpoint
 from layerbound.data import pairs as pairsets
-from layerbound.collide import certify, jacobian
+from layerbound.collide import certify, jacobian, merit
 from layerbound.collide.options import CollisionOptions, adversary_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,16 +63,16 @@ REFERENCES = {"decay": dict(step="decay", alpha=1.0, gamma=0.95, max_iter=300),
 
 @contextlib.contextmanager
 def search_revision(step: dict):
-    """jacobian.CURVATURE_FRACTION as `step` asks while active (its "revision": 2 off, 3 on, none:
+    """merit.CURVATURE_FRACTION as `step` asks while active (its "revision": 2 off, 3 on, none:
     the module's default); yields the step's options for jacobian.search."""
     options = dict(step)
     revision = options.pop("revision", None)
-    current = jacobian.CURVATURE_FRACTION
-    jacobian.CURVATURE_FRACTION = current if revision is None else revision >= 3
+    current = merit.CURVATURE_FRACTION
+    merit.CURVATURE_FRACTION = current if revision is None else revision >= 3
     try:
         yield options
     finally:
-        jacobian.CURVATURE_FRACTION = current
+        merit.CURVATURE_FRACTION = current
 
 
 def jacobian_evaluations(found, step: dict) -> torch.Tensor:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from layerbound import config, shards
+from layerbound import config
+from layerbound.collide import shards
 from layerbound.bounds import losses
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.collide.options import adversary_label
 
 

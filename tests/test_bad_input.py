@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, cli, config, shards
+from layerbound import api, cli, config
+from layerbound.collide import shards
 from layerbound.models import checkpoint, registry as models
 from layerbound.data import pairs
 from layerbound.data.info import pairset_id

@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from layerbound.bounds import claims, losses
+from layerbound.plan import claims as claim_plan
 from layerbound import config
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.bounds.claim_statistics import CLAIM_COLUMNS, evaluate, verdict
 from layerbound.bounds.paired_bootstrap import HALF_LOG2, PairedBootstrap, cliff, interval, mean_loss
 from workflow_helpers import ROOT
@@ -244,7 +245,7 @@ def test_no_bootstrap_gives_no_interval_and_no_verdict():
 
 def _counts(cfg) -> dict[str, list[tuple]]:
     found: dict[str, list[tuple]] = {}
-    for inst in claims.instances(plan.Plan(cfg)):
+    for inst in claim_plan.instances(plan.Plan(cfg)):
         found.setdefault(inst.claim, []).append((tuple(inst.models), tuple(inst.layers), inst.collision_method, inst.m))
     return found
 
@@ -299,10 +300,10 @@ def test_paper_mnist_tests_the_m_sweep_and_the_architectures():
 
 def test_the_job_names_every_file_it_reads():
     p = plan.Plan(config.load(ROOT / "config.yaml"))
-    job = claims.job(p)
+    job = claim_plan.job(p)
     used = {name for inst in job["instances"] for name in inst["units"].values()}
     assert used == set(job["units"])
     assert all(path.startswith("results/distances/") for path in job["units"].values())
-    files = claims.input_files(job)
+    files = claim_plan.input_files(job)
     assert "results/attacks/mnist5k/c3v7-S8-seed0/fab/medium_pgd2.csv" in files
     assert job["replicates"] == 200 and job["eps"][0] == 0.0 and len(job["eps"]) == 41

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import projection
+from layerbound.collide import projection
 from layerbound.models import registry as models
-from layerbound.collide import closed_form, jacobian
+from layerbound.collide import closed_form, jacobian, linear_step, merit
 from layerbound.collide.base import DEFAULT_VERIFY_TOL
 from layerbound.collide.options import DEFAULT_MAX_ITER
 
@@ -243,8 +243,8 @@ def test_box_projection_is_the_constrained_least_squares_point():
     x, x_prime = _binary_images(6, 16, seed=1)
     midpoint = (x + x_prime) / 2
     r = torch.zeros(6, 3, dtype=torch.float64)
-    u, u_prime = jacobian.project(J, J, r, midpoint, midpoint, x, x_prime, box=(0.0, 1.0))
-    free_u, _ = jacobian.project(J, J, r, midpoint, midpoint, x, x_prime)
+    u, u_prime = linear_step.project(J, J, r, midpoint, midpoint, x, x_prime, box=(0.0, 1.0))
+    free_u, _ = linear_step.project(J, J, r, midpoint, midpoint, x, x_prime)
     assert ((free_u < 0) | (free_u > 1)).any()          # the box binds: the test is not the unboxed case
     assert u.min() >= 0 and u.max() <= 1 and u_prime.min() >= 0 and u_prime.max() <= 1
     assert (J @ (u - u_prime).unsqueeze(2)).abs().max() < 1e-12   # on the linearized constraint
@@ -338,7 +338,7 @@ def test_merit_does_not_cycle_on_an_unprojected_wide_map(monkeypatch):
     assert (found.distance < 0.5 * bound).all()
     assert (found.distance <= 1.05 * decay.distance).all()
     # The control: the same pairs cycle without the safeguard (its patience never runs out).
-    monkeypatch.setattr(jacobian, "MERIT_PATIENCE", budget + 1)
+    monkeypatch.setattr(merit, "MERIT_PATIENCE", budget + 1)
     unguarded = jacobian.search(f, None, x, x_prime, step="merit", max_iter=budget, box=None)
     assert (unguarded.distance == bound).any()
 
@@ -350,7 +350,7 @@ def test_jacobian_rows_carry_no_autograd_graph():
     torch.manual_seed(13)
     layer = torch.nn.Linear(7, 3).double()
     assert layer.weight.requires_grad
-    value, rows = jacobian.jacobian_rows(torch.nn.Sequential(layer, torch.nn.ReLU()), torch.rand(4, 7, dtype=torch.float64))
+    value, rows = linear_step.jacobian_rows(torch.nn.Sequential(layer, torch.nn.ReLU()), torch.rand(4, 7, dtype=torch.float64))
     assert not rows.requires_grad and not value.requires_grad
     assert rows.shape == (4, 3, 7)
 
@@ -440,7 +440,7 @@ def test_weighted_box_projection_is_the_weighted_least_squares_point():
     p, p_prime = _binary_images(B, n, seed=33)
     r = 0.3 * torch.randn(B, m, generator=g, dtype=torch.float64)
     w = torch.tensor([1.0, 0.2, 1.9, 0.1, 1.5], dtype=torch.float64)
-    u, u_prime = jacobian.project(J, J_prime, r, z, z_prime, p, p_prime, box=(0.0, 1.0), weights=(w, 2 - w))
+    u, u_prime = linear_step.project(J, J_prime, r, z, z_prime, p, p_prime, box=(0.0, 1.0), weights=(w, 2 - w))
     assert u.min() >= 0 and u.max() <= 1 and u_prime.min() >= 0 and u_prime.max() <= 1
     for k in range(B):
         a, b = cp.Variable(n), cp.Variable(n)
@@ -518,11 +518,11 @@ def test_curvature_fraction_measures_the_lagrangians_curvature_along_the_step_on
 
     z, z_prime, x, x_prime, s, s_prime = (torch.randn(B, n, generator=gen, dtype=torch.float64) for _ in range(6))
     w = 2 * torch.rand(B, generator=gen, dtype=torch.float64)
-    values, rows = jacobian.jacobian_rows(g, torch.cat([z, z_prime, z - s, z_prime - s_prime]))
+    values, rows = linear_step.jacobian_rows(g, torch.cat([z, z_prime, z - s, z_prime - s_prime]))
     J, J_prime, J_old, J_old_prime = rows.chunk(4)
     g_z, g_z_prime = values[:B], values[B:2 * B]
-    rho = jacobian._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), s, s_prime,
-                              jacobian._apply(J_old, s), jacobian._apply(J_old_prime, s_prime))
+    rho = merit._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), s, s_prime,
+                              linear_step._apply(J_old, s), linear_step._apply(J_old_prime, s_prime))
     for k in range(B):
         wk, wk_prime = float(w[k]), float(2 - w[k])
         eye = torch.eye(n, dtype=torch.float64)
@@ -538,7 +538,7 @@ def test_curvature_fraction_measures_the_lagrangians_curvature_along_the_step_on
         expected = multipliers @ curvature / (wk * s[k].square().sum() + wk_prime * s_prime[k].square().sum())
         assert float(rho[k]) == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
     # No step yet (NaN) or a zero step: no curvature, the merit search's own fraction is used.
-    none = jacobian._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), 0 * s, 0 * s_prime,
+    none = merit._curvature(J, J_prime, g_z_prime - g_z, z, z_prime, x, x_prime, (w, 2 - w), 0 * s, 0 * s_prime,
                                torch.zeros(B, m, dtype=torch.float64), torch.zeros(B, m, dtype=torch.float64))
     assert torch.isnan(none).all()
 
@@ -556,13 +556,13 @@ def test_weighted_chord_step_in_the_box_moves_free_coordinates_by_the_weighted_l
     r = 1e-3 * torch.randn(B, m, generator=g, dtype=torch.float64)
     w = torch.tensor([1.0, 0.1, 1.8, 0.5], dtype=torch.float64)
     weights = (w, 2 - w)
-    c, c_prime = jacobian._chord_step(J, J_prime, r, u, u_prime, (0.0, 1.0), weights)
-    free, free_prime = jacobian.project(J, J_prime, r, u, u_prime, u, u_prime, weights=weights)
+    c, c_prime = merit._chord_step(J, J_prime, r, u, u_prime, (0.0, 1.0), weights)
+    free, free_prime = linear_step.project(J, J_prime, r, u, u_prime, u, u_prime, weights=weights)
     assert torch.allclose(c, free, atol=1e-14) and torch.allclose(c_prime, free_prime, atol=1e-14)
-    assert (c != u).all() and not torch.allclose(c, jacobian.project(J, J_prime, r, u, u_prime, u, u_prime)[0])
+    assert (c != u).all() and not torch.allclose(c, linear_step.project(J, J_prime, r, u, u_prime, u, u_prime)[0])
     # On a face: a point with its first 4 coordinates at 0 keeps them there.
     u[:, :4] = 0.0
-    c, c_prime = jacobian._chord_step(J, J_prime, r, u, u_prime, (0.0, 1.0), weights)
+    c, c_prime = merit._chord_step(J, J_prime, r, u, u_prime, (0.0, 1.0), weights)
     assert (c[:, :4] == 0).all()
     linearized = r + (J_prime @ (c_prime - u_prime).unsqueeze(2)).squeeze(2) - (J @ (c - u).unsqueeze(2)).squeeze(2)
     assert linearized.abs().max() < 1e-12

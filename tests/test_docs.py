@@ -13,6 +13,16 @@ def test_the_configuration_page_names_every_top_level_key_of_the_schema():
     assert not missing, f"docs/configuration.md does not mention {missing}"
 
 
+def test_the_configuration_reference_is_generated_from_the_schema():
+    from layerbound.config import reference
+
+    page = (ROOT / "docs" / "config_reference.md").read_text()
+    assert page == reference.markdown(), ("docs/config_reference.md is stale: "
+                                          "python -m layerbound.config.reference > docs/config_reference.md")
+    keys = [row[0] for row in reference.rows()]
+    assert "`collision.search.max_iter`" in keys and "`models.<name>.arch` (trained)" in keys
+
+
 def test_the_readme_is_short_and_its_links_reach_files():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 250

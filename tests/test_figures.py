@@ -11,9 +11,9 @@ import torch
 import yaml
 from matplotlib.colors import to_rgba
 
-from layerbound import shards
+from layerbound.collide import shards
 from layerbound.core.names import INPUT_LAYERS
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.models import architectures
 from layerbound.data import pairs
 from layerbound.figures import collisions as figures_collisions, layers as figures, report, style as figures_style
@@ -50,7 +50,7 @@ def _tables(models=("net_pgd",), ms=(5,), seed=0, S=4, P=3) -> pd.DataFrame:
     return losses.summarize(keyed)
 
 
-def _curve(tables, model, layer, m=5):
+def layer_curve(tables, model, layer, m=5):
     sel = (tables.model == model) & (tables.layer == layer) & (tables.m == m)
     return tables.loc[sel].sort_values("eps")
 
@@ -85,7 +85,7 @@ def test_loss_curves_plot_the_table_in_network_order_with_baselines():
         assert labels == ["fc1 (n=75)", "fc2 (n=50)", "logits (n=10)", "input (no projection)", "input RP (m=5)"]
         for label, (owner, layer) in zip(labels, [("net_pgd", "fc1"), ("net_pgd", "fc2"), ("net_pgd", "logits"),
                                                   ("input", "input"), ("input", "input_rp")]):
-            table = _curve(tables, owner, layer)
+            table = layer_curve(tables, owner, layer)
             np.testing.assert_allclose(lines[label].get_xdata(), table["eps"])
             np.testing.assert_allclose(lines[label].get_ydata(), table[f"{column}_mean"])
         # Layers get the colormap ramp in network order; baselines are black, dashed / dotted.
@@ -100,7 +100,7 @@ def test_loss_curves_plot_the_table_in_network_order_with_baselines():
     # unprojected input baseline has one too: its examples are resampled).
     bands = ce_ax.collections
     assert len(bands) == 5
-    fc1 = _curve(tables, "net_pgd", "fc1")
+    fc1 = layer_curve(tables, "net_pgd", "fc1")
     vertices = {tuple(np.round(v, 9)) for v in bands[0].get_paths()[0].vertices}
     for eps, low, high in zip(fc1.eps, fc1.ce_lo, fc1.ce_hi):
         assert (round(eps, 9), round(low, 9)) in vertices and (round(eps, 9), round(high, 9)) in vertices
@@ -117,7 +117,7 @@ def test_without_a_bootstrap_the_bands_fall_back_to_the_projection_range():
     fig = figures.loss_curves_figure(tables, TAPS, _metrics(), 5, WIDTHS, KEY[1])
     bands = fig.axes[0].collections
     assert len(bands) == 4   # the unprojected input has no projection range
-    fc1 = _curve(tables, "net_pgd", "fc1")
+    fc1 = layer_curve(tables, "net_pgd", "fc1")
     vertices = {tuple(np.round(v, 9)) for v in bands[0].get_paths()[0].vertices}
     for eps, low, high in zip(fc1.eps, fc1.ce_min, fc1.ce_max):
         assert (round(eps, 9), round(low, 9)) in vertices and (round(eps, 9), round(high, 9)) in vertices
@@ -144,13 +144,13 @@ def test_m_sweep_draws_one_curve_per_m_and_the_input_space():
     lines = _labelled_lines(fig.axes[0])
     assert [k for k in lines if not k.startswith("training")] == [
         "m = 5", "m = 20", "m = 100 (>= n_j: no projection)", "input (no projection)"]
-    np.testing.assert_allclose(lines["m = 20"].get_ydata(), _curve(tables, "net_pgd", "fc1", 20)["ce_mean"])
+    np.testing.assert_allclose(lines["m = 20"].get_ydata(), layer_curve(tables, "net_pgd", "fc1", 20)["ce_mean"])
 
 
 # --- training methods ------------------------------------------------------------------------------
 
 def test_select_eps_picks_the_nearest_grid_row():
-    table = _curve(_tables(), "net_pgd", "fc1")
+    table = layer_curve(_tables(), "net_pgd", "fc1")
     assert figures.select_eps(table, 1.0)["eps"] == 1.0
     assert figures.select_eps(table, 1.2)["eps"] == 1.0
     assert figures.select_eps(table, 1.3)["eps"] == 1.5
@@ -167,10 +167,10 @@ def test_methods_figure_plots_each_models_loss_at_the_chosen_eps():
         for row, column in enumerate(["ce", "zero_one"]):
             lines = _labelled_lines(axes[row, col])
             for model, label in (("net_benign", "benign (net_benign)"), ("net_pgd", "PGD-1.5 (net_pgd)")):
-                expected = [_curve(tables, model, layer).set_index("eps").loc[grid_eps, f"{column}_mean"] for layer in TAPS]
+                expected = [layer_curve(tables, model, layer).set_index("eps").loc[grid_eps, f"{column}_mean"] for layer in TAPS]
                 np.testing.assert_allclose(lines[label].get_ydata(), expected)
                 np.testing.assert_allclose(np.round(lines[label].get_xdata()), [0, 1, 2])
-            baseline = _curve(tables, "input", "input").set_index("eps").loc[grid_eps, f"{column}_mean"]
+            baseline = layer_curve(tables, "input", "input").set_index("eps").loc[grid_eps, f"{column}_mean"]
             assert lines["input (no projection)"].get_ydata()[0] == pytest.approx(baseline)
     assert axes[0, 0].get_title().endswith("= 1")
     assert "nearest on the grid: 1.5" in axes[0, 1].get_title()
@@ -251,7 +251,7 @@ def test_zero_one_figure_pairs_the_two_losses_and_the_bound_holds():
     tables = _tables()
     fig = figures.zero_one_figure(tables, TAPS, _metrics(), 5)
     lines = _labelled_lines(fig.axes[0])
-    fc2 = _curve(tables, "net_pgd", "fc2")
+    fc2 = layer_curve(tables, "net_pgd", "fc2")
     np.testing.assert_allclose(lines["fc2"].get_xdata(), fc2["ce_mean"])
     np.testing.assert_allclose(lines["fc2"].get_ydata(), fc2["zero_one_mean"])
     assert "input RP (m=5)" in lines
@@ -267,7 +267,7 @@ def test_layer_summary_reads_threshold_and_training_eps_rows():
     assert pgd["layer"].tolist() == ["input", "input_rp", "fc1", "fc2", "logits"]
     for _, row in pgd.iterrows():
         owner = "input" if row.layer in INPUT_LAYERS else "net_pgd"
-        curve = _curve(tables, owner, row.layer)
+        curve = layer_curve(tables, owner, row.layer)
         reached = curve.loc[curve.ce_mean >= math.log(2) / 2, "eps"]
         assert row.eps_ce_half_log2 == (reached.min() if len(reached) else pytest.approx(np.nan, nan_ok=True))
         assert row.grid_eps == 1.5
@@ -388,7 +388,7 @@ def test_collision_methods_figure_draws_each_methods_curve_per_layer():
         for r, column in enumerate(("ce", "zero_one")):
             lines = _labelled_lines(axes[r, c])
             for method in ("polytope", "jacobian"):
-                table = _curve(tables.loc[tables.method == method], "net_pgd", layer, 100)
+                table = layer_curve(tables.loc[tables.method == method], "net_pgd", layer, 100)
                 line = lines[figures.METHOD_LABELS[method]]
                 np.testing.assert_allclose(line.get_ydata(), table[f"{column}_mean"])
             assert "input (no projection)" in lines

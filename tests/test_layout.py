@@ -24,35 +24,25 @@ STAGES = [
     ("config", ["config"]),
     ("data", ["data"]),
     ("models", ["models"]),
-    ("search and attacks", ["collide", "features", "projection", "shards", "attacks"]),
+    ("search and attacks", ["collide", "attacks"]),
     ("bounds and studies", ["bounds", "semirobust"]),
     ("figures", ["figures"]),
     ("plan", ["plan"]),
     ("interfaces", ["cli", "api", "__main__"]),
 ]
 
-# Issue 25's remaining work: each of these is a module of a lower stage that reaches up.
+# Each of these is a module of a lower stage that reaches up, with the reason it is left.
 UPWARD = {
     # The config validates names against the registries of datasets, architectures, loaded-model
     # sources and attacks (plain data, no torch): they belong in core as tables.
     ("config", "data"), ("config", "models"), ("config", "attacks"),
-    # Shards take their unit (Shard, is_projected), losses the eps grid and the claims the whole Plan
-    # from the planner: the path table and units belong below them.
-    ("shards", "plan"), ("bounds", "plan"),
 }
 
 # Import cycles of today, each with its reason (none left).
 CYCLES = []
 
-# Modules over MAX_LINES lines, each with its reason.
-LONG = {
-    "collide/jacobian.py": "paper 001's Algorithm 1 and its step controls; being changed in issue 28, split after",
-    "config.py": "validation, job builders and the training dataclasses: to split into config/ (issue 25)",
-    "plan/plan.py": "units, paths and targets: to split into plan/ (issue 25)",
-    "semirobust/algorithm.py": "paper 003's split, Algorithm 1 and rho: to split into semirobust/ (issue 25)",
-    "bounds/claims.py": "the claims and where a config can test them: to split (issue 25)",
-    "models/loaded.py": "torchvision, python and RobustBench builders: to split into models/ (issue 25)",
-}
+# Modules over MAX_LINES lines, each with its reason (none left).
+LONG: dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str:

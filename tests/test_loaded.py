@@ -12,10 +12,11 @@ import pytest
 import torch
 import yaml
 
-from layerbound import api, config, features, projection
-from layerbound.plan import plan
+from layerbound import api, config
+from layerbound.collide import features, projection
+from layerbound import plan
 from layerbound.models import checkpoint, loaded, sources
-from layerbound.collide.jacobian import jacobian_rows
+from layerbound.collide.linear_step import jacobian_rows
 from layerbound.core.errors import ConfigError, ModelLoadError
 from workflow_helpers import ROOT
 
@@ -132,6 +133,18 @@ def test_robustbench_entry_without_package_or_weights_fails_saying_what_to_insta
     assert weights in lines[0] and "load_model(model_name='Standard'" in lines[0]
     if importlib.util.find_spec("robustbench") is None:
         assert "pip install robustbench" in lines[0]
+
+
+def test_robustbench_network_without_package_or_weights_raises_the_one_line_error(tmp_path):
+    # The builder itself (the API and checkpoints reach it without a config's check): a missing
+    # package or weights file is a ModelLoadError saying what to fetch, never a Python error.
+    from layerbound.core.errors import ModelLoadError
+    from layerbound.models import loaded
+
+    spec = {"source": "robustbench", "dataset": "cifar10", "arch": "Standard", "threat_model": "Linf",
+            "model_dir": str(tmp_path / "zoo")}
+    with pytest.raises(ModelLoadError, match="robustbench|RobustBench"):
+        loaded.network(spec, (3, 32, 32), 10)
 
 
 def test_python_factory_source_builds_the_user_s_module(tiny_factory):

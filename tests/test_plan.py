@@ -12,7 +12,7 @@ import yaml
 
 from layerbound import collide, config
 from layerbound.core.names import INPUT_MODEL
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.models import architectures, registry as models
 from layerbound.collide import CollisionOptions, SearchOptions, jacobian
 from layerbound.config import load as load_config
@@ -34,10 +34,10 @@ def test_widths_by_arithmetic_equal_the_built_network(arch, padding, dataset, sh
 
 
 def test_planning_imports_neither_torch_nor_matplotlib():
-    code = ("import sys; from layerbound import config; from layerbound.bounds import claims; "
-            "from layerbound.plan import plan; "
+    code = ("import sys; from layerbound import config; from layerbound.plan import claims as claim_plan; "
+            "from layerbound import plan; "
             f"p = plan.Plan(config.load({str(ROOT / 'config.yaml')!r})); assert p.all_targets(); "
-            "assert claims.job(p)['instances']; "
+            "assert claim_plan.job(p)['instances']; "
             "print(sorted(m for m in ('torch', 'matplotlib', 'numba', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -88,7 +88,7 @@ def test_collision_options_json_round_trips_with_the_box_and_step_control():
     unboxed = CollisionOptions(box=None)
     assert json.loads(unboxed.to_json())["box"] is None and unboxed.digest() != CollisionOptions().digest()
     assert CollisionOptions(box=[0, 1]) == CollisionOptions(box=(0.0, 1.0))   # one form, one digest
-    assert unboxed.adversary() == "l2 unboxed" and CollisionOptions().adversary() == "l2 in [0, 1]^n"
+    assert unboxed.adversary_label() == "l2 unboxed" and CollisionOptions().adversary_label() == "l2 in [0, 1]^n"
     with pytest.raises(ValueError, match="need lo < hi"):
         CollisionOptions(box=(1.0, 0.0))
     with pytest.raises(ValueError, match="unknown collision method 'cone'"):

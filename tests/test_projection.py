@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from layerbound import projection
-from layerbound.plan import plan
+from layerbound.collide import projection
+from layerbound import plan
 from layerbound.data import pairs
 
 
@@ -30,7 +30,7 @@ def test_seed_is_stable_across_versions():
     # pinned; and it must not depend on the interpreter's string hashing.
     assert projection.seed(0, "medium_pgd2", "conv2", 10, 0) == 6243734478858463185
     assert projection.seed(0, "m", "l", 10, 0) == 4113512628838125435
-    code = "from layerbound import projection; print(projection.seed(0, 'm', 'l', 10, 0))"
+    code = "from layerbound.collide import projection; print(projection.seed(0, 'm', 'l', 10, 0))"
     for hash_seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONHASHSEED": hash_seed})

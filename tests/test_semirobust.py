@@ -11,10 +11,10 @@ from layerbound.models import registry as models
 from layerbound.core import seeds
 from layerbound.core.errors import CheckpointMismatch
 from layerbound.semirobust.mutual_info import class_conditional_mi
-from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, adversarial_accuracy, algorithm1, f_a_state,
-                                             f_a_changes, f_b_parameters, freeze_f_a, layer_mi, layer_outputs,
-                                             load_f_b, paper_iterations, split_after, split_last, train_f_b_epoch,
-                                             train_mode)
+from layerbound.semirobust.algorithm import RetrainOptions, retrain_semirobust, train_f_b_epoch
+from layerbound.semirobust.attacks import PGDAttack, adversarial_accuracy, paper_iterations
+from layerbound.semirobust.layer_mi import layer_mi, layer_outputs
+from layerbound.semirobust.split import f_a_changes, f_a_state, f_b_parameters, freeze_f_a, load_f_b, split_after, split_last, train_mode
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,7 +158,7 @@ def trained():
 def run(trained, k, trials=2, epochs=3, mi=None):
     robust, regular, train, test = trained
     options = RetrainOptions(trials=trials, epochs=epochs, k=k, lr=0.02, batch_size=32)
-    return algorithm1(robust, regular, split_last(robust, 2), train, test, ATTACK, ATTACK, options,
+    return retrain_semirobust(robust, regular, split_last(robust, 2), train, test, ATTACK, ATTACK, options,
                       seed=3, mi=mi, progress=False)
 
 
@@ -222,7 +222,7 @@ def test_algorithm1_keeps_batchnorm_f_a_of_cnn4():
     robust = fit(build("cnn4", 16), x, y, epochs=1, attack=ATTACK)
     regular = fit(build("cnn4", 17), x, y, epochs=1)
     split = split_last(robust, 3)
-    result = algorithm1(robust, regular, split, (x, y), tiny_data(32, seed=18), ATTACK, ATTACK,
+    result = retrain_semirobust(robust, regular, split, (x, y), tiny_data(32, seed=18), ATTACK, ATTACK,
                         RetrainOptions(trials=1, epochs=1, k=-1.0, batch_size=32), mi=None, progress=False)
     best = copy.deepcopy(robust)
     best.load_state_dict(result.best_state)

@@ -1,4 +1,4 @@
-"""The study's attacks from the attack module (semirobust.ATTACKS -> attacks.build): closed forms,
+"""The study's attacks from the attack module (semirobust.attacks.STUDY_ATTACKS -> attacks.build): closed forms,
 agreement with adversary.py's PGD, the eps-ball and box of every returned image, paper 003's step
 rule and the one-line failures of the study's attack keys."""
 
@@ -12,7 +12,7 @@ from torch import nn
 from layerbound import config
 from layerbound.models import adversary
 from layerbound.attacks import info as attack_info
-from layerbound.semirobust import algorithm as semirobust
+from layerbound.semirobust import attacks as semirobust
 from workflow_helpers import default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerbound import config
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.models import checkpoint, loaded, sources, train
 from layerbound.data import datasets as data
-from layerbound.semirobust.algorithm import (PGDAttack, RetrainOptions, algorithm1, f_a_changes, f_a_state,
-                                             f_b_parameters, freeze_f_a, layer_mi, load_f_b, module_outputs,
-                                             split_after, split_last, train_f_b_epoch, train_mode)
+from layerbound.semirobust.algorithm import RetrainOptions, retrain_semirobust, train_f_b_epoch
+from layerbound.semirobust.attacks import PGDAttack
+from layerbound.semirobust.layer_mi import layer_mi, module_outputs
+from layerbound.semirobust.split import f_a_changes, f_a_state, f_b_parameters, freeze_f_a, load_f_b, split_after, split_last, train_mode
 from workflow_helpers import default_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,7 +144,7 @@ def test_algorithm1_on_a_torchvision_network():
     robust, regular = network("alexnet", (3, 32, 32), 0), network("alexnet", (3, 32, 32), 1)
     split = split_last(robust, 2)
     attack = PGDAttack("linf", 0.03, 1)
-    result = algorithm1(robust, regular, split, (x, y), (x[:32], y[:32]), attack, attack,
+    result = retrain_semirobust(robust, regular, split, (x, y), (x[:32], y[:32]), attack, attack,
                         RetrainOptions(trials=2, epochs=1, k=0.0, batch_size=32), mi=None, progress=False)
     assert len(result.trials) == 2 and all(len(t.accuracies) == 1 for t in result.trials)
     # The best trial's network: f_a from the robust network, f_b retrained (no longer the regular one).

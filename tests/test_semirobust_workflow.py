@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from layerbound import cli, config
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.models import architectures, checkpoint, registry as models
 from layerbound.data import datasets as data
-from layerbound.semirobust import mutual_info, algorithm as semirobust
+from layerbound.semirobust import mutual_info
+from layerbound.semirobust import attacks as study_attacks
+from layerbound.semirobust import split as study_split
 from layerbound.core import seeds
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
 
@@ -84,7 +86,7 @@ def test_planned_fb_sizes_are_exactly_those_the_split_accepts(arch):
     accepted = []
     for k in range(0, 12):
         try:
-            semirobust.split_last(net, k)
+            study_split.split_last(net, k)
             accepted.append(k)
         except ValueError:
             pass
@@ -208,13 +210,13 @@ def test_acc_star_and_acc_sr_are_the_attacked_accuracies_of_the_right_networks(t
     robust, regular = checkpoint.load(workdir / "fc_pgd.pt"), checkpoint.load(workdir / "fc_benign.pt")
     x, y = data.load("mnist5k", "test")
     x, y = x[:120], y[:120]
-    attack = semirobust.make_attack(record["eval_attack"])
+    attack = study_attacks.make_attack(record["eval_attack"])
     mixed = checkpoint.load(workdir / "fc_pgd.pt")
-    semirobust.load_f_b(mixed, regular, semirobust.split_last(mixed, 1))
+    study_split.load_f_b(mixed, regular, study_split.split_last(mixed, 1))
     accuracies = []
     for net in (robust, mixed):
         torch.manual_seed(seeds.derive(f"{record['job']['seed']}/semirobust/eval"))
-        accuracies.append(semirobust.adversarial_accuracy(net, x, y, attack)[0])
+        accuracies.append(study_attacks.adversarial_accuracy(net, x, y, attack)[0])
     assert [record["acc_star"], record["acc_sr"]] == accuracies
     assert record["eval_attack"]["steps"] == 3 and record["train_attack"]["steps"] == 2
 

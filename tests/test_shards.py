@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import cli, features, projection, shards
+from layerbound import cli
+from layerbound.collide import features, projection, shards
 from layerbound.core.names import INPUT_MODEL
-from layerbound.plan import plan
+from layerbound import plan
 from layerbound.models import checkpoint, registry as models
 from layerbound.data import pairs
 from layerbound.core import store
-from layerbound.collide import CollisionOptions, closed_form, jacobian
+from layerbound.collide import CollisionOptions, closed_form, jacobian, linear_step
 
 S, P, CHUNK = 4, 2, 6          # 16 pairs in chunks of 6, 6, 4; two projections
 OPTIONS = CollisionOptions.from_dict({"chunk_size": CHUNK, "batch_size": 4, "keep_points": 2,
@@ -244,9 +245,9 @@ def test_cpu_feature_map_matches_the_plain_network(input_shape):
     net.load_state_dict(plain.state_dict())
     f = features.feature_map(net, "fc5", torch.device("cpu"))
     u = torch.rand(3, *input_shape, dtype=torch.float64)
-    expected_values, expected_rows = jacobian.jacobian_rows(lambda t: plain.extractor("fc5")(t)[:, :4], u)
+    expected_values, expected_rows = linear_step.jacobian_rows(lambda t: plain.extractor("fc5")(t)[:, :4], u)
     for rows_per_pass in (1, 4):
-        values, rows = jacobian.jacobian_rows(lambda t: f(t)[:, :4], u, rows_per_pass)
+        values, rows = linear_step.jacobian_rows(lambda t: f(t)[:, :4], u, rows_per_pass)
         assert torch.allclose(values, expected_values, rtol=1e-12, atol=1e-12)
         assert torch.allclose(rows, expected_rows, rtol=1e-10, atol=1e-12)
     # Forward mode too: linear_part of a layer wider than its input, through the patched network's

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from layerbound.plan import plan as lb_plan
+from layerbound import plan as lb_plan
 from layerbound.plan.cluster import RESOURCES_VARIABLE
 from slurm_cluster import LocalSlurm, ensure_installed, ensure_mount_namespace
 from test_slurm import cluster_page_commands

@@ -70,9 +70,9 @@ def test_paper_config_replaces_the_default_and_plans_the_paper_grid(tmp_path, na
                                         "config/paper_cifar10.yaml", "config/paper001_fig7.yaml",
                                         "config/repro_mnist5k.yaml"])
 def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, configfile):
-    from layerbound.bounds import claims
+    from layerbound.plan import claims as claim_plan
     from layerbound import config
-    from layerbound.plan import plan
+    from layerbound import plan
 
     planned = plan.Plan(config.load(ROOT / configfile))
     # The table lives under the config's own results folder, like every output of its run.
@@ -80,7 +80,7 @@ def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, conf
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
     assert counts["claims_table"] == counts["claims_job"] == 1
-    job = claims.job(planned)
+    job = claim_plan.job(planned)
     # Nothing exists yet: the dry run plans every merged file the table reads (and only those).
     assert counts["collide_merge"] == len(job["units"])
     assert counts.get("attacks_fab_pairs", 0) == sum(1 for inst in job["instances"] if inst["fab"])

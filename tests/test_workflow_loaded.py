@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from layerbound import shards
+from layerbound.collide import shards
 from layerbound.models import checkpoint, loaded
 from layerbound.bounds import losses
 from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config

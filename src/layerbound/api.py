@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import features, projection
+from .collide import features, projection
 from .models import checkpoint, loaded, sources
 from .data import info as dataset_info
 from . import config as configuration

@@ -1,6 +1,6 @@
 # Stage 2: collision distances (paper 001, Algorithm 1). A pair set per dataset, one job per shard
 # (model, layer, m, projection, pair chunk), one merge per (model, layer, m). The grid is
-# layerbound.plan.plan.units: every configured model and tap, plus the pseudo-model `input`.
+# layerbound.plan.units: every configured model and tap, plus the pseudo-model `input`.
 
 
 localrules:

@@ -1,4 +1,4 @@
-# Input functions of the rules: each asks the package's plan (layerbound.plan.plan.Plan, made in the
+# Input functions of the rules: each asks the package's plan (layerbound.plan.Plan, made in the
 # Snakefile as PLAN), which holds every path pattern, unit and figure of the validated config.
 # Nothing is planned here.
 import json
@@ -6,11 +6,11 @@ import os
 import re
 import shlex
 
-from layerbound.bounds import claims as lb_claims
+from layerbound.plan import claims as lb_claims
 from layerbound import config as lb_config
 from layerbound.semirobust import mutual_info as lb_mutual_info
 from layerbound.core import names as lb_names
-from layerbound.plan import plan as lb_plan
+from layerbound import plan as lb_plan
 from layerbound.plan import startup as lb_startup
 from layerbound.core import threads as lb_threads
 

@@ -1,7 +1,7 @@
 # Stage 4: figures and the report's summary (paper 001 Figures 3, 5, 6, 8-15). Figures read the loss
 # tables and the metrics sidecars (Figure 3: the merged distance files and the pair set), so a new
 # eps grid re-runs the loss tables and these rules only, never a shard. Which figures exist is
-# decided by layerbound.plan.plan.Plan.figure_targets.
+# decided by layerbound.plan.Plan.figure_targets.
 
 
 rule figures_layers:

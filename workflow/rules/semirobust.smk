@@ -1,6 +1,6 @@
 # Paper 003, subnetwork robustness: Algorithm 1 on the trained checkpoints of a study (the robust
 # model and the benign one of the same architecture and dataset), one job per (study, f_b size),
-# then Table 1 and Figures 1-2 from their JSON results. The plan (layerbound.plan.plan.Plan.semirobust_*)
+# then Table 1 and Figures 1-2 from their JSON results. The plan (layerbound.plan.Plan.semirobust_*)
 # decides which runs exist; a change to the `semirobust` block re-runs these jobs only.
 
 

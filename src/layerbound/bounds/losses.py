@@ -18,7 +18,7 @@ import pandas as pd
 from .. import config
 from ..collide.options import adversary_label
 from .graph import loss_sweep
-from ..plan.plan import eps_grid
+from .eps import eps_grid
 
 __all__ = ["TABLE_COLUMNS", "KEY_COLUMNS", "eps_grid", "example_draws", "loss_table", "summarize", "write_table",
            "read_table", "stack"]

@@ -57,8 +57,8 @@ def _cmd_fetch_data(args: argparse.Namespace) -> None:
 
 def _cmd_losses(args: argparse.Namespace) -> None:
     from ..bounds import losses
-    from .. import shards
-    from ..plan import plan
+    from ..collide import shards
+    from .. import plan
 
     eps_spec = json.loads(args.eps_json)
     configuration.check_options("losses", "layerbound losses", eps=eps_spec,
@@ -89,9 +89,10 @@ def _cmd_summarize(args: argparse.Namespace) -> None:
 def _cmd_claims(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from ..bounds import claim_statistics, claims, losses
-    from .. import shards
-    from ..plan import plan
+    from ..bounds import claim_statistics, losses
+    from ..plan import claims
+    from ..collide import shards
+    from .. import plan
     from ..figures import report
     from ..core.store import write_csv, write_text
 
@@ -119,7 +120,7 @@ def _cmd_claims(args: argparse.Namespace) -> None:
 
 
 def _cmd_taps(args: argparse.Namespace) -> None:
-    from ..plan import plan
+    from .. import plan
     from ..models import architectures, sources
     from ..data import info as dataset_info
 

@@ -36,7 +36,7 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
 
 def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
-    from ..plan import plan
+    from .. import plan
     from ..models import checkpoint
     from ..data import info as dataset_info
     from ..attacks import evaluate as attacks
@@ -67,7 +67,7 @@ def _write_csv(table, path) -> None:
 
 def _cmd_attack(args: argparse.Namespace) -> None:
     from ..core.provenance import versions
-    from ..plan import plan
+    from .. import plan
     from ..data import datasets as data
     from ..attacks import evaluate as attacks
 
@@ -103,7 +103,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
 
 
 def _cmd_fab_pairs(args: argparse.Namespace) -> None:
-    from ..plan import plan
+    from .. import plan
     from ..data import pairs
     from ..attacks import evaluate as attacks
 

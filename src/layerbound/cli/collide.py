@@ -22,7 +22,7 @@ from ..core.errors import ConfigError
 
 
 def _cmd_sample_pairs(args: argparse.Namespace) -> None:
-    from ..plan import plan
+    from .. import plan
     from ..data import pairs
     from ..data.info import pairset_id
 
@@ -48,9 +48,9 @@ def _cmd_sample_pairs(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_shard(args: argparse.Namespace) -> None:
-    from .. import shards
+    from ..collide import shards
     from ..core.names import INPUT_MODEL
-    from ..plan import plan
+    from .. import plan
     from ..collide import CollisionOptions
 
     configuration.check_options("collision", "layerbound collide-shard", m=args.m)
@@ -95,7 +95,7 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
 
 
 def _cmd_merge(args: argparse.Namespace) -> None:
-    from .. import shards
+    from ..collide import shards
 
     out = shards.merge(args.shards, args.out, projections=args.projections)
     arrays, attrs = shards.read_merged(out)
@@ -105,7 +105,7 @@ def _cmd_merge(args: argparse.Namespace) -> None:
 
 
 def _cmd_collide_plan(args: argparse.Namespace) -> None:
-    from ..plan import plan
+    from .. import plan
 
     cfg = configuration.load(args.configfile)
     args.results = plan.results_root(args.results, cfg)

@@ -154,7 +154,7 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 
 def _cmd_collisions(args: argparse.Namespace) -> None:
-    from .. import shards
+    from ..collide import shards
     from ..core import names
     from ..models import architectures
     from ..data import pairs

@@ -17,7 +17,7 @@ from ..core.errors import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from ..plan import plan
+    from .. import plan
     from ..semirobust import study as semirobust_study
 
     if args.job_json:

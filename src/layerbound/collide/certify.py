@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 
 from .base import Collisions, Features
-from .jacobian import _solve_psd, jacobian_rows
+from .linear_step import _solve_psd, jacobian_rows
 
 # (RTOL, XTOL) of the criterion above, by the dtype the certificate is computed in. Polished to
 # convergence, float64 residuals are 5e-16 to 3e-15 of the feature magnitude on the trained

@@ -161,7 +161,7 @@ class CollisionOptions:
         return module.run(f, A, x, x_prime, options=self.method_options, dtype=getattr(torch, self.dtype),
                           batch_size=self.batch_size, box=self.box, return_points=return_points)
 
-    def adversary(self) -> str:
+    def adversary_label(self) -> str:
         """The threat model the distances are for, in words (figures, tables and the report)."""
         return adversary_label(self.box)
 

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..bounds.fab_curve import fab_loss_curve
-from .style import LOG2, _projections, _title, adversary, band
+from .style import LOG2, projection_count, figure_title, threat_model_label, band
 
 __all__ = ["fab_comparison_table", "fab_figure", "COMPARISON_COLUMNS"]
 
@@ -88,7 +88,7 @@ def fab_figure(comparison: pd.DataFrame, table: pd.DataFrame, metrics: Mapping, 
     ax.set_xlim(0, eps.max() if eps.max() > 0 else 1)
     ax.grid(True, alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7.5, ncols=2)
-    fig.suptitle(_title(metrics, int(first["m"]), _projections(table), str(first["pairset"]),
-                     "FAB loss vs optimal collision loss at the logits (paper 001, Fig. 5)", adversary(table))
+    fig.suptitle(figure_title(metrics, int(first["m"]), projection_count(table), str(first["pairset"]),
+                     "FAB loss vs optimal collision loss at the logits (paper 001, Fig. 5)", threat_model_label(table))
                  + "\nband: 95% bootstrap interval of the collision loss over the S examples per class", fontsize=9)
     return fig

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .style import (BASELINE_STYLE, BASELINES, LOG2, METHOD_COLORS, SPREAD, _curve, adversary, band, _projections,
-                    _title, layer_colors, layer_display, save, select_eps, training_label)
+from .style import (BASELINE_STYLE, BASELINES, LOG2, TRAINING_COLORS, SPREAD, layer_curve, threat_model_label, band, projection_count,
+                    figure_title, layer_colors, layer_display, save, select_eps, training_label)
 from ..core.names import INPUT_MODEL
 
 __all__ = ["loss_curves_figure", "m_sweep_figure", "methods_figure", "zero_one_figure", "collision_methods_figure", "save", "select_eps",
@@ -63,7 +63,7 @@ def _train_eps_marker(ax, metrics: Mapping) -> None:
 def _layer_curves(tables: pd.DataFrame, model: str, layer_order: Sequence[str], m: int,
                   widths: Mapping | None, style: Mapping) -> list:
     """(label, table, style) of every layer the tables hold, in network order, on a sequential ramp."""
-    found = [(layer, _curve(tables, model, layer, m)) for layer in layer_order]
+    found = [(layer, layer_curve(tables, model, layer, m)) for layer in layer_order]
     found = [(layer, table) for layer, table in found if not table.empty]
     if not found:
         raise ValueError(f"the tables hold no layer of model {model!r} at m={m}")
@@ -83,13 +83,13 @@ def loss_curves_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics
     model = metrics["model"]
     curves = _layer_curves(tables, model, layer_order, m, widths, {"linewidth": 1.8})
     for layer in BASELINES:
-        table = _curve(tables, INPUT_MODEL, layer, m)
+        table = layer_curve(tables, INPUT_MODEL, layer, m)
         if not table.empty:
             curves.append((layer_display(layer, m), table, {**BASELINE_STYLE[layer], "linewidth": 1.4}))
     used = pd.concat([t for _, t, _ in curves])
     return _loss_panels(curves, metrics, r"map $A \circ f_j$ (layer j)",
-                        _title(metrics, m, _projections(used), pairset, "optimal loss of every layer",
-                               adversary(used)))
+                        figure_title(metrics, m, projection_count(used), pairset, "optimal loss of every layer",
+                               threat_model_label(used)))
 
 
 def _loss_panels(curves: list, metrics: Mapping, legend_title: str, title: str) -> Figure:
@@ -122,7 +122,7 @@ def m_sweep_figure(tables: pd.DataFrame, layer: str, ms: Sequence[int], metrics:
     ms = sorted(int(m) for m in ms)
     curves = []
     for m, color in zip(ms, layer_colors(len(ms), "plasma")):
-        table = _curve(tables, model, layer, m)
+        table = layer_curve(tables, model, layer, m)
         if table.empty:
             continue
         label = f"m = {m}" + (" (>= n_j: no projection)" if width is not None and m >= width else "")
@@ -130,14 +130,14 @@ def m_sweep_figure(tables: pd.DataFrame, layer: str, ms: Sequence[int], metrics:
     if not curves:
         raise ValueError(f"the tables hold no curve of {model}/{layer} at m in {ms}")
     for m in ms:
-        table = _curve(tables, INPUT_MODEL, "input", m)
+        table = layer_curve(tables, INPUT_MODEL, "input", m)
         if not table.empty:
             curves.append((layer_display("input"), table, {**BASELINE_STYLE["input"], "linewidth": 1.4}))
             break
     used = pd.concat([t for _, t, _ in curves])
     return _loss_panels(curves, metrics, f"{layer_display(layer, None, {layer: width} if width else None)}",
-                        _title(metrics, ms, _projections(used), pairset, f"layer {layer} for several m",
-                               adversary(used)))
+                        figure_title(metrics, ms, projection_count(used), pairset, f"layer {layer} for several m",
+                               threat_model_label(used)))
 
 
 # --- training methods compared --------------------------------------------------------------------
@@ -156,7 +156,7 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
     if not eps_values:
         raise ValueError("no eps to compare the training methods at")
     layers = [layer for layer in layer_order
-              if any(not _curve(tables, model, layer, m).empty for model in models)]
+              if any(not layer_curve(tables, model, layer, m).empty for model in models)]
     if not layers:
         raise ValueError(f"the tables hold no layer of models {models} at m={m}")
     x = np.arange(len(layers))
@@ -168,8 +168,8 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
     # One colour per training method when each method appears once (benign grey, PGD blue, TRADES
     # orange, the same in every figure); otherwise one colour per model.
     methods = [metrics_by_model[o].get("train", {}).get("method") for o in models]
-    unique = len(set(methods)) == len(methods) and all(mt in METHOD_COLORS for mt in methods)
-    colors = {o: METHOD_COLORS[mt] if unique else f"C{i}" for i, (o, mt) in enumerate(zip(models, methods))}
+    unique = len(set(methods)) == len(methods) and all(mt in TRAINING_COLORS for mt in methods)
+    colors = {o: TRAINING_COLORS[mt] if unique else f"C{i}" for i, (o, mt) in enumerate(zip(models, methods))}
     for c, eps in enumerate(eps_values):
         used_eps = set()
         for r, column in enumerate(("ce", "zero_one")):
@@ -178,7 +178,7 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
                 metrics = metrics_by_model[model]
                 values, low, high = [], [], []
                 for layer in layers:
-                    table = _curve(tables, model, layer, m)
+                    table = layer_curve(tables, model, layer, m)
                     if table.empty:
                         values.append(np.nan)
                         low.append(np.nan)
@@ -195,7 +195,7 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
                 ax.errorbar(x + offset, values, yerr=[low, high], fmt="none", ecolor=colors[model],
                             elinewidth=1.0, capsize=2.5)
             for layer in BASELINES:
-                table = _curve(tables, INPUT_MODEL, layer, m)
+                table = layer_curve(tables, INPUT_MODEL, layer, m)
                 if not table.empty:
                     row = select_eps(table, eps)
                     ax.axhline(row[f"{column}_mean"], label=layer_display(layer, m), linewidth=1.2,
@@ -213,12 +213,12 @@ def methods_figure(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping]
                              fontsize=10)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=8,
                ncols=min(len(models) + len(BASELINES), 5))
-    projections = _projections(tables.loc[tables["model"].isin(models) & (tables["m"].astype(int) == int(m))])
+    projections = projection_count(tables.loc[tables["model"].isin(models) & (tables["m"].astype(int) == int(m))])
     dataset, arch = first.get("dataset", "?"), first.get("arch", "?")
     fig.suptitle(f"{dataset} - {arch}: training methods compared layer by layer "
                  f"({', '.join(training_label(metrics_by_model[o]) for o in models)})\n"
                  f"m={m}, {projections} random projections" + (f", pairs {pairset}" if pairset else "")
-                 + f"; adversary: {adversary(tables)}\nerror bars: {SPREAD}", fontsize=10)
+                 + f"; adversary: {threat_model_label(tables)}\nerror bars: {SPREAD}", fontsize=10)
     return fig
 
 
@@ -240,7 +240,7 @@ def zero_one_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: M
     curves = _layer_curves(tables, model, layer_order, m, widths,
                            {"linewidth": 1.5, "marker": "o", "markersize": 2.5})
     for layer in BASELINES:
-        table = _curve(tables, INPUT_MODEL, layer, m)
+        table = layer_curve(tables, INPUT_MODEL, layer, m)
         if not table.empty:
             curves.append((layer_display(layer, m), table, {**BASELINE_STYLE[layer], "linewidth": 1.4}))
     fig = Figure(figsize=(7.5, 6.2), layout="constrained")
@@ -259,7 +259,7 @@ def zero_one_figure(tables: pd.DataFrame, layer_order: Sequence[str], metrics: M
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     used = pd.concat([t for _, t, _ in curves])
-    fig.suptitle(_title(metrics, m, _projections(used), pairset, "0-1 vs cross-entropy loss", adversary(used))
+    fig.suptitle(figure_title(metrics, m, projection_count(used), pairset, "0-1 vs cross-entropy loss", threat_model_label(used))
                  + f"\neach curve runs over the eps grid 0..{used['eps'].max():g}", fontsize=9)
     return fig
 
@@ -292,7 +292,7 @@ def collision_methods_figure(tables: pd.DataFrame, layer_order: Sequence[str], m
         for r, column in enumerate(("ce", "zero_one")):
             ax = axes[r, c]
             for method in methods:
-                table = _curve(tables.loc[tables["method"] == method], model, layer, m)
+                table = layer_curve(tables.loc[tables["method"] == method], model, layer, m)
                 if table.empty:
                     continue
                 style = METHOD_STYLES.get(method, {})
@@ -301,7 +301,7 @@ def collision_methods_figure(tables: pd.DataFrame, layer_order: Sequence[str], m
                 low, high = band(table, column)
                 if (high > low).any():
                     ax.fill_between(table["eps"], low, high, color=line.get_color(), alpha=0.12, linewidth=0)
-            baseline = _curve(tables.loc[tables["method"] == methods[0]], INPUT_MODEL, "input", m)
+            baseline = layer_curve(tables.loc[tables["method"] == methods[0]], INPUT_MODEL, "input", m)
             if not baseline.empty:
                 ax.plot(baseline["eps"], baseline[f"{column}_mean"], label=layer_display("input", m),
                         **{**BASELINE_STYLE["input"], "linewidth": 1.2})
@@ -312,6 +312,6 @@ def collision_methods_figure(tables: pd.DataFrame, layer_order: Sequence[str], m
                 ax.set_title(layer_display(layer, m, widths), fontsize=10)
                 ax.set_xlabel("")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=8, ncols=len(methods) + 1)
-    fig.suptitle(_title(metrics, m, _projections(tables), pairset, "collision methods on the same pairs",
-                        adversary(tables)) + f"\nbands: {SPREAD}", fontsize=9.5)
+    fig.suptitle(figure_title(metrics, m, projection_count(tables), pairset, "collision methods on the same pairs",
+                        threat_model_label(tables)) + f"\nbands: {SPREAD}", fontsize=9.5)
     return fig

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..models.architectures import network_order
-from .style import BASELINES, LOG2, _curve, adversary, band, layer_display, select_eps, training_label
+from .style import BASELINES, LOG2, layer_curve, threat_model_label, band, layer_display, select_eps, training_label
 from ..core.names import INPUT_MODEL
 
 __all__ = ["SUMMARY_COLUMNS", "layer_summary", "summary_html", "claims_html"]
@@ -57,12 +57,12 @@ def layer_summary(tables: pd.DataFrame, metrics_by_model: Mapping[str, Mapping],
             entries = [(INPUT_MODEL, layer) for layer in BASELINES if layer in set(block.loc[block["model"] == INPUT_MODEL, "layer"])]
             entries += [(model, layer) for layer in layers]
             for owner, layer in entries:
-                curve = _curve(block, owner, layer)
+                curve = layer_curve(block, owner, layer)
                 low, high = band(curve, "ce")
                 row = select_eps(curve, eval_eps) if math.isfinite(eval_eps) else None
                 row_low, row_high = band(row.to_frame().T, "ce") if row is not None else ([np.nan], [np.nan])
                 rows.append({
-                    "dataset": dataset, "pairset": pairset, "method": method, "adversary": adversary(curve),
+                    "dataset": dataset, "pairset": pairset, "method": method, "adversary": threat_model_label(curve),
                     "model": model,
                     "training": training_label(metrics) if "train" in metrics or "source" in metrics else "?", "m": int(m),
                     "layer": layer, "projections": int(curve["projections"].max()),

@@ -22,8 +22,8 @@ BASELINES = INPUT_LAYERS
 LOG2 = math.log(2.0)
 # Baselines are black: dashed for the input space, dotted for its random projection.
 BASELINE_STYLE = {"input": {"color": "black", "linestyle": "--"}, "input_rp": {"color": "black", "linestyle": ":"}}
-METHOD_NAMES = {"benign": "benign", "pgd": "PGD", "trades": "TRADES"}
-METHOD_COLORS = {"benign": "tab:gray", "pgd": "tab:blue", "trades": "tab:orange"}
+TRAINING_NAMES = {"benign": "benign", "pgd": "PGD", "trades": "TRADES"}
+TRAINING_COLORS = {"benign": "tab:gray", "pgd": "tab:blue", "trades": "tab:orange"}
 SPREAD = ("95% bootstrap interval over the S examples per class and the projections "
           "(min-max over projections where a table has no bootstrap)")
 NORM_LABEL = r"$\|\tilde{{x}} - x\|$ = {:.3f}"
@@ -41,7 +41,7 @@ def training_label(metrics: Mapping) -> str:
     method = train.get("method", "?")
     if method == "benign":
         return "benign"
-    label = f"{METHOD_NAMES.get(method, method)}-{float(train.get('eps', 0.0)):g}"
+    label = f"{TRAINING_NAMES.get(method, method)}-{float(train.get('eps', 0.0)):g}"
     return label if train.get("norm", "l2") == "l2" else f"{label} ({train['norm']})"
 
 
@@ -67,7 +67,7 @@ def layer_display(layer: str, m: int | None = None, widths: Mapping[str, int] | 
     return layer
 
 
-def _title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: str | None, what: str,
+def figure_title(metrics: Mapping, m: int | Sequence[int], projections: int, pairset: str | None, what: str,
            threat: str | None = None) -> str:
     name = metrics.get("model", "?")
     arch = metrics.get("arch", "?")
@@ -96,7 +96,7 @@ def layer_colors(n: int, cmap: str = "viridis") -> list[tuple[float, float, floa
 
 # --- table access ------------------------------------------------------------------------------
 
-def _curve(tables: pd.DataFrame, model: str, layer: str, m: int | None = None) -> pd.DataFrame:
+def layer_curve(tables: pd.DataFrame, model: str, layer: str, m: int | None = None) -> pd.DataFrame:
     sel = (tables["model"] == model) & (tables["layer"] == layer)
     if m is not None:
         sel &= tables["m"].astype(int) == int(m)
@@ -116,11 +116,11 @@ def select_eps(table: pd.DataFrame, eps: float) -> pd.Series:
     return table.iloc[index]
 
 
-def _projections(tables: pd.DataFrame) -> int:
+def projection_count(tables: pd.DataFrame) -> int:
     return int(tables["projections"].max()) if len(tables) else 0
 
 
-def adversary(tables: pd.DataFrame) -> str:
+def threat_model_label(tables: pd.DataFrame) -> str:
     """The threat model of the tables' distances ('l2 in [0, 1]^n'), several joined by ' / '."""
     unboxed = adversary_label(None)   # tables from before boxes existed
     if "adversary" not in tables or not len(tables):

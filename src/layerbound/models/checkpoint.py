@@ -116,6 +116,7 @@ _WEIGHT_LOCATION = ("weights", "model_dir")
 def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | None):
     from . import loaded
     from ..core.errors import ModelLoadError
+    from .weights import weights_mismatch
 
     recorded = _recorded_spec(path, payload)
     if spec is None:
@@ -136,7 +137,7 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
         model = loaded.build(spec, tuple(payload["input_shape"]), int(payload["num_classes"]), weights=False)
     except ModelLoadError as err:
         raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
-    mismatch = loaded.weights_mismatch(payload["state_dict"], model.net.state_dict())
+    mismatch = weights_mismatch(payload["state_dict"], model.net.state_dict())
     if mismatch:
         raise CheckpointMismatch(f"checkpoint {path} does not match {loaded.describe(spec)}: {mismatch}")
     model.net.load_state_dict(payload["state_dict"])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -30,6 +29,7 @@ import torch.fx
 from torch import nn
 
 from . import zoo
+from .weights import read_weights
 from ..core.errors import ModelLoadError
 
 Shape = tuple[int, int, int]
@@ -213,11 +213,12 @@ def _robustbench(spec: Mapping[str, Any], with_weights: bool) -> nn.Module:
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    zoo = model_dicts[BenchmarkDataset(dataset)][ThreatModel(spec["threat_model"])]
-    if spec["arch"] not in zoo:
+    # Not `zoo`: a local of that name would shadow the module used above (UnboundLocalError).
+    listed = model_dicts[BenchmarkDataset(dataset)][ThreatModel(spec["threat_model"])]
+    if spec["arch"] not in listed:
         raise ModelLoadError(f"RobustBench has no {dataset} {spec['threat_model']} model {spec['arch']!r}")
     if not with_weights:
-        return zoo[spec["arch"]]["model"]()
+        return listed[spec["arch"]]["model"]()
     from robustbench.utils import load_model   # the file is present, so this reads it and downloads nothing
 
     return load_model(model_name=spec["arch"], model_dir=spec.get("model_dir", "models"), dataset=dataset,
@@ -230,49 +231,6 @@ def disable_inplace(net: nn.Module) -> None:
     for module in net.modules():
         if getattr(module, "inplace", False) is True:
             module.inplace = False
-
-
-# --- weights -------------------------------------------------------------------------------------
-
-def read_weights(path: str | Path, net: nn.Module, what: str) -> dict[str, torch.Tensor]:
-    """The state_dict in `path` (a state_dict, or a dict holding one under "state_dict"), checked
-    against `net`: a mismatch fails in one line naming the file and the differing keys and shapes."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:   # a pickle of arbitrary objects, a truncated file: never executed
-        raise ModelLoadError(f"weights file {path} cannot be read with torch.load(weights_only=True) "
-                             f"({type(err).__name__}); save model.state_dict() with torch.save") from None
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors)")
-    mismatch = weights_mismatch(state, net.state_dict())
-    if mismatch:
-        raise ModelLoadError(f"weights file {path} does not match {what}: {mismatch}")
-    return dict(state)
-
-
-def weights_mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], shown: int = 4) -> str:
-    """'' when `state` has exactly the keys and shapes of `expected`, else what differs (a few of each)."""
-    def listed(keys: list[str]) -> str:
-        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-        return ", ".join(keys[:shown]) + more
-
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
-              for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    parts = []
-    if missing:
-        parts.append(f"missing keys {listed(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys {listed(unexpected)}")
-    if shapes:
-        parts.append(f"shapes differ for {listed(shapes)}")
-    return "; ".join(parts)
 
 
 # --- taps by name --------------------------------------------------------------------------------

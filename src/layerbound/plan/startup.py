@@ -23,7 +23,8 @@ from typing import Any, Iterable
 
 from .. import config as configuration
 from ..core.errors import ConfigError
-from .plan import Plan, path
+from ..core.paths import path
+from .plan import Plan
 from ..core.store import write_text
 
 

@@ -3,7 +3,7 @@
 `run(job, robust, regular, out)` takes the resolved job of `config.semirobust_job` (a study at one
 f_b size: the attacks, the retraining settings, the image counts, the estimators), loads the robust
 checkpoint (f_a*, f_b*) and the regular one (f_a, f_b), checks that both are the architecture and
-dataset the config names, runs `semirobust.algorithm1` and writes
+dataset the config names, runs `semirobust.retrain_semirobust` and writes
 results/semirobust/{dataset}/{study}/fb{k}.json: Acc*, Acc_sr, every trial's accuracy per epoch, the
 best trial, the difference and, per estimator, I_{j,t} of every trial, rho_j = min_t I_{j,t}
 (Algorithm 1) and the best trial's I_{j,t} (what paper 003's Table 1 reports).
@@ -25,7 +25,10 @@ from ..data import datasets as data, info as dataset_info
 from ..core.device import describe as describe_device
 from ..core.device import select as select_device
 from .mutual_info import EdgeOptions, revisions
-from .algorithm import RetrainOptions, algorithm1, attack_label, layer_mi, make_attack, split_last
+from .algorithm import RetrainOptions, retrain_semirobust
+from .attacks import attack_label, make_attack
+from .layer_mi import layer_mi
+from .split import split_last
 from ..core.store import write_text
 
 
@@ -60,7 +63,7 @@ def run(job: dict[str, Any], robust_path: str | Path, regular_path: str | Path, 
     estimators = list(job["estimators"])
 
     def mi(net, split_, x_adv, y):
-        # One I_{j,t} per estimator and layer pair, keyed "estimator:tap" (algorithm1 takes the
+        # One I_{j,t} per estimator and layer pair, keyed "estimator:tap" (retrain_semirobust takes the
         # minimum over trials key by key).
         values = {}
         for estimator in estimators:
@@ -68,7 +71,7 @@ def run(job: dict[str, Any], robust_path: str | Path, regular_path: str | Path, 
             values.update({f"{estimator}:{tap}": v for tap, v in per_tap.items()})
         return values
 
-    result = algorithm1(robust, regular, split, train, test, make_attack(job["train_attack"]),
+    result = retrain_semirobust(robust, regular, split, train, test, make_attack(job["train_attack"]),
                         make_attack(job["eval_attack"]), options, seed=int(job["seed"]), mi=mi, progress=progress)
 
     def by_estimator(values: dict[str, float]) -> dict[str, dict[str, float]]:

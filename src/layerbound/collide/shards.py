@@ -39,18 +39,19 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__, features, projection
-from .models import checkpoint
-from .data import info as dataset_info
-from .data import pairs as pairsets
-from .collide import CollisionOptions, certify, closed_form
-from .collide.base import Features, verify_tol_for
-from .core.device import describe as describe_device
-from .core.device import select as select_device
-from .core.errors import ShardError
-from .core.names import INPUT_LAYERS, INPUT_MODEL
-from .plan.plan import Shard, is_projected
-from .core.store import file_digest, plain, write_h5
+from .. import __version__
+from . import certify, closed_form, features, projection
+from ..models import checkpoint
+from ..data import info as dataset_info
+from ..data import pairs as pairsets
+from .options import CollisionOptions
+from .base import Features, verify_tol_for
+from ..core.device import describe as describe_device
+from ..core.device import select as select_device
+from ..core.errors import ShardError
+from ..core.names import INPUT_LAYERS, INPUT_MODEL
+from .units import Shard, is_projected
+from ..core.store import file_digest, plain, write_h5
 
 SHARD_FORMAT = "layerbound-shard-3"
 MERGED_FORMAT = "layerbound-distances-3"

@@ -10,7 +10,7 @@ torch (the workflow's plan uses `is_identity`).
 
 from __future__ import annotations
 
-from .core import seeds
+from ..core import seeds
 
 SEED_SCHEME = "layerbound-projection-v1"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .collide.base import Features
+from .base import Features
 
 
 def prepare_model(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
