@@ -222,6 +222,25 @@ def test_fab_claim_pairs_the_fab_points_with_the_same_examples():
     assert (row.value, row.lo, row.hi, row.verdict) == pytest.approx((0.5, 0.5, 0.5, "holds"))
 
 
+def test_fab_claim_reads_the_fab_loss_its_row_names():
+    """Every example reached at eps >= 1 (FAB norm 1): two-class cross-entropy 0.1 there, the
+    model's all-class one 2.0; clean 0.0 and 0.05. Collision loss: log 2 from eps = 1 on (every
+    pair at distance 1, one edge per pair: the optimal loss of a complete bipartite conflict graph),
+    0 below. So the statistic, the minimum over the grid [0, 1, 2] of FAB minus collision, is
+    min(0, 0.1 - log 2) with the two-class loss and min(0.05, 2 - log 2) = 0.05 with the model's."""
+    s = 4
+    points = pd.DataFrame({"example": np.arange(2 * s), "label": [3] * s + [7] * s, "norm": 1.0,
+                           "ce_clean": 0.0, "ce_fab": 0.1, "ce_all_clean": 0.05, "ce_all_fab": 2.0})
+    rows = [_instance("001_fab_above_collision", {"logits": "logits"}, fab="fab.csv", params={"fab_loss": loss})
+            for loss in ("ce", "ce_all")]
+    table = evaluate(_job(rows, grid=[0.0, 1.0, 2.0]), {"logits": np.full((1, s, s), 1.0)}.__getitem__,
+                     {"fab.csv": points}.__getitem__)
+    two_class, all_classes = table.loc[table["claim"] == "001_fab_above_collision"].itertuples()
+    assert two_class.value == pytest.approx(0.1 - LOG2, abs=1e-12) and two_class.verdict == "contradicted"
+    assert all_classes.value == pytest.approx(0.05, abs=1e-12) and all_classes.verdict == "holds"
+    assert two_class.note.startswith(claims.FAB_LOSSES["ce"]) and all_classes.note.startswith(claims.FAB_LOSSES["ce_all"])
+
+
 def test_a_claim_without_instances_is_one_not_tested_row():
     near, far = _clear_case()
     table = evaluate(_job([_instance("001_benign_least_robust", {"benign": "near", "adversarial": "far"})]),
@@ -258,7 +277,7 @@ def test_default_config_tests_paper_001_on_its_three_models():
                                                                       ("medium_benign", "medium_trades2")]
     assert found["001_trades_cliff_earlier"] == [(("medium_pgd2", "medium_trades2"), ("conv1",), "jacobian", "10")]
     assert found["001_trades_fc_separation"][0][1] == ("fc5", "fc6", "logits")
-    assert len(found["001_fab_above_collision"]) == 3
+    assert len(found["001_fab_above_collision"]) == 6   # each model with both FAB losses (claims.FAB_LOSSES)
     assert not any(claim.startswith("002_") for claim in found)   # no unprojected FCNN layers here
 
 

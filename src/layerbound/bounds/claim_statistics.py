@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import losses
-from .claims import CLAIMS, EQUIVALENCE_MARGIN, Claim
+from .claims import CLAIMS, EQUIVALENCE_MARGIN, FAB_LOSSES, Claim
 from .paired_bootstrap import PairedBootstrap, cliff, interval, mean_loss
 
 __all__ = ["CLAIM_COLUMNS", "STATISTICS", "evaluate", "verdict"]
@@ -154,16 +154,17 @@ def evaluate(job_: Mapping[str, Any], distances: Callable[[str], np.ndarray],
         if boot is None:
             shape = read(next(iter(inst["units"].values()))).shape
             boot = PairedBootstrap(job_["eps"], shape[1], shape[2], job_["replicates"], losses.BOOTSTRAP_SEED)
-        fab = None
+        fab, notes = None, []
         if inst.get("fab"):
             from .fab_curve import fab_example_losses
 
+            fab_loss = inst.get("params", {}).get("fab_loss", "ce")
             points = fab_points(inst["fab"]).sort_values("example")
-            fab = fab_example_losses(points, boot.grid)
+            fab = fab_example_losses(points, boot.grid, fab_loss)
+            notes.append(FAB_LOSSES[fab_loss])
         q = _Quantities(boot, inst["units"], read, cache, fab)
         values = np.asarray(STATISTICS[claim.id](q, inst.get("params", {})), dtype=np.float64)
         lo, hi = interval(values)
-        notes = []
         if claim.equivalence:
             notes.append(f"equivalence margin +-{job_['margin']:.4f} nats")
         if not np.isfinite(values[0]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["CLAIMS", "EQUIVALENCE_MARGIN", "Claim", "unit_name"]
+__all__ = ["CLAIMS", "EQUIVALENCE_MARGIN", "FAB_LOSSES", "Claim", "unit_name"]
 
 EQUIVALENCE_MARGIN = 0.05 * math.log(2.0)   # nats of mean loss A (docs/claims.md, Verdicts)
 

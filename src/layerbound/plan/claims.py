@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from ..bounds.claims import CLAIMS, EQUIVALENCE_MARGIN, unit_name
+from ..bounds.claims import CLAIMS, EQUIVALENCE_MARGIN, FAB_LOSSES, unit_name
 from ..bounds.eps import eps_grid
 from ..core.names import INPUT_MODEL
 from ..core.paths import path
@@ -142,8 +142,12 @@ def _fab_claims(grid: ClaimGrid) -> list[Instance]:
     for dataset, pairset, method, model, m in grid.plan.fab_comparisons():
         where = (dataset, pairset, method, m)
         points = path("fab_pairs", grid.plan.root, dataset=dataset, pairset=pairset, model=model)
-        out.append(instance("001_fab_above_collision", where, [model], ["logits"],
-                             {"logits": grid.key(where, model, "logits")}, fab=points))
+        # Two rows: FAB's loss as the two-class cross-entropy over the pair's classes (the statistic
+        # as first registered), and as the model's own cross-entropy over all its classes (docs/claims.md).
+        for fab_loss in FAB_LOSSES:
+            out.append(instance("001_fab_above_collision", where, [model], ["logits"],
+                                {"logits": grid.key(where, model, "logits")}, fab=points,
+                                params={"fab_loss": fab_loss}))
     return out
 
 
