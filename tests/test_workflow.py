@@ -83,7 +83,8 @@ def test_claims_table_is_planned_after_every_merged_file_it_reads(tmp_path, conf
     job = claim_plan.job(planned)
     # Nothing exists yet: the dry run plans every merged file the table reads (and only those).
     assert counts["collide_merge"] == len(job["units"])
-    assert counts.get("attacks_fab_pairs", 0) == sum(1 for inst in job["instances"] if inst["fab"])
+    # One FAB point table per attacked model, read by both of its FAB rows (claims.FAB_LOSSES).
+    assert counts.get("attacks_fab_pairs", 0) == len({inst["fab"] for inst in job["instances"] if inst["fab"]})
 
 
 def tiny_config() -> dict:
