@@ -164,14 +164,16 @@ def test_end_to_end_run_trains_searches_and_writes_losses_and_figures(finished_r
     # training-method claim at the logits, the FAB claim per model; the rest not tested.
     import pandas as pd
 
-    from layerbound.bounds import claim_statistics
+    from layerbound.bounds import claim_statistics, claims
 
     table = pd.read_csv(workdir / "results" / "claims.csv")
     assert list(table.columns) == claim_statistics.CLAIM_COLUMNS
     tested = table.loc[table["verdict"] != "not tested"]
     assert sorted(tested.loc[tested["claim"] == "001_loss_falls_with_depth", "models"]) == ["fcnn_benign", "fcnn_pgd"]
     assert list(tested.loc[tested["claim"] == "001_benign_least_robust", "models"]) == ["fcnn_benign, fcnn_pgd"]
-    assert (tested["claim"] == "001_fab_above_collision").sum() == 2
+    fab = tested.loc[tested["claim"] == "001_fab_above_collision"]
+    assert len(fab) == 4   # two attacked models, each with both FAB losses (claims.FAB_LOSSES)
+    assert sorted(fab["note"].str.split(";").str[0]) == sorted(2 * list(claims.FAB_LOSSES.values()))
     assert set(tested["verdict"]) <= {"holds", "contradicted", "undecided"}
     assert (tested["lo"] <= tested["value"]).all() and (tested["value"] <= tested["hi"]).all()
     assert "001_distance_grows_with_depth" in (workdir / "results" / "report" / "claims.html").read_text()
