@@ -1,6 +1,6 @@
 # Stage 5: the claims table (docs/claims.md). Each finding of papers 001 and 002 the config can test,
 # with its statistic on the merged distance files, a paired bootstrap interval and a verdict.
-# layerbound.bounds.claims decides the rows (claims_job writes them down); only a change to them, to the
+# layerbound.plan.claims decides the rows (claims_job writes them down); only a change to them, to the
 # eps grid or to the bootstrap, or new distances, re-runs the table.
 
 

@@ -203,7 +203,7 @@ def semirobust_study_results(wildcards):
 
 
 def claims_job_json(wildcards):
-    """The claims' rows on the run's files (layerbound.bounds.claims): a change to them re-runs the table."""
+    """The claims' rows on the run's files (layerbound.plan.claims): a change to them re-runs the table."""
     return json.dumps(lb_claims.job(PLAN), sort_keys=True)
 
 

@@ -1,6 +1,6 @@
 """Collision shards and merged distance files: the unit of work of the collision stage.
 
-A shard (path pattern plan.PATTERNS["shard"]) holds the pairs k in [chunk * chunk_size,
+A shard (path pattern core.paths.PATTERNS["shard"]) holds the pairs k in [chunk * chunk_size,
 (chunk + 1) * chunk_size) of the S x S grid, for one projection p of one (model, layer, m).
 Columns (one row per pair): pair (flat index k = i * S + j), i, j, distance, midpoint_bound
 (||x - x'|| / 2, which no distance may exceed), objective, residual, feature_gap, iterations,
@@ -17,7 +17,7 @@ dtype, device, certified_in: "float64", or the dtype and reason where the model 
 float64). A shard does not record how many
 projections the configuration asks for, so adding one leaves the existing shards valid.
 
-The merged file (plan.PATTERNS["distances"]) holds distances, residuals, objectives, feature_gaps,
+The merged file (core.paths.PATTERNS["distances"]) holds distances, residuals, objectives, feature_gaps,
 search_distances, search_residuals (projections, S, S) float64, midpoint_bounds (S, S), iterations
 and polish_steps (int32), candidates (int8) and converged (bool) of the same shape,
 projection_seeds (projections,), the points of the shards (points/pair, points/x_tilde and

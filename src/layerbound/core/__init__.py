@@ -1,2 +1,3 @@
-"""The lowest stage: errors, seeds, atomic file writes, devices, threads and the config schema
+"""The lowest stage: errors, seeds, atomic file writes, the results folder's layout (paths), devices,
+threads and the config schema
 (package data, `config.schema.yaml`). Nothing here imports another stage of layerbound."""

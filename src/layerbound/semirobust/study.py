@@ -3,7 +3,7 @@
 `run(job, robust, regular, out)` takes the resolved job of `config.semirobust_job` (a study at one
 f_b size: the attacks, the retraining settings, the image counts, the estimators), loads the robust
 checkpoint (f_a*, f_b*) and the regular one (f_a, f_b), checks that both are the architecture and
-dataset the config names, runs `semirobust.retrain_semirobust` and writes
+dataset the config names, runs `semirobust.algorithm.retrain_semirobust` and writes
 results/semirobust/{dataset}/{study}/fb{k}.json: Acc*, Acc_sr, every trial's accuracy per epoch, the
 best trial, the difference and, per estimator, I_{j,t} of every trial, rho_j = min_t I_{j,t}
 (Algorithm 1) and the best trial's I_{j,t} (what paper 003's Table 1 reports).
