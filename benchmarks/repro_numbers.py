@@ -40,10 +40,10 @@ def claims_table(results: Path) -> str:
 
 def layer_table(results: Path) -> str:
     summary = pd.read_csv(results / "report" / "layer_summary.csv")
-    lines = ["| model | m | layer | eps where CE reaches log(2)/2 [range] | CE at eps = eval eps [range] |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = ["| model | method | m | layer | eps where CE reaches log(2)/2 [range] | CE at eps = eval eps [range] |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for row in summary.itertuples():
-        lines.append(f"| {row.model} | {row.m} | {row.layer} | "
+        lines.append(f"| {row.model} | {row.method} | {row.m} | {row.layer} | "
                      f"{_interval(row.eps_ce_half_log2, row.eps_ce_half_log2_lo, row.eps_ce_half_log2_hi, 2)} | "
                      f"{_interval(row.ce_at_eval_eps, row.ce_at_eval_eps_lo, row.ce_at_eval_eps_hi)} (eps {row.grid_eps:g}) |")
     return "\n".join(lines) + "\n"
