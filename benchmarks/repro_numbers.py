@@ -26,12 +26,13 @@ def _interval(value: float, lo: float, hi: float, digits: int = 3) -> str:
 
 def claims_table(results: Path) -> str:
     table = pd.read_csv(results / "claims.csv", dtype={"m": str})
-    lines = ["| claim | models | layers | m | value [95% interval] | verdict | note |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| claim | method | models | layers | m | value [95% interval] | verdict | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in table.itertuples():
         if row.verdict == "not tested":
             continue
         note = "" if pd.isna(row.note) else str(row.note)
-        lines.append(f"| `{row.claim}` | {row.models} | {row.layers} | {row.m} | {_interval(row.value, row.lo, row.hi)} "
+        lines.append(f"| `{row.claim}` | {row.collision_method} | {row.models} | {row.layers} | {row.m} | {_interval(row.value, row.lo, row.hi)} "
                      f"| {row.verdict} | {note} |")
     counts = table["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("holds", "contradicted", "undecided", "not tested"))
