@@ -234,7 +234,7 @@ def test_torchattacks_is_installed_without_its_dependencies_everywhere_and_never
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = [re.match(r"[A-Za-z0-9_.\-]+", d).group(0).lower() for d in project["dependencies"]]
     assert "torchattacks" not in names and "requests" not in names
-    install = f"pip install --no-deps"
+    install = "pip install --no-deps"
     makefile = (ROOT / "Makefile").read_text()
     assert f"TORCHATTACKS := {attack_info.PIN}" in makefile and f"{install} '$(TORCHATTACKS)'" in makefile
     post_deploy = (ROOT / "envs" / "layerbound.post-deploy.sh").read_text()

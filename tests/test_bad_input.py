@@ -15,7 +15,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from layerbound import api, cli, config
 from layerbound.collide import shards

@@ -9,8 +9,6 @@ import torch
 from layerbound import api
 from layerbound.models import checkpoint, registry as models
 from layerbound.core import store
-from workflow_helpers import ROOT
-
 
 
 def _model():

@@ -3,8 +3,9 @@ lines. The walk reads every module's imports with ast (function-level imports in
 import is still a dependency).
 
 Stages, lowest first (docs/architecture.md), one subpackage each: core/ (errors, seeds, store,
-device, threads, the schema), the config, data/, models/, the collision search (collide/ and the
-modules it uses) and attacks/, bounds/ and paper 003's semirobust/, figures/, the planner plan/, and
+device, threads, the schema), data/, models/, the collision search (collide/ and the modules it
+uses) and attacks/, the config (checked against the registries below it, and the job builders),
+bounds/ and paper 003's semirobust/, figures/, the planner plan/, and
 last the command line cli/ and the Python API. A module may import its own stage or a lower one.
 The imports and modules that break these rules today are listed below with the reason; the lists
 may only shrink: an entry that no longer applies fails the test too, so that it is removed with the
@@ -21,22 +22,18 @@ MAX_LINES = 400
 
 STAGES = [
     ("core", ["layerbound", "core"]),
-    ("config", ["config"]),
     ("data", ["data"]),
     ("models", ["models"]),
     ("search and attacks", ["collide", "attacks"]),
+    ("config", ["config"]),
     ("bounds and studies", ["bounds", "semirobust"]),
     ("figures", ["figures"]),
     ("plan", ["plan"]),
     ("interfaces", ["cli", "api", "__main__"]),
 ]
 
-# Each of these is a module of a lower stage that reaches up, with the reason it is left.
-UPWARD = {
-    # The config validates names against the registries of datasets, architectures, loaded-model
-    # sources and attacks (plain data, no torch): they belong in core as tables.
-    ("config", "data"), ("config", "models"), ("config", "attacks"),
-}
+# Each of these is a module of a lower stage that reaches up, with the reason it is left (none left).
+UPWARD: set[tuple[str, str]] = set()
 
 # Import cycles of today, each with its reason (none left).
 CYCLES = []

@@ -9,7 +9,7 @@ import torch
 from layerbound.collide import shards
 from layerbound.models import checkpoint, loaded
 from layerbound.bounds import losses
-from workflow_helpers import ROOT, default_config, job_counts, run_snakemake, write_config
+from workflow_helpers import default_config, job_counts, run_snakemake, write_config
 
 # mnist5k is the offline dataset, so the ResNet-18 takes 1x28x28 inputs: small_inputs gives it
 # paper 003's 3x3/1 stem on one channel (the reference code's CIFAR stem, on MNIST's channel).

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import config
+from ..core.schema import defaults
 from ..collide.options import adversary_label
 from .graph import loss_sweep
 from .eps import eps_grid
@@ -62,7 +62,7 @@ def _spread(values: np.ndarray, name: str) -> dict:
 # The bootstrap's replicates, interval and seed. One seed for every table: replicate r resamples
 # the same examples in every layer's table (of one pair set), so layers are compared on the
 # same resamples.
-BOOTSTRAP_REPLICATES = config.defaults("losses")["bootstrap"]
+BOOTSTRAP_REPLICATES = defaults("losses")["bootstrap"]
 BOOTSTRAP_LEVEL = 0.95
 BOOTSTRAP_SEED = 20261123
 

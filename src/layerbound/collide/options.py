@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import config
+from ..core.schema import defaults
 
-_DEFAULTS = config.defaults("collision")
+_DEFAULTS = defaults("collision")
 
 # What the search's `step: auto` and `max_iter: null` resolve to (jacobian.resolve_step and
 # jacobian.search), and the revision of its algorithm. With the options they decide a shard's

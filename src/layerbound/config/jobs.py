@@ -11,7 +11,7 @@ from typing import Any
 
 from ..attacks import info as attack_info
 from ..core.errors import ConfigError
-from .specs import EvalConfig, LoadedSpec, ModelSpec, TrainConfig, model_specs, source_of
+from ..models.specs import EvalConfig, LoadedSpec, ModelSpec, TrainConfig, model_specs, source_of
 
 
 def job_environment(config: dict[str, Any], workflow_dir: str | os.PathLike = ".") -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..core.errors import ConfigError
-from .schema import _where
+from ..core.schema import _where
 
 # At most this many values in a config, counting every value an alias repeats: the configs in this
 # checkout have 166-795 (defaults filled in); a YAML alias bomb (aliases of aliases) expands to billions from a few hundred bytes,

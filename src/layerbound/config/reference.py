@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from .schema import _resolve, schema
+from ..core.schema import _resolve, schema
 
 HEADER = """# Configuration reference
 

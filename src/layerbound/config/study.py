@@ -10,7 +10,7 @@ from typing import Any
 from ..attacks import info as attack_info
 from ..core.errors import ConfigError
 from ..models import architectures, sources
-from .specs import LoadedSpec, TrainConfig, model_specs, source_of
+from ..models.specs import LoadedSpec, TrainConfig, model_specs, source_of
 
 ATTACK_KEYS = ("method", "norm", "eps", "steps", "step_size")
 RETRAIN_KEYS = ("trials", "epochs", "tolerance", "lr", "momentum", "weight_decay", "batch_size")

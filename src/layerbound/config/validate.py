@@ -9,12 +9,12 @@ from typing import Any
 
 from ..attacks import info as attack_info
 from ..core.errors import ConfigError
+from ..core.schema import _fill_defaults, _numbers, _where, schema
 from ..data import info as dataset_info
-from ..models import sources, zoo
+from ..models import sources
+from ..models.specs import model_specs
 from .jobs import attack_models
 from .read import _check_size, read_yaml
-from .schema import _fill_defaults, _numbers, _where, schema
-from .specs import model_specs
 from .study import semirobust_study
 
 
@@ -53,7 +53,7 @@ def check_across_keys(config: dict[str, Any]) -> None:
     model_specs(config)   # every model's merged training block (names the model if inconsistent)
     for name, entry in config["models"].items():
         if sources.is_loaded(entry):
-            check_loaded(f"models.{name}", entry)
+            sources.check_loaded(f"models.{name}", entry)
     a, b = (int(c) for c in config["pairs"]["classes"])
     per_class = int(config["pairs"]["per_class"])
     if a == b:
@@ -82,46 +82,6 @@ def check_across_keys(config: dict[str, Any]) -> None:
                           f"(allowed 0..{projections - 1})")
     for study in config["semirobust"]["studies"]:
         semirobust_study(config, study)
-
-
-
-def check_loaded(where: str, entry: dict[str, Any], files: bool = True) -> None:
-    """The checks of a loaded model's entry (`where`: its key, models.NAME) that need no torch: keys
-    that fit its source, the normalization's length, the weights file present (nothing is ever
-    downloaded). `files=False` skips what concerns the weights file (a checkpoint holds the weights)."""
-    source = entry["source"]
-    channels = dataset_info.info(entry["dataset"]).input_shape[0]
-    if entry["small_inputs"] and source != "torchvision":
-        raise ConfigError(f"{where}.small_inputs adapts torchvision architectures only, not source {source}")
-    allowed = {"torchvision": {"arch", "weights", "kwargs", "train"}, "python": {"factory", "weights", "kwargs", "train"},
-               "robustbench": {"arch", "threat_model", "model_dir"}}[source]
-    # Keys of other sources would be ignored silently; the schema's defaults are not the user's.
-    stray = [k for k in ("arch", "factory", "threat_model", "train") if k in entry and k not in allowed]
-    stray += [k for k in ("weights", "kwargs") if entry.get(k) not in (None, {}) and k not in allowed]
-    if stray:
-        raise ConfigError(f"{where}.{stray[0]} does not apply to source {source} (its keys: {', '.join(sorted(allowed))})")
-    if "train" in entry and entry.get("weights") is not None:
-        raise ConfigError(f"{where}: weights and train exclude each other (train: the workflow trains it from scratch; "
-                          "weights: it is loaded from that file)")
-    if files and source == "torchvision" and "train" not in entry and entry.get("weights") is None:
-        raise ConfigError(f"{where}: a torchvision model needs weights (a local state_dict file) or a train block "
-                          "(the workflow trains it)")
-    for key in ("weights", "pretrained", "num_classes"):
-        if key in entry["kwargs"]:
-            raise ConfigError(f"{where}.kwargs.{key}: not allowed (num_classes is the dataset's; weights come from "
-                              f"the local file {where}.weights, never from a download)")
-    norm = entry["normalization"]
-    if norm is not None:
-        for key in ("mean", "std"):
-            if len(norm[key]) != channels:
-                raise ConfigError(f"{where}.normalization.{key} has {len(norm[key])} values, but {entry['dataset']} "
-                                  f"images have {channels} channel{'s' if channels != 1 else ''}")
-    if files and entry.get("weights") is not None and not Path(entry["weights"]).is_file():
-        raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
-    if source == "robustbench":
-        problem = zoo.robustbench_missing(entry, weights=files)
-        if problem:
-            raise ConfigError(f"{where}: {problem}")
 
 
 

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from ..core.errors import CheckpointMismatch, ConfigError
+from ..core.schema import fill_loaded_defaults
 from . import registry as models
-from ..core.errors import CheckpointMismatch
+from . import sources
 from ..core.store import atomic_write_buffered, write_text
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
@@ -146,8 +148,6 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
 
 def _recorded_spec(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
     """The source spec a loaded checkpoint records, as data (nothing in it is run)."""
-    from . import sources
-
     try:
         recorded = json.loads(payload["source"])
     except (TypeError, ValueError):
@@ -160,12 +160,9 @@ def _recorded_spec(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _validate_spec(path: Path, spec: dict[str, Any]) -> None:
     """The checks of a config's loaded entry (schema, keys of its source, no download), on a spec."""
-    from .. import config as configuration
-    from ..core.errors import ConfigError
-
     try:
-        entry = configuration.fill_loaded_defaults(dict(spec))
-        configuration.check_loaded("model entry", entry, files=False)
+        entry = fill_loaded_defaults(dict(spec))
+        sources.check_loaded("model entry", entry, files=False)
     except ConfigError as err:
         raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
 

@@ -18,7 +18,7 @@ from typing import Any
 from . import checkpoint, loaded
 from ..core.provenance import versions
 from ..data import datasets as data
-from ..config import EvalConfig, LoadedSpec
+from .specs import EvalConfig, LoadedSpec
 from ..core.device import describe as describe_device
 from ..core.device import select as select_device
 from ..core.store import file_digest

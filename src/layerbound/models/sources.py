@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from ..core.errors import ConfigError
 from ..data import info as dataset_info
+from . import zoo
 
 SOURCES = ("torchvision", "python", "robustbench")
 # The keys of a loaded entry that decide its network, per source (the rest: taps).
@@ -85,3 +88,42 @@ def default_taps(entry: dict[str, Any]) -> list[str]:
     if entry.get("taps"):
         return list(entry["taps"])
     return [name for name, _, top in tap_table(entry) if top]
+
+
+def check_loaded(where: str, entry: dict[str, Any], files: bool = True) -> None:
+    """The checks of a loaded model's entry (`where`: its key, models.NAME) that need no torch: keys
+    that fit its source, the normalization's length, the weights file present (nothing is ever
+    downloaded). `files=False` skips what concerns the weights file (a checkpoint holds the weights)."""
+    source = entry["source"]
+    channels = dataset_info.info(entry["dataset"]).input_shape[0]
+    if entry["small_inputs"] and source != "torchvision":
+        raise ConfigError(f"{where}.small_inputs adapts torchvision architectures only, not source {source}")
+    allowed = {"torchvision": {"arch", "weights", "kwargs", "train"}, "python": {"factory", "weights", "kwargs", "train"},
+               "robustbench": {"arch", "threat_model", "model_dir"}}[source]
+    # Keys of other sources would be ignored silently; the schema's defaults are not the user's.
+    stray = [k for k in ("arch", "factory", "threat_model", "train") if k in entry and k not in allowed]
+    stray += [k for k in ("weights", "kwargs") if entry.get(k) not in (None, {}) and k not in allowed]
+    if stray:
+        raise ConfigError(f"{where}.{stray[0]} does not apply to source {source} (its keys: {', '.join(sorted(allowed))})")
+    if "train" in entry and entry.get("weights") is not None:
+        raise ConfigError(f"{where}: weights and train exclude each other (train: the workflow trains it from scratch; "
+                          "weights: it is loaded from that file)")
+    if files and source == "torchvision" and "train" not in entry and entry.get("weights") is None:
+        raise ConfigError(f"{where}: a torchvision model needs weights (a local state_dict file) or a train block "
+                          "(the workflow trains it)")
+    for key in ("weights", "pretrained", "num_classes"):
+        if key in entry["kwargs"]:
+            raise ConfigError(f"{where}.kwargs.{key}: not allowed (num_classes is the dataset's; weights come from "
+                              f"the local file {where}.weights, never from a download)")
+    norm = entry["normalization"]
+    if norm is not None:
+        for key in ("mean", "std"):
+            if len(norm[key]) != channels:
+                raise ConfigError(f"{where}.normalization.{key} has {len(norm[key])} values, but {entry['dataset']} "
+                                  f"images have {channels} channel{'s' if channels != 1 else ''}")
+    if files and entry.get("weights") is not None and not Path(entry["weights"]).is_file():
+        raise ConfigError(f"{where}.weights: file {entry['weights']} does not exist")
+    if source == "robustbench":
+        problem = zoo.robustbench_missing(entry, weights=files)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")

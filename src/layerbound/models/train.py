@@ -24,7 +24,7 @@ from . import adversary, checkpoint, registry as models
 from ..core.provenance import versions
 from ..data import datasets as data
 from ..core import seeds
-from ..config import EvalConfig, ModelSpec, TrainConfig
+from .specs import EvalConfig, ModelSpec, TrainConfig
 from ..core.device import describe as describe_device
 from ..core.device import select as select_device
 

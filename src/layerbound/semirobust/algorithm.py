@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import defaults
+from ..core.schema import defaults
 from ..core import seeds
 from .attacks import Attack, adversarial_accuracy
 from .layer_mi import layer_mi

@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import defaults
+from ..core.schema import defaults
 
 LOG2 = math.log(2.0)
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..core.errors import ConfigError
-from ..models import sources
-from .schema import defaults
+from ..core.schema import defaults
+from . import sources
 
 TRAINING_METHODS = ("benign", "pgd", "trades")
 NORMS = ("l2", "linf")

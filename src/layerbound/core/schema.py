@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import ConfigError
+from .errors import ConfigError
 
 # Package data (pyproject.toml), so an installed copy reads the schema its code was written for.
 SCHEMA = resources.files("layerbound.core") / "config.schema.yaml"
