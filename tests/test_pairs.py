@@ -59,3 +59,19 @@ def test_errors_name_the_problem():
         pairs.sample("mnist5k", (3, 3), 4)
     with pytest.raises(ValueError, match="class 3"):
         pairs.select(np.array([3, 3, 7, 7, 7]), (3, 7), 3, seed=0, dataset="toy")
+
+
+def test_the_workflows_pair_arguments_parse_back_to_the_configs_pair_set():
+    """The sample-pairs arguments the workflow builds from a config (config.pairs_args) are read by
+    the command's own parser as that config's classes, points per class and seed."""
+    import shlex
+
+    from layerbound import cli, config
+    from workflow_helpers import default_config
+
+    raw = default_config()
+    raw["pairs"] = {"classes": [2, 9], "per_class": 5}
+    raw["seed"] = 11
+    cfg = config.validate(raw)
+    args = cli.build_parser().parse_args(["sample-pairs", "--dataset", "mnist5k", *shlex.split(config.pairs_args(cfg))])
+    assert (args.classes, args.per_class, args.seed) == ([2, 9], 5, 11)

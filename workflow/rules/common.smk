@@ -70,8 +70,7 @@ def training_job_json(wildcards):
 
 
 def pairs_sample_args(wildcards):
-    (a, b), per_class = config["pairs"]["classes"], config["pairs"]["per_class"]
-    return f"--classes {int(a)} {int(b)} --per-class {int(per_class)} --seed {int(config['seed'])}"
+    return lb_config.pairs_args(config)
 
 
 def collide_shard_inputs(wildcards):

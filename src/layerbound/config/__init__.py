@@ -20,7 +20,7 @@ from ..core.schema import SCHEMA, check_options, defaults, fill_loaded_defaults,
 from ..models.sources import check_loaded
 from ..models.specs import NORMS, TRAINING_METHODS, EvalConfig, LoadedSpec, ModelSpec, TrainConfig, model_specs, source_of
 from .jobs import (ATTACK_OPTION_BLOCKS, attack_job, attack_job_json, attack_models, fab_pairs_job,
-                   fab_pairs_job_json, headline_budget, import_job, job_environment, job_from_dict,
+                   fab_pairs_job_json, headline_budget, import_job, job_environment, job_from_dict, pairs_args,
                    training_job, training_job_json)
 from .read import MAX_VALUES, read_yaml
 from .study import (paper003_iterations, semirobust_job, semirobust_job_json, semirobust_study, study_attack,
@@ -32,7 +32,7 @@ __all__ = [
     "LoadedSpec", "ModelSpec", "TrainConfig", "attack_job", "attack_job_json", "attack_models",
     "check_across_keys", "check_loaded", "check_options", "defaults", "fab_pairs_job", "fab_pairs_job_json",
     "fill_loaded_defaults", "headline_budget", "import_job", "job_environment", "job_from_dict", "load",
-    "model_specs", "paper003_iterations", "read_yaml", "schema", "semirobust_job", "semirobust_job_json",
+    "model_specs", "pairs_args", "paper003_iterations", "read_yaml", "schema", "semirobust_job", "semirobust_job_json",
     "semirobust_study", "source_of", "study_attack", "study_attack_keys", "training_job", "training_job_json",
     "validate",
 ]

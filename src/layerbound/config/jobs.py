@@ -29,6 +29,13 @@ def job_environment(config: dict[str, Any], workflow_dir: str | os.PathLike = ".
 
 
 
+def pairs_args(config: dict[str, Any]) -> str:
+    """The `layerbound sample-pairs` arguments that decide the pair set: its two classes, the
+    points per class and the experiment seed."""
+    (a, b), per_class = config["pairs"]["classes"], config["pairs"]["per_class"]
+    return f"--classes {int(a)} {int(b)} --per-class {int(per_class)} --seed {int(config['seed'])}"
+
+
 def training_job(config: dict[str, Any], name: str) -> dict[str, Any]:
     """Everything that determines model `name`'s weights, and nothing else.
 
