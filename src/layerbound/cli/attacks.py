@@ -132,11 +132,12 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
 
 
 def add_subcommands(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
-    parents = [shared["configfile"], shared["results"], shared["device"], shared["data"]]
+    model = argparse.ArgumentParser(add_help=False)   # the model both subcommands attack
+    model.add_argument("--model", help="model name (with --configfile)")
+    model.add_argument("--checkpoint", help="checkpoint (.pt); default: the workflow's path under --results")
+    parents = [shared["configfile"], shared["results"], shared["device"], shared["data"], model]
     p = sub.add_parser("attack", parents=parents,
                        help="robust test accuracy of one model under the configured attacks and budgets (torchattacks)")
-    p.add_argument("--model", help="model name (with --configfile)")
-    p.add_argument("--checkpoint", help="checkpoint (.pt); default: the workflow's path under --results")
     p.add_argument("--job-json", help="the resolved attack job as JSON (what the workflow passes)")
     p.add_argument("--out", help="robust-accuracy table (.csv)")
     p.add_argument("--summary", help="headline sidecar (.json)")
@@ -145,8 +146,6 @@ def add_subcommands(sub, shared: dict[str, argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("fab-pairs", parents=parents,
                        help="FAB-l2 minimum-norm points of one model on the pair set (paper 001, Section 6.1)")
-    p.add_argument("--model", help="model name (with --configfile)")
-    p.add_argument("--checkpoint", help="checkpoint (.pt); default: the workflow's path under --results")
     p.add_argument("--pairs", help="the pair set (.h5); default: the config's under --results")
     p.add_argument("--job-json", help="the resolved FAB job as JSON (what the workflow passes)")
     p.add_argument("--out", help="per-example FAB table (.csv)")
