@@ -1,6 +1,6 @@
 """The workflow's job parameters: everything that decides one job's output and nothing else, so a
-config change re-runs exactly the jobs it affects (training, import, attack and FAB jobs), and
-the jobs' environment."""
+config change re-runs exactly the jobs it affects (pair sampling, training, import, attack and FAB
+jobs), and the jobs' environment."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ..core.errors import ConfigError
-from ..core.schema import _where
+from ..core.schema import key_path
 
 # At most this many values in a config, counting every value an alias repeats: the configs in this
 # checkout have 166-795 (defaults filled in); a YAML alias bomb (aliases of aliases) expands to billions from a few hundred bytes,
@@ -24,7 +24,7 @@ def _check_size(config: Any) -> None:
         where, node = stack.pop()
         count += 1
         if count > MAX_VALUES:
-            raise ConfigError(f"invalid configuration key {_where(where[:4])}: the configuration holds more than "
+            raise ConfigError(f"invalid configuration key {key_path(where[:4])}: the configuration holds more than "
                               f"{MAX_VALUES} values once YAML aliases are expanded (an alias bomb?); write them out")
         if isinstance(node, dict):
             stack.extend((where + (key,), value) for key, value in node.items())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from ..core.schema import _resolve, schema
+from ..core.schema import resolve, schema
 
 HEADER = """# Configuration reference
 
@@ -29,7 +29,7 @@ _BOUNDS = (("minimum", ">= {}"), ("exclusiveMinimum", "> {}"), ("maximum", "<= {
 
 def _values(node: dict[str, Any]) -> str:
     """What a key accepts, in a few words: its enum, type and bounds."""
-    node = _resolve(node)
+    node = resolve(node)
     if "enum" in node:
         return ", ".join(f"`{json.dumps(v)}`" for v in node["enum"])
     if "const" in node:
@@ -55,10 +55,10 @@ def _properties(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
     model's train block and gives its own defaults)."""
     merged: dict[str, dict[str, Any]] = {}
     for part in node.get("allOf", []):
-        for key, sub in _properties(_resolve(part)).items():
+        for key, sub in _properties(resolve(part)).items():
             merged[key] = dict(sub)
     for key, sub in node.get("properties", {}).items():
-        merged[key] = {**_resolve(merged.get(key, {})), **sub}
+        merged[key] = {**resolve(merged.get(key, {})), **sub}
     return merged
 
 
@@ -69,15 +69,15 @@ def _cell(text: str) -> str:
 def rows(node: dict[str, Any] | None = None, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(key, values, default, description) of every key below `node` (the whole schema by default),
     depth first in the schema's order; a mapping of named entries (models) shows as `<name>`."""
-    node = _resolve(schema() if node is None else node)
+    node = resolve(schema() if node is None else node)
     branches = [("", node)]
     if "if" in node:   # a model entry: the loaded branch's keys, then the trained one's
         branches = [(" (loaded)", node["then"]), (" (trained)", node.get("else", {}))]
     for label, branch in branches:
-        branch = _resolve(branch)
+        branch = resolve(branch)
         for key, sub in _properties(branch).items():
             full = f"{prefix}{key}"
-            resolved = _resolve(sub)
+            resolved = resolve(sub)
             default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
             nested = _properties(resolved) or "if" in resolved or isinstance(resolved.get("additionalProperties"), dict)
             values = "mapping" if nested and resolved.get("type", "object") == "object" else _values(sub)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..attacks import info as attack_info
 from ..core.errors import ConfigError
-from ..core.schema import _fill_defaults, _numbers, _where, schema
+from ..core.schema import fill_defaults, numbers, key_path, schema
 from ..data import info as dataset_info
 from ..models import sources
 from ..models.specs import model_specs
@@ -30,19 +30,19 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, not {type(config).__name__}")
     _check_size(config)
-    _fill_defaults(schema(), config)
+    fill_defaults(schema(), config)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         err = errors[0]
         # For oneOf/anyOf the deepest sub-error names the actual problem.
         best = jsonschema.exceptions.best_match([err])
-        raise ConfigError(f"invalid configuration key {_where(best.absolute_path)}: {best.message}")
+        raise ConfigError(f"invalid configuration key {key_path(best.absolute_path)}: {best.message}")
     # JSON Schema's bounds let NaN through (every comparison with it is false), and YAML reads
     # .nan and .inf as numbers: no number of a config may be either.
-    for where, value in _numbers(config):
+    for where, value in numbers(config):
         if not math.isfinite(value):
-            raise ConfigError(f"invalid configuration key {_where(where)}: {value} is not a finite number")
+            raise ConfigError(f"invalid configuration key {key_path(where)}: {value} is not a finite number")
     check_across_keys(config)
     return config
 

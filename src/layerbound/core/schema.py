@@ -23,36 +23,36 @@ def schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA.read_text())
 
 
-def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
     """A local `$ref` ("#/$defs/name") followed to its definition."""
     while "$ref" in node:
         node = schema()["$defs"][node["$ref"].rsplit("/", 1)[-1]]
     return node
 
 
-def _fill_defaults(node: dict[str, Any], instance: Any) -> None:
+def fill_defaults(node: dict[str, Any], instance: Any) -> None:
     """Set the schema's defaults into `instance`, depth first (as jsonschema's FAQ validator does).
 
     A node with `if` / `then` / `else` (a model entry: loaded when it has `source`, else trained)
     takes the defaults of the branch the instance's keys select."""
     if not isinstance(instance, dict):
         return
-    node = _resolve(node)
+    node = resolve(node)
     if "if" in node:
         chosen = node["then"] if all(k in instance for k in node["if"].get("required", ())) else node.get("else", {})
-        _fill_defaults(chosen, instance)
+        fill_defaults(chosen, instance)
     for key, sub in node.get("properties", {}).items():
         if "default" in sub:
             instance.setdefault(key, copy.deepcopy(sub["default"]))
         if key in instance:
-            _fill_defaults(sub, instance[key])
+            fill_defaults(sub, instance[key])
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
         for key in set(instance) - set(node.get("properties", {})):
-            _fill_defaults(extra, instance[key])
+            fill_defaults(extra, instance[key])
 
 
-def _where(path) -> str:
+def key_path(path) -> str:
     """A JSON path as the config key a user writes: collision.sweeps[0].m."""
     out = ""
     for part in path:
@@ -64,7 +64,7 @@ def _where(path) -> str:
 def defaults(section: str) -> dict[str, Any]:
     """The schema's defaults of a config section, e.g. defaults("collision")["search"]."""
     filled: dict[str, Any] = {}
-    _fill_defaults(schema(), filled)
+    fill_defaults(schema(), filled)
     return filled[section]
 
 
@@ -76,7 +76,7 @@ def check_options(section: str, where: str, **values: Any) -> None:
     key otherwise."""
     import jsonschema
 
-    properties = _resolve(schema()["properties"][section])["properties"]
+    properties = resolve(schema()["properties"][section])["properties"]
     for key, value in values.items():
         value = _plain(value)
         node = {**properties[key], "$defs": schema()["$defs"]}
@@ -85,7 +85,7 @@ def check_options(section: str, where: str, **values: Any) -> None:
         if errors:
             reason = jsonschema.exceptions.best_match(errors).message
             raise ConfigError(f"{where}: {key} = {value!r} is not allowed ({reason}; as {section}.{key} of a config)")
-        for _, number in _numbers(value):
+        for _, number in numbers(value):
             if not math.isfinite(number):
                 raise ConfigError(f"{where}: {key} = {value!r}: {number} is not a finite number")
 
@@ -104,21 +104,21 @@ def fill_loaded_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     import jsonschema
 
     node = schema()["$defs"]["loaded_model"]
-    _fill_defaults(node, entry)
+    fill_defaults(node, entry)
     errors = list(jsonschema.Draft202012Validator({**node, "$defs": schema()["$defs"]}).iter_errors(entry))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"invalid model key {_where(best.absolute_path)}: {best.message}")
+        raise ConfigError(f"invalid model key {key_path(best.absolute_path)}: {best.message}")
     return entry
 
 
-
-def _numbers(node: Any, where: tuple = ()):
+def numbers(node: Any, where: tuple = ()):
+    """Every float of a config with its path (for the finite-number check)."""
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _numbers(value, where + (key,))
+            yield from numbers(value, where + (key,))
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _numbers(value, where + (index,))
+            yield from numbers(value, where + (index,))
     elif isinstance(node, float):
         yield where, node

@@ -12,6 +12,8 @@ an entry that decides the network's function: the import job's parameter and wha
 stores to rebuild the model. Layer names and widths need the network itself: `tap_table` builds
 it once per process (without its weights, on PyTorch's meta device where it can) in the lazily
 imported `loaded` module, so a config with only registry models plans without importing torch.
+`check_loaded` holds the checks of a loaded entry that need no torch (the config's validation and
+a checkpoint's recorded spec both run them).
 """
 
 from __future__ import annotations
