@@ -17,13 +17,15 @@ distance of two long float64 runs: paper 001's Algorithm 1 with gamma = 0.95 and
 runs. The step controls compared are the paper's decaying schedule (`decay`: gamma 0.7, 40
 iterations, the default until issue 11), the config's own search options, and issue 28's
 candidate, the merit search with the curvature fraction (merit.CURVATURE_FRACTION) at the
-config's budget (with --budgets, also at others), all in float32 as the shards run them, with the
+config's budget (with --budgets, also at others; --default-budgets runs the config's own search at
+other budgets too), all in float32 as the shards run them, with the
 config's box.
 The best known distances depend only on the checkpoints, the pairs and the reference runs:
 `--cache FILE` keeps them between runs (the references take most of a first run's time).
 
     python benchmarks/bench_tightness.py [--models medium_pgd2] [--pairs 16] [--layers conv1,fc6] [--threads 1]
-                                         [--budgets 11] [--cache results/bench/tightness_best.pt]
+                                         [--budgets 11] [--default-budgets 20,25] [--no-candidate]
+                                         [--cache results/bench/tightness_best.pt]
 
 Needs the trained checkpoints (`snakemake --cores 2 results/models/mnist5k/{medium_benign,medium_pgd2,medium_trades2}.pt`);
 the held-out one is trained here when missing (about a minute; --no-heldout skips it).
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's shard jobs use 1)")
     parser.add_argument("--cache", type=Path, default=None, help="file keeping the best known distances between runs")
     parser.add_argument("--budgets", default="", help="comma-separated max_iter: also run the candidate at these")
+    parser.add_argument("--default-budgets", default="", help="comma-separated max_iter: also run the config's own "
+                                                              "search at these (what a larger budget buys)")
+    parser.add_argument("--no-candidate", action="store_true", help="leave out the candidate at the config's budget")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = config.load(args.config)
@@ -105,6 +110,10 @@ def main() -> None:
     budget = configured["max_iter"] or "default"
     step_controls = {"decay 0.7, 40 it.": DECAY, f"config: {configured['step']}, {budget} it.": configured,
                      f"+ curvature fraction, {budget} it.": dict(configured, revision=3)}
+    if args.no_candidate:
+        del step_controls[f"+ curvature fraction, {budget} it."]
+    for extra in filter(None, args.default_budgets.split(",")):
+        step_controls[f"config: {configured['step']}, {int(extra)} it."] = dict(configured, max_iter=int(extra))
     for extra in filter(None, args.budgets.split(",")):
         step_controls[f"+ curvature fraction, {int(extra)} it."] = dict(configured, max_iter=int(extra), revision=3)
     m = int(cfg["collision"]["m"][0])
