@@ -284,7 +284,11 @@ def test_ctrl_c_is_one_line(tiny, tmp_path):
          str(tiny["ckpt"]), "--model", "net", "--layer", "fc1", "--m", "200", "--seed", "0", "--device", "cpu",
          "--options-json", '{"chunk_size": 9, "search": {"max_iter": 10000, "tol": 0}}', "--out",
          str(tmp_path / "s.h5")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A shell that starts the tests in the background (a CI script, nohup ... &) makes them ignore
+        # SIGINT, and Python keeps an ignore it inherits: give the command the default disposition it
+        # has when started from a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().startswith("device: cpu")
         time.sleep(3)
