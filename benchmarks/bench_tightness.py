@@ -108,10 +108,9 @@ def main() -> None:
     box = options.box
     configured = asdict(options.method_options)
     budget = configured["max_iter"] or "default"
-    step_controls = {"decay 0.7, 40 it.": DECAY, f"config: {configured['step']}, {budget} it.": configured,
-                     f"+ curvature fraction, {budget} it.": dict(configured, revision=3)}
-    if args.no_candidate:
-        del step_controls[f"+ curvature fraction, {budget} it."]
+    step_controls = {"decay 0.7, 40 it.": DECAY, f"config: {configured['step']}, {budget} it.": configured}
+    if not args.no_candidate:
+        step_controls[f"+ curvature fraction, {budget} it."] = dict(configured, revision=3)
     for extra in filter(None, args.default_budgets.split(",")):
         step_controls[f"config: {configured['step']}, {int(extra)} it."] = dict(configured, max_iter=int(extra))
     for extra in filter(None, args.budgets.split(",")):

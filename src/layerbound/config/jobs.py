@@ -28,7 +28,6 @@ def job_environment(config: dict[str, Any], workflow_dir: str | os.PathLike = ".
             "LAYERBOUND_WORKFLOW_DIR": str(workflow_dir)}
 
 
-
 def pairs_args(config: dict[str, Any]) -> str:
     """The `layerbound sample-pairs` arguments that decide the pair set: its two classes, the
     points per class and the experiment seed."""

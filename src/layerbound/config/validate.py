@@ -84,7 +84,6 @@ def check_across_keys(config: dict[str, Any]) -> None:
         semirobust_study(config, study)
 
 
-
 def load(path: str | Path) -> dict[str, Any]:
     """Read a YAML config and validate it (defaults filled in)."""
     return validate(read_yaml(path) or {})

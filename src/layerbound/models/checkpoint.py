@@ -24,9 +24,9 @@ import torch
 
 from ..core.errors import CheckpointMismatch, ConfigError
 from ..core.schema import fill_loaded_defaults
+from ..core.store import atomic_write_buffered, write_text
 from . import registry as models
 from . import sources
-from ..core.store import atomic_write_buffered, write_text
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
