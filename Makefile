@@ -9,7 +9,7 @@ CORES ?= all
 # from the arithmetic, not from one CPU's kernels.
 OTHER_CAPABILITY ?= $(shell grep -qs avx512f /proc/cpuinfo && echo avx2 || echo default)
 NUMERIC_TESTS := tests/test_collide.py tests/test_polytope.py tests/test_loaded.py tests/test_shards.py \
-	tests/test_projection.py tests/test_adversary.py tests/test_certify.py
+	tests/test_projection.py tests/test_adversary.py tests/test_certify.py tests/test_smoothing.py
 
 .PHONY: install workflow test test-capability test-fast dry-run lint docs clean-results
 

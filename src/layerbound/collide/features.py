@@ -7,6 +7,9 @@ paper 001's Algorithm 1 (the network's taps themselves are defined in models/reg
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
 from .base import Features
@@ -35,7 +38,9 @@ def feature_map(net: torch.nn.Module, layer: str, device: torch.device) -> Featu
     also gets a faster input gradient (`_FoldBackwardConv2d`). Both change `net` in place.
     """
     f = net.extractor(layer).eval()
+    smoothing = Smoothing(f)
     if device.type != "cpu" or not any(isinstance(mod, torch.nn.Conv2d) for mod in net.modules()):
+        f.smoothing = smoothing
         return f
     net.to(memory_format=torch.channels_last)
     for mod in net.modules():
@@ -45,7 +50,33 @@ def feature_map(net: torch.nn.Module, layer: str, device: torch.device) -> Featu
     def f_channels_last(u: torch.Tensor) -> torch.Tensor:
         return f(u.contiguous(memory_format=torch.channels_last))
     f_channels_last.extractor = f   # the network's stages, for methods that need them (polytope)
+    f_channels_last.smoothing = smoothing
     return f_channels_last
+
+
+class Smoothing:
+    """The ReLU modules of a feature map, which `softplus(beta)` turns into softplus of sharpness
+    beta, log(1 + exp(beta t)) / beta, while active (the merit search's smoothing, merit.py).
+
+    Only nn.ReLU modules are found: a network that calls a functional ReLU, or has other
+    activations, has none (`bool(smoothing)` is then False and the search does not smooth).
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.relus = [mod for mod in module.modules() if isinstance(mod, torch.nn.ReLU)]
+
+    def __bool__(self) -> bool:
+        return bool(self.relus)
+
+    @contextlib.contextmanager
+    def softplus(self, beta: float):
+        for mod in self.relus:
+            mod.forward = functools.partial(torch.nn.functional.softplus, beta=beta)
+        try:
+            yield
+        finally:
+            for mod in self.relus:
+                del mod.forward   # the class's own ReLU again
 
 
 def _single_input_channel(mod: torch.nn.Module) -> bool:

@@ -9,6 +9,7 @@ back to the midpoint (see base.py for the distance it bounds).
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import asdict
 
@@ -37,8 +38,9 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
            step: str = SearchOptions.step, alpha: float = SearchOptions.alpha, gamma: float = SearchOptions.gamma,
            max_iter: int | None = SearchOptions.max_iter, tol: float | None = SearchOptions.tol,
            verify_tol: float | None = SearchOptions.verify_tol, batch_size: int | None = None,
-           rows_per_pass: int | None = SearchOptions.rows_per_pass, dtype: torch.dtype | None = None,
-           box: tuple[float, float] | None = None, return_points: bool = False, progress: bool = False) -> Collisions:
+           rows_per_pass: int | None = SearchOptions.rows_per_pass, smooth_iters: int = SearchOptions.smooth_iters,
+           dtype: torch.dtype | None = None, box: tuple[float, float] | None = None, return_points: bool = False,
+           progress: bool = False) -> Collisions:
     """Collision distances d_{A o f}(x_k, x'_k) for a batch of pairs, by Algorithm 1.
 
     f maps a batch (B, *shape) to flattened features (B, n_j); an nn.Module must be in eval mode
@@ -56,6 +58,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     the CPU the rows are also computed CPU_POINTS_PER_PASS points at a time, for the same reason.
     `box` (lo, hi) keeps every iterate, hence every collision, inside [lo, hi]^n (the pairs must
     lie in it); None searches all of R^n. `progress` shows a progress bar over the pairs (on stderr).
+    `smooth_iters` > 0: merit's first Jacobian evaluations are on f with its ReLU modules as
+    softplus (merit.py, features.Smoothing); decay, and maps without ReLU modules, ignore it.
     """
     if _in_training_mode(f):
         raise ValueError("the feature extractor has BatchNorm or Dropout layers in training mode; call "
@@ -90,6 +94,17 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     max_iter = DEFAULT_MAX_ITER[step] if max_iter is None else max_iter
     batch_size = batch_size or max(len(x), 1)
     run_step = STEPS[step]
+    if step == "merit" and smooth_iters and smooth_iters >= max_iter:
+        raise ValueError(f"smooth_iters ({smooth_iters}) must be below max_iter ({max_iter}): the last "
+                         "evaluations search the map itself")
+    smoothing = getattr(f, "smoothing", None)
+    if step == "merit" and smooth_iters and smoothing:   # merit.py: the first evaluations on softplus ReLUs
+        def smoothed(beta: float) -> Features:
+            def g_beta(u: torch.Tensor) -> torch.Tensor:
+                with smoothing.softplus(beta):
+                    return g(u)
+            return g_beta
+        run_step = functools.partial(run_step, smooth_iters=smooth_iters, smoothed=smoothed)
     if _plans_gpu_memory(x.device) and len(x):
         # Two search steps on a few pairs measure the memory a pair needs on this device: the
         # second takes Jacobian rows at both points of every pair (the first, at the midpoint, one).

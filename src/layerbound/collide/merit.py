@@ -4,6 +4,8 @@ merit function, with chord steps that hold the linearized constraint (docs/searc
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .base import Collisions, Features
@@ -43,11 +45,20 @@ BALANCE_LIMIT = 3.0
 # benchmarks/bench_tightness.py measures it); turning it on changes the search: its revision too.
 CURVATURE_FRACTION = False
 CURVATURE_FLOOR = 0.05
+# Smoothing (collision.search.smooth_iters, off by default): the first smooth_iters Jacobian
+# evaluations search the map with its ReLUs replaced by softplus of sharpness SMOOTH_BETA,
+# growing by SMOOTH_GROWTH at each (5, 10, 20, 40, 80 for 5). Chosen on trades2 conv3 and fc5,
+# adam2 conv4 and fc6, benign conv3 and fc6, pgd2 logits (benchmarks/bench_tightness.py): one fixed
+# sharpness (10) left adam2 conv4 looser than no smoothing, and 8 smoothed evaluations of 15 left
+# a pair there at its midpoint.
+SMOOTH_BETA = 5.0
+SMOOTH_GROWTH = 2.0
 
 
 def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,
           tol: float, verify_tol: float, return_points: bool = False, rows_per_pass: int | None = None,
-          points_per_pass: int | None = None, box: tuple[float, float] | None = None) -> Collisions:
+          points_per_pass: int | None = None, box: tuple[float, float] | None = None, smooth_iters: int = 0,
+          smoothed: Callable[[float], Features] | None = None) -> Collisions:
     """Algorithm 1's linearize-and-project step with a per-pair step fraction chosen by a line
     search on an exact-penalty merit function, in a metric that balances the pair's two distances.
 
@@ -86,6 +97,15 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     gamma (decay_search's decay) is not used. The best collision is verified independently at the
     end, as in decay_search.
 
+    With smooth_iters k > 0 and `smoothed` (beta -> the map with its ReLUs as softplus of sharpness
+    beta), the first k Jacobian evaluations, and the trials and chord steps between them, are on
+    smoothed(SMOOTH_BETA * SMOOTH_GROWTH^i) at the i-th (i = 0 .. k - 1); nothing is offered as a
+    collision and no pair stops during them, and everything after is on g itself. A piecewise
+    linear map's linearization holds only up to the next kink its steps cross; the smoothed map's
+    holds farther, so the first steps go farther before the kinks decide, and the search settles
+    in another (on the TRADES model's taps, much closer) local optimum. Every collision offered,
+    verified and certified is one of g.
+
     The distance is max(||x~ - x||, ||x~' - x'||), which the sum of squares that Algorithm 1
     minimizes does not balance: where the map's Jacobians differ at the two points its minimizer
     can leave one point much farther than the other. So every projection, chord step and psi is
@@ -105,10 +125,19 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     models and a held-out one): medians at most 2.3% above the best known, within 1% on 19 taps
     (docs/search.md).
     """
+    if smoothed is None:
+        smooth_iters = 0
+    exact, evaluation = g, [1]   # the Jacobian evaluation the current iterate's rows come from
+
+    def g(u: torch.Tensor) -> torch.Tensor:   # the map the current iteration searches
+        if evaluation[0] > smooth_iters:
+            return exact(u)
+        return smoothed(SMOOTH_BETA * SMOOTH_GROWTH ** (evaluation[0] - 1))(u)
+
     B = x.shape[0]
     norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
     with torch.no_grad():
-        g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
+        g_x, g_x_prime = exact(torch.cat([x, x_prime])).chunk(2)
     feature_gap = norms(g_x_prime - g_x)
     tiny = torch.finfo(x.dtype).tiny
     scale = feature_gap.clamp_min(tiny)
@@ -151,7 +180,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         objective = norms(u - x[pairs]) ** 2 + norms(u_prime - x_prime[pairs]) ** 2
         distance = torch.maximum(norms(u - x[pairs]), norms(u_prime - x_prime[pairs]))
         collides = torch.isfinite(residual) & torch.isfinite(objective) & (residual <= verify_tol / 2 * scale[pairs])
-        best.offer(pairs, u, u_prime, distance, objective, collides)
+        # A collision of the smoothed map is none of g: not offered (but it steers the step as one).
+        best.offer(pairs, u, u_prime, distance, objective, collides & (evaluation[0] > smooth_iters))
         return collides
 
     z, z_prime = midpoint.clone(), midpoint.clone()
@@ -184,6 +214,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         gap = norms(restore[0] - x[active]) - norms(restore[1] - x_prime[active])
         still = restored & (norms(newton[0] - restore[0]) ** 2 + norms(newton[1] - restore[1]) ** 2
                             < tol * objective_0[active]) & (gap.abs() < tol * objective_0[active].sqrt())
+        still &= evaluation[0] > smooth_iters
         converged[active[still]] = True
         last = iterations[active] >= max_iter    # no Jacobians at the next iterate: offer it now
         a = fraction[active].clone()
@@ -234,6 +265,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             step[active], step_prime[active] = z[active] - za[left], z_prime[active] - za_prime[left]
             J_step[active] = _apply(J[left], step[active])
             J_step_prime[active] = _apply(J_prime[left], step_prime[active])
+            evaluation[0] += 1
             values, rows = jacobian_rows(g, torch.cat([z[active], z_prime[active]]), rows_per_pass, points_per_pass)
             (v, v_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
             r = v_prime - v
@@ -242,7 +274,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             finite = torch.isfinite(r).all(1) & torch.isfinite(rows.flatten(1)).all(1).view(2, -1).all(0)
             if not finite.all():
                 active, J, J_prime, r = active[finite], J[finite], J_prime[finite], r[finite]
-    return best.verified(g, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
+    return best.verified(exact, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
                          converged, return_points)
 
 

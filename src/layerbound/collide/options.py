@@ -41,7 +41,8 @@ class SearchOptions:
     (jacobian.resolve_step);
     max_iter None the step control's own budget (DEFAULT_MAX_ITER). Tolerances None mean
     the dtype's defaults (base.DEFAULT_TOL, base.DEFAULT_VERIFY_TOL); rows_per_pass None means 1
-    Jacobian row per backward pass on the CPU, all m on a GPU.
+    Jacobian row per backward pass on the CPU, all m on a GPU. smooth_iters > 0: merit's first
+    smooth_iters Jacobian evaluations search the map with its ReLUs as softplus (merit.py).
     """
 
     step: str = _DEFAULTS["search"]["step"]
@@ -51,6 +52,12 @@ class SearchOptions:
     tol: float | None = _DEFAULTS["search"]["tol"]
     verify_tol: float | None = _DEFAULTS["search"]["verify_tol"]
     rows_per_pass: int | None = _DEFAULTS["search"]["rows_per_pass"]
+    smooth_iters: int = _DEFAULTS["search"]["smooth_iters"]
+
+
+# Options added after shards were made, and their value that leaves the search as it was: left out
+# of the JSON (so of every shard's digest) at that value, so that existing shards stay valid.
+_OMITTED_AT = {"smooth_iters": 0}
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,8 @@ class CollisionOptions:
 
     def to_json(self) -> str:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "method_options"}
-        d[METHODS[self.method].options_key] = asdict(self.method_options)
+        d[METHODS[self.method].options_key] = {k: v for k, v in asdict(self.method_options).items()
+                                               if k not in _OMITTED_AT or v != _OMITTED_AT[k]}
         if d["box"] is not None:
             d["box"] = list(d["box"])
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
