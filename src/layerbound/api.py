@@ -120,12 +120,14 @@ class LayerDistances:
 def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: int = 10, projections: int = 1,
                seed: int = 0, box: tuple[float, float] | None = (0.0, 1.0), step: str = "auto",
                max_iter: int | None = None, batch_size: int = 64, name: str = "model",
-               device: str | torch.device = "cpu", threads: int | None = None) -> LayerDistances:
+               device: str | torch.device = "cpu", threads: int | None = None, smooth_iters: int = 0) -> LayerDistances:
     """Collision distances of every pair under A o f_j, for `projections` Gaussian projections A
     (m x n_j, seeded from seed, name, layer, m and the projection index as in the workflow; none
     when m >= n_j), by paper 001's Algorithm 1 with the given step control ("merit", "decay", or
     "auto": merit on maps of at most 50 features, decay on wider ones) and at most `max_iter` Jacobian evaluations per
-    pair (None: 15 with merit, 40 with decay). `box` keeps the colliding
+    pair (None: 15 with merit, 40 with decay); with `smooth_iters` > 0 merit's first evaluations
+    search the map with softplus for its ReLU modules (collision.search.smooth_iters, docs/search.md;
+    below max_iter). `box` keeps the colliding
     images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place; a
     float64 copy of it certifies every collision (collide/certify.py), and `candidates` says per
     collision whether the search's best was certified (0), an earlier candidate (k > 0) or the
@@ -136,13 +138,14 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
     threads_module.check(threads, "collisions")
     with threads_module.limited(threads or threads_module.for_job("collide_shard")):
-        return _collisions(model, layer, pairs, m, projections, seed, box, step, max_iter, batch_size, name, device)
+        return _collisions(model, layer, pairs, m, projections, seed, box,
+                           SearchOptions(step=step, max_iter=max_iter, smooth_iters=smooth_iters), batch_size, name,
+                           device)
 
 
-def _collisions(model, layer, pairs, m, projections, seed, box, step, max_iter, batch_size, name, device):
+def _collisions(model, layer, pairs, m, projections, seed, box, search, batch_size, name, device):
     dev = torch.device(device)
-    options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size,
-                               method_options=SearchOptions(step=step, max_iter=max_iter))
+    options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size, method_options=search)
     dtype = getattr(torch, options.dtype)
     spare = copy.deepcopy(model)   # its float64 copy certifies the collisions (collide/certify.py)
     net = features.prepare_model(model, dtype, dev)
