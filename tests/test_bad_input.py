@@ -398,7 +398,9 @@ def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path)
     (lambda found, net, ps: api.collisions(net, "2", ps, projections=0), "collisions: projections = 0 is not allowed"),
     (lambda found, net, ps: api.collisions(net, "2", ps, threads=0), "collisions: threads must be a whole number >= 1"),
     (lambda found, net, ps: api.collisions(net, "2", ps, max_iter=5, smooth_iters=5),
-     "smooth_iters (5) must be below max_iter (5)"),
+     "collisions: smooth_iters (5) must be below max_iter (5)"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, smooth_iters=-1),
+     "collisions: smooth_iters = -1: need a whole number >= 0"),
 ])
 def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
     torch.manual_seed(0)

@@ -19,6 +19,9 @@ from test_collide import _binary_images, _cvxpy_boxed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+# CollisionOptions().digest() at commit 4b27afa, before smooth_iters existed (a new SEARCH_REVISION
+# or CERTIFY_REVISION changes it on purpose: then update it).
+DIGEST_BEFORE_SMOOTHING = "12c5762cc7e69480cddb9238d7f1669397912a502c853d0fc3e58ff348c40776"
 
 
 def _fcnn_map():
@@ -44,6 +47,10 @@ def test_softplus_is_the_closed_form_while_active_and_the_relu_after(pairs_of):
             with f.smoothing.softplus(beta):
                 raise RuntimeError("inside")
         assert torch.equal(f(x), before)   # restored on an exception too
+        with f.smoothing.softplus(beta), pytest.raises(RuntimeError, match="smoothed already"):
+            with f.smoothing.softplus(2 * beta):
+                pass
+        assert torch.equal(f(x), before)
     assert len(f.smoothing.relus) == 2
 
 
@@ -51,19 +58,25 @@ def test_the_first_evaluations_follow_the_sharpness_schedule(pairs_of, monkeypat
     _, f = _fcnn_map()
     x, x_prime = pairs_of((1, 10, 10), 3, seed=2)
     A = projection.draw(0, "fcnn", "fc2", 5, 0, 50, dtype=torch.float64)
-    seen = []
-    softplus = features.Smoothing.softplus
+    # Per Jacobian evaluation (the midpoint's first), the sharpnesses its forward pass ran at.
+    evaluations, softplus, rows = [], features.Smoothing.softplus, merit.jacobian_rows
 
     def recording(self, beta):
-        if not seen or seen[-1] != beta:
-            seen.append(beta)
+        if evaluations:
+            evaluations[-1].add(beta)
         return softplus(self, beta)
+
+    def counted(g, u, *args):
+        evaluations.append(set())
+        return rows(g, u, *args)
     monkeypatch.setattr(features.Smoothing, "softplus", recording)
-    jacobian.search(f, A, x, x_prime, step="merit", max_iter=12, smooth_iters=4, dtype=torch.float64)
-    assert seen == [merit.SMOOTH_BETA * merit.SMOOTH_GROWTH ** i for i in range(4)]
-    seen.clear()
+    monkeypatch.setattr(merit, "jacobian_rows", counted)
+    result = jacobian.search(f, A, x, x_prime, step="merit", max_iter=12, smooth_iters=4, dtype=torch.float64)
+    assert evaluations[:4] == [{merit.SMOOTH_BETA * merit.SMOOTH_GROWTH ** i} for i in range(4)]
+    assert len(evaluations) == int(result.iterations.max()) > 4 and not any(evaluations[4:])
+    evaluations.clear()
     jacobian.search(f, A, x, x_prime, step="decay", max_iter=12, smooth_iters=4, dtype=torch.float64)
-    assert seen == []   # decay does not smooth
+    assert evaluations == []   # decay does not smooth (nor use merit's rows)
 
 
 def test_maps_without_relu_modules_are_searched_as_without_smoothing(pairs_of):
@@ -139,11 +152,16 @@ def test_smooth_iters_below_the_budget_and_out_of_the_digest_when_off():
         jacobian.search(lambda u: u, None, torch.zeros(1, 3), torch.ones(1, 3), step="merit", max_iter=5,
                         smooth_iters=5)
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["collision"]["search"]["smooth_iters"] = 15
-    with pytest.raises(ConfigError, match=r"collision.search.smooth_iters = 15, .* 15 Jacobian evaluations"):
+    raw["collision"]["search"]["smooth_iters"] = 15   # max_iter null: merit's 15
+    with pytest.raises(ConfigError, match=r"collision.search.smooth_iters \(15\) must be below max_iter \(15\)"):
         validate(raw)
-    # Off (0), the option is left out of the JSON: the shards made before it keep their digest.
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["collision"]["search"].update(smooth_iters=15, step="decay")   # decay ignores it
+    validate(raw)
+    # Off (0), the option is left out of the JSON: the shards made before it keep their digest
+    # (the default options' digest before the option existed, commit 4b27afa).
     assert "smooth_iters" not in CollisionOptions().to_json()
+    assert CollisionOptions().digest() == DIGEST_BEFORE_SMOOTHING
     on = CollisionOptions(method_options=SearchOptions(smooth_iters=5))
     assert '"smooth_iters":5' in on.to_json() and on.digest() != CollisionOptions().digest()
     assert CollisionOptions.from_dict(json.loads(on.to_json())) == on

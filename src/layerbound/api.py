@@ -39,7 +39,7 @@ from . import config as configuration
 from .data import pairs as pairsets
 from .core import threads as threads_module
 from .collide import CollisionOptions, certify, closed_form
-from .collide.options import SearchOptions, adversary_label
+from .collide.options import SearchOptions, adversary_label, check_smooth_iters
 from .core.errors import ConfigError
 
 __all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "collisions", "input_distances",
@@ -136,6 +136,10 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     collision shard's, layerbound.core.threads: 1), torch's setting restored after.
     """
     configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
+    try:
+        check_smooth_iters(smooth_iters, step, max_iter)
+    except ValueError as err:
+        raise ValueError(f"collisions: {err}") from None
     threads_module.check(threads, "collisions")
     with threads_module.limited(threads or threads_module.for_job("collide_shard")):
         return _collisions(model, layer, pairs, m, projections, seed, box,

@@ -59,24 +59,34 @@ class Smoothing:
     beta, log(1 + exp(beta t)) / beta, while active (the merit search's smoothing, merit.py).
 
     Only nn.ReLU modules are found: a network that calls a functional ReLU, or has other
-    activations, has none (`bool(smoothing)` is then False and the search does not smooth).
+    activations, has none there (`bool(smoothing)` is False without any, and the search does not
+    smooth; with some, only those are smoothed).
     """
 
     def __init__(self, module: torch.nn.Module):
         self.relus = [mod for mod in module.modules() if isinstance(mod, torch.nn.ReLU)]
+        self.active = False
 
     def __bool__(self) -> bool:
         return bool(self.relus)
 
     @contextlib.contextmanager
     def softplus(self, beta: float):
+        if self.active:
+            raise RuntimeError("the ReLUs are smoothed already: one sharpness at a time")
+        own = [mod.__dict__.get("forward") for mod in self.relus]   # a forward set on the instance, kept
         for mod in self.relus:
             mod.forward = functools.partial(torch.nn.functional.softplus, beta=beta)
+        self.active = True
         try:
             yield
         finally:
-            for mod in self.relus:
-                del mod.forward   # the class's own ReLU again
+            for mod, forward in zip(self.relus, own):
+                if forward is None:
+                    del mod.forward   # the class's own ReLU again
+                else:
+                    mod.forward = forward
+            self.active = False
 
 
 def _single_input_channel(mod: torch.nn.Module) -> bool:

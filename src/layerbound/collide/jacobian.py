@@ -20,7 +20,8 @@ from . import memory
 from .linear_step import _Best, jacobian_rows, project
 from .merit import merit
 from .base import DEFAULT_TOL, Collisions, Features, verify_tol_for
-from .options import AUTO_MERIT_MAX_FEATURES, DEFAULT_MAX_ITER, SearchOptions
+from .features import Smoothing
+from .options import AUTO_MERIT_MAX_FEATURES, DEFAULT_MAX_ITER, SearchOptions, check_smooth_iters
 
 # On the CPU the Jacobian rows are computed for at most this many points per forward/backward, so
 # the activations stay in cache: measured ~10% faster than 128 points for the Medium CNN.
@@ -94,10 +95,10 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     max_iter = DEFAULT_MAX_ITER[step] if max_iter is None else max_iter
     batch_size = batch_size or max(len(x), 1)
     run_step = STEPS[step]
-    if step == "merit" and smooth_iters and smooth_iters >= max_iter:
-        raise ValueError(f"smooth_iters ({smooth_iters}) must be below max_iter ({max_iter}): the last "
-                         "evaluations search the map itself")
+    check_smooth_iters(smooth_iters, step, max_iter)
     smoothing = getattr(f, "smoothing", None)
+    if smoothing is None and isinstance(f, torch.nn.Module):
+        smoothing = Smoothing(f)
     if step == "merit" and smooth_iters and smoothing:   # merit.py: the first evaluations on softplus ReLUs
         def smoothed(beta: float) -> Features:
             def g_beta(u: torch.Tensor) -> torch.Tensor:

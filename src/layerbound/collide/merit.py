@@ -41,7 +41,7 @@ BALANCE_LIMIT = 3.0
 # taps rho grows as the steps shorten (the kinks of a ReLU network), and first trials at
 # 1 / (1 + rho) ended 1.3% looser than without them at conv2 (median, 15 evaluations), whose longer
 # first trials were accepted there. Off because, as the second trial, it is tighter at 15
-# evaluations on 12 of the 22 taps measured and looser on 8, 0.46% at TRADES fc6 (docs/search.md;
+# evaluations on 24 of the 28 taps measured and looser on 3, 0.41% at pgd2 conv4 (docs/search.md;
 # benchmarks/bench_tightness.py measures it); turning it on changes the search: its revision too.
 CURVATURE_FRACTION = False
 CURVATURE_FLOOR = 0.05
@@ -127,17 +127,18 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     """
     if smoothed is None:
         smooth_iters = 0
-    exact, evaluation = g, [1]   # the Jacobian evaluation the current iterate's rows come from
+    evaluation = 1   # the Jacobian evaluation the current iterate's rows come from
 
-    def g(u: torch.Tensor) -> torch.Tensor:   # the map the current iteration searches
-        if evaluation[0] > smooth_iters:
-            return exact(u)
-        return smoothed(SMOOTH_BETA * SMOOTH_GROWTH ** (evaluation[0] - 1))(u)
+    def searched(u: torch.Tensor) -> torch.Tensor:
+        """The map the current iteration searches: g, or during the first smooth_iters evaluations g smoothed."""
+        if evaluation > smooth_iters:
+            return g(u)
+        return smoothed(SMOOTH_BETA * SMOOTH_GROWTH ** (evaluation - 1))(u)
 
     B = x.shape[0]
     norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
     with torch.no_grad():
-        g_x, g_x_prime = exact(torch.cat([x, x_prime])).chunk(2)
+        g_x, g_x_prime = g(torch.cat([x, x_prime])).chunk(2)
     feature_gap = norms(g_x_prime - g_x)
     tiny = torch.finfo(x.dtype).tiny
     scale = feature_gap.clamp_min(tiny)
@@ -167,7 +168,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         todo = torch.arange(len(pairs), device=x.device)
         for chord in range(CHORD_STEPS + 1):
             with torch.no_grad():
-                g_u, g_u_prime = g(torch.cat([u[todo], u_prime[todo]])).chunk(2)
+                g_u, g_u_prime = searched(torch.cat([u[todo], u_prime[todo]])).chunk(2)
             r_u = g_u_prime - g_u
             residual[todo] = r_u.norm(dim=1)
             # Half the tolerance here, so float noise cannot fail the independent check at the end.
@@ -181,7 +182,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         distance = torch.maximum(norms(u - x[pairs]), norms(u_prime - x_prime[pairs]))
         collides = torch.isfinite(residual) & torch.isfinite(objective) & (residual <= verify_tol / 2 * scale[pairs])
         # A collision of the smoothed map is none of g: not offered (but it steers the step as one).
-        best.offer(pairs, u, u_prime, distance, objective, collides & (evaluation[0] > smooth_iters))
+        best.offer(pairs, u, u_prime, distance, objective, collides & (evaluation > smooth_iters))
         return collides
 
     z, z_prime = midpoint.clone(), midpoint.clone()
@@ -194,7 +195,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     fraction = torch.full((B,), float(alpha), dtype=x.dtype, device=x.device)
     active = torch.arange(B, device=x.device)
     if max_iter > 0:
-        g_mid, J = jacobian_rows(g, midpoint, rows_per_pass, points_per_pass)
+        g_mid, J = jacobian_rows(searched, midpoint, rows_per_pass, points_per_pass)
         J_prime, r = J, torch.zeros_like(g_mid)   # both points are the midpoint: one set of rows
         iterations[:] = 1
     else:
@@ -214,7 +215,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
         gap = norms(restore[0] - x[active]) - norms(restore[1] - x_prime[active])
         still = restored & (norms(newton[0] - restore[0]) ** 2 + norms(newton[1] - restore[1]) ** 2
                             < tol * objective_0[active]) & (gap.abs() < tol * objective_0[active].sqrt())
-        still &= evaluation[0] > smooth_iters
+        still &= evaluation > smooth_iters
         converged[active[still]] = True
         last = iterations[active] >= max_iter    # no Jacobians at the next iterate: offer it now
         a = fraction[active].clone()
@@ -238,7 +239,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             u = (1 - w) * restore[0][idx] + w * newton[0][idx]
             u_prime = (1 - w) * restore[1][idx] + w * newton[1][idx]
             with torch.no_grad():
-                g_u, g_u_prime = g(torch.cat([u, u_prime])).chunk(2)
+                g_u, g_u_prime = searched(torch.cat([u, u_prime])).chunk(2)
             Wi = (W[0][idx], W[1][idx])
             c, c_prime = _chord_step(J[idx], J_prime[idx], g_u_prime - g_u, u, u_prime, box, Wi)
             psi = (pair_norm(u, u_prime, x[active[idx]], x_prime[active[idx]], Wi)
@@ -265,8 +266,9 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             step[active], step_prime[active] = z[active] - za[left], z_prime[active] - za_prime[left]
             J_step[active] = _apply(J[left], step[active])
             J_step_prime[active] = _apply(J_prime[left], step_prime[active])
-            evaluation[0] += 1
-            values, rows = jacobian_rows(g, torch.cat([z[active], z_prime[active]]), rows_per_pass, points_per_pass)
+            evaluation += 1
+            values, rows = jacobian_rows(searched, torch.cat([z[active], z_prime[active]]), rows_per_pass,
+                                         points_per_pass)
             (v, v_prime), (J, J_prime) = values.chunk(2), rows.chunk(2)
             r = v_prime - v
             iterations[active] += 1
@@ -274,7 +276,7 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
             finite = torch.isfinite(r).all(1) & torch.isfinite(rows.flatten(1)).all(1).view(2, -1).all(0)
             if not finite.all():
                 active, J, J_prime, r = active[finite], J[finite], J_prime[finite], r[finite]
-    return best.verified(exact, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
+    return best.verified(g, x, x_prime, midpoint, objective_0, scale, verify_tol, feature_gap, iterations,
                          converged, return_points)
 
 

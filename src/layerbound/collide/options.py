@@ -55,6 +55,18 @@ class SearchOptions:
     smooth_iters: int = _DEFAULTS["search"]["smooth_iters"]
 
 
+def check_smooth_iters(smooth_iters: int, step: str, max_iter: int | None) -> None:
+    """Refuse a smoothing the search cannot end on the map itself: smooth_iters must be a whole
+    number >= 0 and, where the step control is merit (or auto, which is merit on every map of at
+    most AUTO_MERIT_MAX_FEATURES features), below its budget (max_iter, or merit's default)."""
+    if isinstance(smooth_iters, bool) or not isinstance(smooth_iters, int) or smooth_iters < 0:
+        raise ValueError(f"smooth_iters = {smooth_iters!r}: need a whole number >= 0")
+    budget = DEFAULT_MAX_ITER["merit"] if max_iter is None else max_iter
+    if smooth_iters and step != "decay" and smooth_iters >= budget:
+        raise ValueError(f"smooth_iters ({smooth_iters}) must be below max_iter ({budget}): the last "
+                         "Jacobian evaluations search the map itself")
+
+
 # Options added after shards were made, and their value that leaves the search as it was: left out
 # of the JSON (so of every shard's digest) at that value, so that existing shards stay valid.
 _OMITTED_AT = {"smooth_iters": 0}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..attacks import info as attack_info
-from ..collide.options import DEFAULT_MAX_ITER
+from ..collide.options import check_smooth_iters
 from ..core.errors import ConfigError
 from ..core.schema import fill_defaults, numbers, key_path, schema
 from ..data import info as dataset_info
@@ -72,12 +72,11 @@ def check_across_keys(config: dict[str, Any]) -> None:
     box = config["collision"]["box"]
     if box is not None and not box[0] < box[1]:
         raise ConfigError(f"collision.box = {box}: need lo < hi (or null for an unboxed adversary)")
-    search = config["collision"].get("search") or {}
-    smooth = int(search.get("smooth_iters") or 0)
-    budget = DEFAULT_MAX_ITER["merit"] if search.get("max_iter") is None else int(search["max_iter"])
-    if smooth and smooth >= budget:
-        raise ConfigError(f"collision.search.smooth_iters = {smooth}, but the search has {budget} Jacobian "
-                          f"evaluations (max_iter): the last must be on the map itself (allowed 0..{max(budget - 1, 0)})")
+    search = config["collision"]["search"]
+    try:
+        check_smooth_iters(search["smooth_iters"], search["step"], search["max_iter"])
+    except ValueError as err:
+        raise ConfigError(f"collision.search.{err}") from None
     attack_models(config)   # every name in attacks.models is a model
     for norm, grid in config["attacks"]["eps"].items():
         users = [name for name in config["attacks"]["run"] if attack_info.ATTACKS[name].norm == norm]
