@@ -52,7 +52,7 @@ from layerbound import plan
 from layerbound.models import checkpoint
 from layerbound.data import pairs as pairsets
 from layerbound.collide import certify, jacobian, merit
-from layerbound.collide.options import CollisionOptions, adversary_label
+from layerbound.collide.options import SMOOTH_BETA, SMOOTH_GROWTH, CollisionOptions, adversary_label
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -173,7 +173,7 @@ def main() -> None:
             key = (digest, tap, m, args.pairs, box, cfg["seed"], tuple(sorted(REFERENCES["merit"].items())),
                    tuple(sorted(REFERENCES["decay"].items())))
             smoothed_key = key[:6] + (tuple(sorted(SMOOTHED_REFERENCE.items())),
-                                      ("beta", merit.SMOOTH_BETA, "growth", merit.SMOOTH_GROWTH))
+                                      ("beta", SMOOTH_BETA, "growth", SMOOTH_GROWTH))
             if key not in cache:
                 cache[key] = torch.minimum(*(certified(f64, A64, torch.float64, step).distance
                                              for step in REFERENCES.values()))

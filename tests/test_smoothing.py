@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from layerbound.collide import closed_form, features, jacobian, linear_step, merit, projection
+from layerbound.collide import closed_form, features, jacobian, linear_step, merit, options, projection
 from layerbound.collide.base import DEFAULT_VERIFY_TOL
 from layerbound.collide.options import CollisionOptions, SearchOptions
 from layerbound.config import ConfigError, validate
@@ -72,7 +72,7 @@ def test_the_first_evaluations_follow_the_sharpness_schedule(pairs_of, monkeypat
     monkeypatch.setattr(features.Smoothing, "softplus", recording)
     monkeypatch.setattr(merit, "jacobian_rows", counted)
     result = jacobian.search(f, A, x, x_prime, step="merit", max_iter=12, smooth_iters=4, dtype=torch.float64)
-    assert evaluations[:4] == [{merit.SMOOTH_BETA * merit.SMOOTH_GROWTH ** i} for i in range(4)]
+    assert evaluations[:4] == [{options.SMOOTH_BETA * options.SMOOTH_GROWTH ** i} for i in range(4)]
     assert len(evaluations) == int(result.iterations.max()) > 4 and not any(evaluations[4:])
     evaluations.clear()
     jacobian.search(f, A, x, x_prime, step="decay", max_iter=12, smooth_iters=4, dtype=torch.float64)
@@ -147,7 +147,7 @@ def test_smoothed_search_reports_only_collisions_of_the_map_itself(pairs_of, mon
     assert (result.distance < 0.99 * closed_form.input_distance(x, x_prime)).all()
 
 
-def test_smooth_iters_below_the_budget_and_out_of_the_digest_when_off():
+def test_smooth_iters_below_the_budget_and_out_of_the_digest_when_off(monkeypatch):
     with pytest.raises(ValueError, match=r"smooth_iters \(5\) must be below max_iter \(5\)"):
         jacobian.search(lambda u: u, None, torch.zeros(1, 3), torch.ones(1, 3), step="merit", max_iter=5,
                         smooth_iters=5)
@@ -165,3 +165,7 @@ def test_smooth_iters_below_the_budget_and_out_of_the_digest_when_off():
     on = CollisionOptions(method_options=SearchOptions(smooth_iters=5))
     assert '"smooth_iters":5' in on.to_json() and on.digest() != CollisionOptions().digest()
     assert CollisionOptions.from_dict(json.loads(on.to_json())) == on
+    # On, the sharpness schedule is part of the digest: a new one re-runs the smoothed shards only.
+    before = on.digest()
+    monkeypatch.setattr(options, "SMOOTH_BETA", 2 * options.SMOOTH_BETA)
+    assert on.digest() != before and CollisionOptions().digest() == DIGEST_BEFORE_SMOOTHING

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from .base import Collisions, Features
+from .options import SMOOTH_BETA, SMOOTH_GROWTH
 from .linear_step import _apply, _Best, _gram, _solve_psd, _step_scales, jacobian_rows, project
 
 
@@ -45,14 +46,6 @@ BALANCE_LIMIT = 3.0
 # benchmarks/bench_tightness.py measures it); turning it on changes the search: its revision too.
 CURVATURE_FRACTION = False
 CURVATURE_FLOOR = 0.05
-# Smoothing (collision.search.smooth_iters, off by default): the first smooth_iters Jacobian
-# evaluations search the map with its ReLUs replaced by softplus of sharpness SMOOTH_BETA,
-# growing by SMOOTH_GROWTH at each (5, 10, 20, 40, 80 for 5). Chosen on trades2 conv3 and fc5,
-# adam2 conv4 and fc6, benign conv3 and fc6, pgd2 logits (benchmarks/bench_tightness.py): one fixed
-# sharpness (10) left adam2 conv4 looser than no smoothing, and 8 smoothed evaluations of 15 left
-# a pair there at its midpoint.
-SMOOTH_BETA = 5.0
-SMOOTH_GROWTH = 2.0
 
 
 def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, gamma: float, max_iter: int,

@@ -28,6 +28,16 @@ _DEFAULTS = defaults("collision")
 AUTO_MERIT_MAX_FEATURES = 50
 DEFAULT_MAX_ITER = {"decay": 40, "merit": 15}
 SEARCH_REVISION = "2 (merit minimizes the max of the two distances)"
+# Merit's smoothing (collision.search.smooth_iters, off by default; collide/merit.py): the first
+# smooth_iters Jacobian evaluations search the map with its ReLUs replaced by softplus of sharpness
+# SMOOTH_BETA, growing by SMOOTH_GROWTH at each (5, 10, 20, 40, 80 for 5). Chosen on trades2 conv3 and fc5,
+# adam2 conv4 and fc6, benign conv3 and fc6, pgd2 logits (benchmarks/bench_tightness.py): one fixed
+# sharpness (10) left adam2 conv4 looser than no smoothing, and 8 smoothed evaluations of 15 left
+# a pair there at its midpoint.
+# With smoothing on, the schedule is part of the search's revision (CollisionOptions.revision), so
+# a new schedule re-runs the smoothed shards and leaves the others valid.
+SMOOTH_BETA = 5.0
+SMOOTH_GROWTH = 2.0
 # The revision of collide/certify.py, which every method's collisions pass through: part of every
 # method's revision (CollisionOptions.revision), so a new certificate re-runs every shard.
 CERTIFY_REVISION = "1 (float64 Gauss-Newton polish; residual <= 1e-12 of the feature magnitude, correction <= 1e-10 of ||x - x'||/2)"
@@ -166,9 +176,12 @@ class CollisionOptions:
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     def revision(self) -> str:
-        """The method's revision (Method.revision) and the certificate's: with the options, what
-        decides the numbers."""
-        return f"{METHODS[self.method].revision}; certificate {CERTIFY_REVISION}"
+        """The method's revision (Method.revision) and the certificate's, and merit's smoothing
+        schedule where smoothing is on: with the options, what decides the numbers."""
+        revision = f"{METHODS[self.method].revision}; certificate {CERTIFY_REVISION}"
+        if getattr(self.method_options, "smooth_iters", 0):
+            revision += f"; smoothing: softplus sharpness {SMOOTH_BETA:g} x {SMOOTH_GROWTH:g} per evaluation"
+        return revision
 
     def digest(self) -> str:
         return hashlib.sha256(f"{self.to_json()}\n{self.revision()}".encode()).hexdigest()
