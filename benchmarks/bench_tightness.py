@@ -52,6 +52,7 @@ from layerbound import plan
 from layerbound.models import checkpoint
 from layerbound.data import pairs as pairsets
 from layerbound.collide import certify, jacobian, merit
+from layerbound.core.store import atomic_write_buffered
 from layerbound.collide.options import SMOOTH_BETA, SMOOTH_GROWTH, CollisionOptions, adversary_label
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,14 +175,14 @@ def main() -> None:
                    tuple(sorted(REFERENCES["decay"].items())))
             smoothed_key = key[:6] + (tuple(sorted(SMOOTHED_REFERENCE.items())),
                                       ("beta", SMOOTH_BETA, "growth", SMOOTH_GROWTH))
-            if key not in cache:
+            missing = [k for k in (key, smoothed_key) if k not in cache]
+            if key in missing:
                 cache[key] = torch.minimum(*(certified(f64, A64, torch.float64, step).distance
                                              for step in REFERENCES.values()))
-            if smoothed_key not in cache:
+            if smoothed_key in missing:
                 cache[smoothed_key] = certified(f64, A64, torch.float64, SMOOTHED_REFERENCE).distance
-            if args.cache:
-                args.cache.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(cache, args.cache)
+            if args.cache and missing:
+                atomic_write_buffered(args.cache, lambda out: torch.save(cache, out))
             best = torch.minimum(cache[key], cache[smoothed_key])
             f = features.feature_map(features.prepare_model(copy.deepcopy(net), torch.float32, torch.device("cpu")),
                                      tap, torch.device("cpu"))

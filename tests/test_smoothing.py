@@ -34,24 +34,25 @@ def test_softplus_is_the_closed_form_while_active_and_the_relu_after(pairs_of):
     net, f = _fcnn_map()
     x, _ = pairs_of((1, 10, 10), 4, seed=1)
     first, second = net.pre[0][1], net.pre[1]
+    smoothing = features.Smoothing(f)
     with torch.no_grad():
         before = f(x)
         beta = 7.0
-        with f.smoothing.softplus(beta):
+        with smoothing.softplus(beta):
             smoothed = f(x)
         hidden = torch.log1p(torch.exp(beta * first(x.flatten(1)))) / beta
         expected = torch.log1p(torch.exp(beta * second(hidden))) / beta
         assert torch.allclose(smoothed, expected, rtol=1e-12, atol=0)
         assert torch.equal(f(x), before)   # the ReLUs again, bit for bit
         with pytest.raises(RuntimeError):
-            with f.smoothing.softplus(beta):
+            with smoothing.softplus(beta):
                 raise RuntimeError("inside")
         assert torch.equal(f(x), before)   # restored on an exception too
-        with f.smoothing.softplus(beta), pytest.raises(RuntimeError, match="smoothed already"):
-            with f.smoothing.softplus(2 * beta):
+        with smoothing.softplus(beta), pytest.raises(RuntimeError, match="smoothed already"):
+            with smoothing.softplus(2 * beta):
                 pass
         assert torch.equal(f(x), before)
-    assert len(f.smoothing.relus) == 2
+    assert len(smoothing.relus) == 2
 
 
 def test_the_first_evaluations_follow_the_sharpness_schedule(pairs_of, monkeypatch):
@@ -83,8 +84,7 @@ def test_maps_without_relu_modules_are_searched_as_without_smoothing(pairs_of):
     torch.manual_seed(3)
     f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 20), torch.nn.Tanh(),
                             torch.nn.Linear(20, 8)).double().eval()
-    f.smoothing = features.Smoothing(f)
-    assert not f.smoothing
+    assert not features.Smoothing(f)
     x, x_prime = pairs_of((36,), 6, seed=4)
     plain = jacobian.search(f, None, x, x_prime, step="merit", dtype=torch.float64)
     smoothed = jacobian.search(f, None, x, x_prime, step="merit", smooth_iters=5, dtype=torch.float64)
@@ -107,7 +107,6 @@ def test_smoothed_search_reaches_the_boxed_optimum_of_a_map_linear_on_the_box(sh
         f[0].weight.copy_(torch.eye(20))
         f[0].bias.fill_(shift)
         f[2].weight.copy_(W)
-    f.smoothing = features.Smoothing(f)
     x, x_prime = _binary_images(5, 20, seed=3)
     result = jacobian.search(f, None, x, x_prime, step="merit", max_iter=15, smooth_iters=5, dtype=torch.float64,
                              box=(0.0, 1.0), return_points=True)

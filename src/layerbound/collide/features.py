@@ -38,9 +38,7 @@ def feature_map(net: torch.nn.Module, layer: str, device: torch.device) -> Featu
     also gets a faster input gradient (`_FoldBackwardConv2d`). Both change `net` in place.
     """
     f = net.extractor(layer).eval()
-    smoothing = Smoothing(f)
     if device.type != "cpu" or not any(isinstance(mod, torch.nn.Conv2d) for mod in net.modules()):
-        f.smoothing = smoothing
         return f
     net.to(memory_format=torch.channels_last)
     for mod in net.modules():
@@ -49,8 +47,7 @@ def feature_map(net: torch.nn.Module, layer: str, device: torch.device) -> Featu
 
     def f_channels_last(u: torch.Tensor) -> torch.Tensor:
         return f(u.contiguous(memory_format=torch.channels_last))
-    f_channels_last.extractor = f   # the network's stages, for methods that need them (polytope)
-    f_channels_last.smoothing = smoothing
+    f_channels_last.extractor = f   # the network's stages, for methods that need them (polytope, smoothing)
     return f_channels_last
 
 

@@ -96,9 +96,8 @@ def search(f: Features, A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.
     batch_size = batch_size or max(len(x), 1)
     run_step = STEPS[step]
     check_smooth_iters(smooth_iters, step, max_iter)
-    smoothing = getattr(f, "smoothing", None)
-    if smoothing is None and isinstance(f, torch.nn.Module):
-        smoothing = Smoothing(f)
+    module = getattr(f, "extractor", f)   # feature_map's CPU wrapper keeps the network there
+    smoothing = Smoothing(module) if isinstance(module, torch.nn.Module) else None
     if step == "merit" and smooth_iters and smoothing:   # merit.py: the first evaluations on softplus ReLUs
         def smoothed(beta: float) -> Features:
             def g_beta(u: torch.Tensor) -> torch.Tensor:
