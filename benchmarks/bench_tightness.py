@@ -24,10 +24,18 @@ all in float32 as the shards run them, with the config's box.
 The best known distances depend only on the checkpoints, the pairs and the reference runs:
 `--cache FILE` keeps them between runs (the references take most of a first run's time).
 
+With --relative no reference is run: the pairs can be any (--skip K takes the pair set's pairs
+K, K + 1, ... instead of the first), and each step control's columns are, per tap, its median
+distance over the config's own search's median distance ("median"), and the largest per-pair ratio
+of the two ("max"), so a new pair set checks a candidate against the default in minutes.
+--schedule B,G runs the smoothing candidate's columns with sharpness B, B G, B G^2, ... instead of
+the package's (collide/options.py); the smoothed reference keeps the package's.
+
     python benchmarks/bench_tightness.py [--models medium_pgd2] [--pairs 16] [--layers conv1,fc6] [--threads 1]
                                          [--budgets 11] [--default-budgets 20,25] [--no-candidate]
                                          [--curvature] [--curvature-budgets 11]
                                          [--cache results/bench/tightness_best.pt]
+    python benchmarks/bench_tightness.py --relative --skip 16 --pairs 48 [--schedule 2.5,2]
 
 Needs the trained checkpoints (`snakemake --cores 2 results/models/mnist5k/{medium_benign,medium_pgd2,medium_trades2}.pt`);
 the held-out one is trained here when missing (about a minute; --no-heldout skips it).
@@ -75,16 +83,20 @@ SMOOTHED_REFERENCE = dict(step="merit", alpha=1.0, max_iter=100, revision=2, smo
 
 @contextlib.contextmanager
 def search_revision(step: dict):
-    """merit.CURVATURE_FRACTION as `step` asks while active (its "revision": 2 off, 3 on, none:
-    the module's default); yields the step's options for jacobian.search."""
+    """merit.CURVATURE_FRACTION and the smoothing schedule as `step` asks while active (its
+    "revision": 2 off, 3 on, none: the module's default; its "schedule": (beta, growth), none: the
+    package's); yields the step's options for jacobian.search."""
     options = dict(step)
     revision = options.pop("revision", None)
-    current = merit.CURVATURE_FRACTION
-    merit.CURVATURE_FRACTION = current if revision is None else revision >= 3
+    schedule = options.pop("schedule", None)
+    current = merit.CURVATURE_FRACTION, merit.SMOOTH_BETA, merit.SMOOTH_GROWTH
+    merit.CURVATURE_FRACTION = current[0] if revision is None else revision >= 3
+    if schedule is not None:
+        merit.SMOOTH_BETA, merit.SMOOTH_GROWTH = schedule
     try:
         yield options
     finally:
-        merit.CURVATURE_FRACTION = current
+        merit.CURVATURE_FRACTION, merit.SMOOTH_BETA, merit.SMOOTH_GROWTH = current
 
 
 def jacobian_evaluations(found, step: dict) -> torch.Tensor:
@@ -105,6 +117,9 @@ def main() -> None:
     parser.add_argument("--no-heldout", action="store_true", help=f"leave out {heldout_model.NAME}")
     parser.add_argument("--layers", default=None, help="comma-separated taps (default: every tap)")
     parser.add_argument("--pairs", type=int, default=16, help="first pairs of the pair set (the references are slow)")
+    parser.add_argument("--skip", type=int, default=0, help="with --relative: start at this pair of the pair set")
+    parser.add_argument("--relative", action="store_true", help="no references: ratios to the config's own search")
+    parser.add_argument("--schedule", default=None, help="B,G: the smoothing candidate's sharpness B, B G, B G^2, ...")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's shard jobs use 1)")
     parser.add_argument("--cache", type=Path, default=None, help="file keeping the best known distances between runs")
     parser.add_argument("--budgets", default="", help="comma-separated max_iter: also run the candidate at these")
@@ -116,20 +131,27 @@ def main() -> None:
     parser.add_argument("--curvature-budgets", default="", help="comma-separated max_iter: also run the curvature "
                                                                 "fraction at these")
     args = parser.parse_args()
+    if args.skip and not args.relative:
+        parser.error("--skip needs --relative (the best known distances are cached for the first pairs)")
     torch.set_num_threads(args.threads)
+    smoothing = {"smooth_iters": SMOOTH_ITERS}
+    if args.schedule:
+        smoothing["schedule"] = tuple(float(v) for v in args.schedule.split(","))
     cfg = config.load(args.config)
     options = CollisionOptions.from_config(cfg["collision"], "jacobian")
     box = options.box
     configured = asdict(options.method_options)
     budget = configured["max_iter"] or "default"
-    step_controls = {"decay 0.7, 40 it.": DECAY, f"config: {configured['step']}, {budget} it.": configured}
+    step_controls = {f"config: {configured['step']}, {budget} it.": configured}
+    if not args.relative:   # with --relative the config's own search comes first: the others' reference
+        step_controls = {"decay 0.7, 40 it.": DECAY, **step_controls}
     if not args.no_candidate:
-        step_controls[f"+ smoothing {SMOOTH_ITERS}, {budget} it."] = dict(configured, smooth_iters=SMOOTH_ITERS)
+        step_controls[f"+ smoothing {SMOOTH_ITERS}, {budget} it."] = dict(configured, **smoothing)
     for extra in filter(None, args.default_budgets.split(",")):
         step_controls[f"config: {configured['step']}, {int(extra)} it."] = dict(configured, max_iter=int(extra))
     for extra in filter(None, args.budgets.split(",")):
         step_controls[f"+ smoothing {SMOOTH_ITERS}, {int(extra)} it."] = dict(configured, max_iter=int(extra),
-                                                                                smooth_iters=SMOOTH_ITERS)
+                                                                                **smoothing)
     if args.curvature:
         step_controls[f"+ curvature fraction, {budget} it."] = dict(configured, revision=3)
     for extra in filter(None, args.curvature_budgets.split(",")):
@@ -142,9 +164,13 @@ def main() -> None:
         specs[heldout_model.NAME] = (heldout_model.DATASET, heldout_model.PATH)
     models = args.models.split(",") if args.models else list(specs)
     cache = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
-    print(f"adversary {adversary_label(box)}, m = {m}, first {args.pairs} pairs of classes {classes} "
-          f"(S = {per_class}), projection 0, {args.threads} thread(s); best known: the smallest certified "
-          f"distance of {REFERENCES['decay']}, {REFERENCES['merit']} and {SMOOTHED_REFERENCE} in float64")
+    schedule = smoothing.get("schedule", (SMOOTH_BETA, SMOOTH_GROWTH))
+    against = ("the config's own search at its budget (median: ratio of the medians; max: the largest per-pair ratio)"
+               if args.relative else f"best known: the smallest certified distance of {REFERENCES['decay']}, "
+               f"{REFERENCES['merit']} and {SMOOTHED_REFERENCE} in float64")
+    print(f"adversary {adversary_label(box)}, m = {m}, pairs {args.skip}-{args.skip + args.pairs - 1} of classes "
+          f"{classes} (S = {per_class}), projection 0, {args.threads} thread(s); smoothing sharpness "
+          f"{schedule[0]:g} x {schedule[1]:g} per evaluation; {against}")
     print(f"{'model':<16}{'layer':<8}" + "".join(f"{name:>34}" for name in step_controls))
     print(" " * 24 + "".join(f"{'median    max  jac/pair  cpu s':>34}" for _ in step_controls))
     totals = {name: [] for name in step_controls}
@@ -155,7 +181,7 @@ def main() -> None:
             heldout_model.ensure(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         pair_set = pairsets.sample(dataset, classes, per_class, cfg["seed"], data_dir=ROOT / cfg["data_dir"])
-        x, x_prime = pair_set.gather(range(min(args.pairs, pair_set.num_pairs)))
+        x, x_prime = pair_set.gather(range(args.skip, min(args.skip + args.pairs, pair_set.num_pairs)))
         net = checkpoint.load(path)
         taps = args.layers.split(",") if args.layers else net.taps
         for tap in taps:
@@ -175,7 +201,7 @@ def main() -> None:
                    tuple(sorted(REFERENCES["decay"].items())))
             smoothed_key = key[:6] + (tuple(sorted(SMOOTHED_REFERENCE.items())),
                                       ("beta", SMOOTH_BETA, "growth", SMOOTH_GROWTH))
-            missing = [k for k in (key, smoothed_key) if k not in cache]
+            missing = [] if args.relative else [k for k in (key, smoothed_key) if k not in cache]
             if key in missing:
                 cache[key] = torch.minimum(*(certified(f64, A64, torch.float64, step).distance
                                              for step in REFERENCES.values()))
@@ -183,7 +209,7 @@ def main() -> None:
                 cache[smoothed_key] = certified(f64, A64, torch.float64, SMOOTHED_REFERENCE).distance
             if args.cache and missing:
                 atomic_write_buffered(args.cache, lambda out: torch.save(cache, out))
-            best = torch.minimum(cache[key], cache[smoothed_key])
+            best = None if args.relative else torch.minimum(cache[key], cache[smoothed_key])
             f = features.feature_map(features.prepare_model(copy.deepcopy(net), torch.float32, torch.device("cpu")),
                                      tap, torch.device("cpu"))
             A = None if A64 is None else A64.float()
@@ -192,12 +218,16 @@ def main() -> None:
                 started = time.process_time()
                 found = certified(f, A, torch.float32, step)
                 elapsed = time.process_time() - started
+                if best is None:   # --relative: against the config's own search, the first column
+                    best = found.distance
                 ratio, evaluations = found.distance / best, jacobian_evaluations(found, step)
+                median = found.distance.median() / best.median() if args.relative else ratio.median()
                 totals[name].append(ratio)
                 costs[name].append(evaluations)
-                row += f"{ratio.median():>12.4f}{ratio.max():>7.3f}{evaluations.mean():>8.1f}{elapsed:>7.1f}"
+                row += f"{median:>12.4f}{ratio.max():>7.3f}{evaluations.mean():>8.1f}{elapsed:>7.1f}"
             print(row, flush=True)
-    print("all taps: median ratio " + ", ".join(f"{name} {torch.cat(r).median():.4f}" for name, r in totals.items()))
+    label = "per-pair ratio to the config" if args.relative else "ratio"
+    print(f"all taps: median {label} " + ", ".join(f"{name} {torch.cat(r).median():.4f}" for name, r in totals.items()))
     print("all taps: Jacobian evaluations per pair " + ", ".join(f"{name} {torch.cat(c).mean():.2f}"
                                                                  for name, c in costs.items()))
 
