@@ -133,10 +133,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.skip and not args.relative:
         parser.error("--skip needs --relative (the best known distances are cached for the first pairs)")
+    if args.skip < 0 or args.pairs < 1:
+        parser.error("--skip must be at least 0 and --pairs at least 1")
+    smoothed_columns = not args.no_candidate or bool(args.budgets)
+    if args.relative and not (smoothed_columns or args.default_budgets or args.curvature or args.curvature_budgets):
+        parser.error("--relative compares with the config's own search: ask for another column too")
     torch.set_num_threads(args.threads)
-    smoothing = {"smooth_iters": SMOOTH_ITERS}
+    smoothing, label = {"smooth_iters": SMOOTH_ITERS}, f"+ smoothing {SMOOTH_ITERS}"
     if args.schedule:
-        smoothing["schedule"] = tuple(float(v) for v in args.schedule.split(","))
+        try:
+            schedule = tuple(float(v) for v in args.schedule.split(","))
+        except ValueError:
+            schedule = ()
+        if len(schedule) != 2 or not schedule[0] > 0 or not schedule[1] >= 1:
+            parser.error(f"--schedule takes B,G with sharpness B > 0 and growth G >= 1, not {args.schedule!r}")
+        if not smoothed_columns:
+            parser.error("--schedule sets the smoothing candidate's schedule, and no smoothing column is run")
+        smoothing["schedule"] = schedule
+        label += f" ({schedule[0]:g}x{schedule[1]:g})"
     cfg = config.load(args.config)
     options = CollisionOptions.from_config(cfg["collision"], "jacobian")
     box = options.box
@@ -146,11 +160,11 @@ def main() -> None:
     if not args.relative:   # with --relative the config's own search comes first: the others' reference
         step_controls = {"decay 0.7, 40 it.": DECAY, **step_controls}
     if not args.no_candidate:
-        step_controls[f"+ smoothing {SMOOTH_ITERS}, {budget} it."] = dict(configured, **smoothing)
+        step_controls[f"{label}, {budget} it."] = dict(configured, **smoothing)
     for extra in filter(None, args.default_budgets.split(",")):
         step_controls[f"config: {configured['step']}, {int(extra)} it."] = dict(configured, max_iter=int(extra))
     for extra in filter(None, args.budgets.split(",")):
-        step_controls[f"+ smoothing {SMOOTH_ITERS}, {int(extra)} it."] = dict(configured, max_iter=int(extra),
+        step_controls[f"{label}, {int(extra)} it."] = dict(configured, max_iter=int(extra),
                                                                                 **smoothing)
     if args.curvature:
         step_controls[f"+ curvature fraction, {budget} it."] = dict(configured, revision=3)
@@ -165,10 +179,15 @@ def main() -> None:
     models = args.models.split(",") if args.models else list(specs)
     cache = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
     schedule = smoothing.get("schedule", (SMOOTH_BETA, SMOOTH_GROWTH))
+    num_pairs = pairsets.sample(specs[models[0]][0], classes, per_class, cfg["seed"],
+                                data_dir=ROOT / cfg["data_dir"]).num_pairs
+    if args.skip >= num_pairs:
+        parser.error(f"--skip {args.skip}: the pair set has {num_pairs} pairs")
+    last = min(args.skip + args.pairs, num_pairs) - 1
     against = ("the config's own search at its budget (median: ratio of the medians; max: the largest per-pair ratio)"
                if args.relative else f"best known: the smallest certified distance of {REFERENCES['decay']}, "
                f"{REFERENCES['merit']} and {SMOOTHED_REFERENCE} in float64")
-    print(f"adversary {adversary_label(box)}, m = {m}, pairs {args.skip}-{args.skip + args.pairs - 1} of classes "
+    print(f"adversary {adversary_label(box)}, m = {m}, pairs {args.skip}-{last} of classes "
           f"{classes} (S = {per_class}), projection 0, {args.threads} thread(s); smoothing sharpness "
           f"{schedule[0]:g} x {schedule[1]:g} per evaluation; {against}")
     print(f"{'model':<16}{'layer':<8}" + "".join(f"{name:>34}" for name in step_controls))
