@@ -164,8 +164,7 @@ def main() -> None:
     for extra in filter(None, args.default_budgets.split(",")):
         step_controls[f"config: {configured['step']}, {int(extra)} it."] = dict(configured, max_iter=int(extra))
     for extra in filter(None, args.budgets.split(",")):
-        step_controls[f"{label}, {int(extra)} it."] = dict(configured, max_iter=int(extra),
-                                                                                **smoothing)
+        step_controls[f"{label}, {int(extra)} it."] = dict(configured, max_iter=int(extra), **smoothing)
     if args.curvature:
         step_controls[f"+ curvature fraction, {budget} it."] = dict(configured, revision=3)
     for extra in filter(None, args.curvature_budgets.split(",")):
@@ -179,8 +178,11 @@ def main() -> None:
     models = args.models.split(",") if args.models else list(specs)
     cache = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
     schedule = smoothing.get("schedule", (SMOOTH_BETA, SMOOTH_GROWTH))
-    num_pairs = pairsets.sample(specs[models[0]][0], classes, per_class, cfg["seed"],
-                                data_dir=ROOT / cfg["data_dir"]).num_pairs
+    # One pair set per dataset (every model of the default config shares one), sampled once.
+    pair_sets = {specs[model][0]: None for model in models}
+    for dataset in pair_sets:
+        pair_sets[dataset] = pairsets.sample(dataset, classes, per_class, cfg["seed"], data_dir=ROOT / cfg["data_dir"])
+    num_pairs = min(pair_set.num_pairs for pair_set in pair_sets.values())
     if args.skip >= num_pairs:
         parser.error(f"--skip {args.skip}: the pair set has {num_pairs} pairs")
     last = min(args.skip + args.pairs, num_pairs) - 1
@@ -199,8 +201,7 @@ def main() -> None:
         if model == heldout_model.NAME:
             heldout_model.ensure(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        pair_set = pairsets.sample(dataset, classes, per_class, cfg["seed"], data_dir=ROOT / cfg["data_dir"])
-        x, x_prime = pair_set.gather(range(args.skip, min(args.skip + args.pairs, pair_set.num_pairs)))
+        x, x_prime = pair_sets[dataset].gather(range(args.skip, last + 1))
         net = checkpoint.load(path)
         taps = args.layers.split(",") if args.layers else net.taps
         for tap in taps:
