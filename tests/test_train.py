@@ -1,4 +1,8 @@
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -60,9 +64,23 @@ def test_benign_training_learns_and_writes_checkpoint_and_sidecar(benign_run):
     assert metrics["robust_eval"] == {"attack": "pgd", "norm": "l2", "eps": 1.5, "steps": 10, "step_size": 0.375,
                                       "random_start": True, "examples": 300}
     assert metrics["wall_time_s"] > 0 and metrics["train"]["method"] == "benign"
+    # The settings the weights' last digits depend on (docs/outputs.md), as this process ran it.
+    assert metrics["compute"] == {"threads": torch.get_num_threads(),
+                                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     assert checkpoint.load_metrics(out) == metrics
     model = checkpoint.load(out, expect={"arch": "fcnn_small"})
     assert model.arch == "fcnn_small"
+
+
+def test_the_recorded_compute_settings_are_the_ones_in_force():
+    # Another process with one thread and the portable kernels must record exactly those, whatever
+    # this machine's own defaults are.
+    code = ("import torch; torch.set_num_threads(1); from layerbound.core.provenance import compute; "
+            "print(json.dumps(compute()))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == {"threads": 1, "cpu_capability": "DEFAULT"}
 
 
 def test_training_is_reproducible_from_the_seed(benign_run, tmp_path):

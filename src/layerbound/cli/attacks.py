@@ -66,7 +66,7 @@ def _write_csv(table, path) -> None:
 
 
 def _cmd_attack(args: argparse.Namespace) -> None:
-    from ..core.provenance import versions
+    from ..core.provenance import compute, versions
     from .. import plan
     from ..data import datasets as data
     from ..attacks import evaluate as attacks
@@ -92,6 +92,7 @@ def _cmd_attack(args: argparse.Namespace) -> None:
         "library": row["library"], "job": job, "table": str(out),
         "wall_time_s": time.perf_counter() - started, "device": str(device),
         "versions": versions(),
+        "compute": compute(),
     }
     from ..core.store import write_text
 

@@ -16,7 +16,7 @@ from typing import Any
 
 
 from . import checkpoint, loaded
-from ..core.provenance import versions
+from ..core.provenance import compute, versions
 from ..data import datasets as data
 from .specs import EvalConfig, LoadedSpec
 from ..core.device import describe as describe_device
@@ -58,6 +58,7 @@ def import_model(spec: LoadedSpec, evaluation: EvalConfig, seed: int, out: str |
         "wall_time_s": time.perf_counter() - started,
         "device": str(dev),
         "versions": versions(),
+        "compute": compute(),
     }
     checkpoint.save(out, model, metrics)
     return metrics

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import adversary, checkpoint, registry as models
-from ..core.provenance import versions
+from ..core.provenance import compute, versions
 from ..data import datasets as data
 from ..core import seeds
 from .specs import EvalConfig, ModelSpec, TrainConfig
@@ -148,6 +148,7 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
         "wall_time_s": time.perf_counter() - started,
         "device": str(dev),
         "versions": versions(),
+        "compute": compute(),
     }
     checkpoint.save(out, model, metrics)
     return metrics

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..core.provenance import versions
+from ..core.provenance import compute, versions
 from ..models import checkpoint
 from ..data import datasets as data, info as dataset_info
 from ..core.device import describe as describe_device
@@ -99,6 +99,7 @@ def run(job: dict[str, Any], robust_path: str | Path, regular_path: str | Path, 
         "retraining_epochs": sum(len(t.accuracies) for t in result.trials),
         "device": str(dev),
         "versions": versions(),
+        "compute": compute(),
     }
     text = json.dumps(record, indent=2, sort_keys=True)
     write_text(out, text + "\n")
