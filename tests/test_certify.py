@@ -191,6 +191,66 @@ def test_the_midpoint_is_certified_as_it_is():
     torch.testing.assert_close(result.distance, (x - x_prime).norm(dim=1) / 2, rtol=4e-16, atol=0)
 
 
+def _candidate(x: torch.Tensor, x_prime: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor) -> certify.Collisions:
+    """A method's result whose best candidate is (u, u') (distance as the method would report it)."""
+    B = len(x)
+    distance = torch.maximum((u - x).flatten(1).norm(dim=1), (u_prime - x_prime).flatten(1).norm(dim=1))
+    return certify.Collisions(distance, distance ** 2, torch.zeros(B, dtype=torch.float64),
+                              torch.ones(B, dtype=torch.float64), torch.ones(B, dtype=torch.int64),
+                              torch.ones(B, dtype=torch.bool), x_tilde=u, x_tilde_prime=u_prime)
+
+
+def test_a_zero_residual_where_float64_saturates_is_no_collision():
+    # g(u) = tanh(s (w.u + b)) is strictly increasing in w.u, so g(u) = g(u') only where
+    # w.u = w.u': the distance is |w.(x - x')| / (2 ||w||). With both points past z = 19, float64's
+    # tanh is exactly 1.0 at both, so the pair itself has residual 0; it is no collision.
+    rng = torch.Generator().manual_seed(3)
+    w = torch.randn(8, generator=rng, dtype=torch.float64)
+    s = 200.0
+    g = lambda u: torch.tanh(s * (u.flatten(1) @ w)).unsqueeze(1)  # noqa: E731
+    x = torch.randn(6, 8, generator=rng, dtype=torch.float64)
+    x_prime = torch.randn(6, 8, generator=rng, dtype=torch.float64)
+    # Shift each point along w so that z = s w.u is 20 + (0..5) and 40 + (0..5): saturated, distinct.
+    unit = w / w.norm()
+    for points, z in ((x, 20.0), (x_prime, 40.0)):
+        target = (z + torch.arange(6, dtype=torch.float64)) / s
+        points += (target - points @ w).unsqueeze(1) * unit / w.norm()
+    assert (g(x) == g(x_prime)).all() and (g(x) == 1.0).all()          # the rounding this is about
+    truth = (x - x_prime) @ w / (2 * w.norm())
+    result = certify.certify(g, x, x_prime, _candidate(x, x_prime, x.clone(), x_prime.clone()), None)
+    assert (result.candidate == -1).all()                              # refused: the midpoint instead
+    assert (result.distance >= truth.abs() * (1 - BELOW_TRUTH)).all()
+
+
+def test_an_exact_zero_residual_where_the_jacobians_reach_is_certified():
+    # g(u) = u_0 + u_1 (affine): moving x = (0.5, 0) and x' = (0, 1) by (1/8, 1/8) towards each
+    # other gives points with g = 0.75 at both, exactly (dyadic numbers, no rounding): the optimum
+    # |w.(x - x')| / (2 ||w||) = 0.125 sqrt(2), and the Jacobians [1, 1] reach the feature direction.
+    g = lambda u: u.flatten(1)[:, :1] + u.flatten(1)[:, 1:2]  # noqa: E731
+    x = torch.tensor([[0.5, 0.0]], dtype=torch.float64)
+    x_prime = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    u, u_prime = x + 0.125, x_prime - 0.125
+    assert (g(u) == g(u_prime)).all()
+    result = certify.certify(g, x, x_prime, _candidate(x, x_prime, u, u_prime), None)
+    assert result.candidate.tolist() == [0] and result.residual.tolist() == [0.0]
+    assert math.isclose(result.distance.item(), 0.125 * math.sqrt(2), rel_tol=4e-16)
+
+
+def test_a_float32_midpoint_is_reported_as_the_exact_midpoint_not_as_a_fallback():
+    # On an injective map the search's best is its own float32 midpoint (x~ = x~'); the exact
+    # float64 midpoint is the closest collision of that kind and counts as that candidate.
+    g, n = tanh_map()
+    x, x_prime = draw_pairs(n, 6, boxed=True)
+    x32, x32_prime = x.float(), x_prime.float()
+    x, x_prime = x32.double(), x32_prime.double()
+    midpoint32 = ((x32 + x32_prime) / 2).double()
+    result = certify.certify(g, x, x_prime, _candidate(x, x_prime, midpoint32, midpoint32.clone()), None)
+    assert (result.candidate == 0).all()
+    exact = (x - x_prime).norm(dim=1) / 2
+    torch.testing.assert_close(result.distance, exact, rtol=4e-16, atol=0)
+    torch.testing.assert_close(closed_form.input_distance(x32, x32_prime), exact, rtol=4e-16, atol=0)
+
+
 def test_a_model_that_cannot_run_in_float64_is_certified_in_float32_and_says_so():
     def float32_only() -> certify.Features:
         def f(u: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,14 @@ is at float64 round-off; the correction explains it (a residual in a direction t
 not reach, as at a saturated unit, is one no nearby collision accounts for); and the collision set
 of the linearized map lies within 1e-10 ||x - x'|| / 2 of the point, so the reported distance is
 that of a true collision to that relative accuracy, to first order. A candidate with x~ = x~' bit
-for bit collides exactly and is certified as it is. The reported distance is the polished one.
+for bit collides exactly and is certified as the exact midpoint (x + x') / 2, the closest collision
+of that kind. A residual of exactly 0 at two different points is not enough: float64 rounds a
+saturated unit to a constant (tanh beyond about 19), where no two points collide in exact
+arithmetic. Such a point is certified only where the smallest singular value sigma of [-J, J'] (its
+free coordinates) has RTOL * F / sigma <= XTOL * ||x - x'|| / 2: the Jacobians reach every feature
+direction, so whatever residual round-off hides is removed within the criterion's step length. A
+zero derivative (a saturated unit, or a dead ReLU region whose features are truly constant) fails
+it, and the pair falls back; that only loosens the bound. The reported distance is the polished one.
 
 A pair whose best candidate is not certified within POLISH_JACOBIANS Jacobian evaluations falls
 back to the method's earlier candidates, best first, and finally to the midpoint (x + x') / 2,
@@ -129,9 +136,14 @@ def polish_candidates(g: Features, x: torch.Tensor, x_prime: torch.Tensor,
         if k == 0:
             out.residual_before[has] = first
         out.steps[has] += steps
-        # A certified point farther than the midpoint (Newton steps can move away) loses to it.
         norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731
         mid = midpoint[has]
+        # One point for both (x~ = x~', e.g. the search's own midpoint on an injective map): of all
+        # such collisions the exact midpoint is the closest, so it is reported as this candidate
+        # (the float32 midpoint is a little farther than the float64 one; that is no fallback).
+        same = ok & (v == v_prime).flatten(1).all(1)
+        v[same], v_prime[same] = mid[same], mid[same]
+        # A certified point farther than the midpoint (Newton steps can move away) loses to it.
         ok &= (torch.maximum(norms(v - x[has]), norms(v_prime - x_prime[has]))
                <= torch.maximum(norms(mid - x[has]), norms(mid - x_prime[has])))
         won = has[ok]
@@ -182,8 +194,17 @@ def polish(g: Features, x: torch.Tensor, x_prime: torch.Tensor, u: torch.Tensor,
         # The correction must explain the residual, or its length says nothing: a residual in a
         # direction the Jacobians do not reach (a saturated unit, coordinates pinned by the box)
         # is one no nearby collision accounts for.
-        good = (torch.isfinite(r).all(1) & (size <= rtol * scale) & ((unexplained <= size / 2) | (size == 0))
+        zero = size == 0
+        good = (torch.isfinite(r).all(1) & (size <= rtol * scale) & ((unexplained <= size / 2) | zero)
                 & inside & (length <= xtol * half_gap[pairs]))
+        if zero.any():
+            # A float64 residual of exactly 0 at two different points proves nothing by itself: a
+            # saturated tanh rounds to 1.0 at both. Certified only where the Jacobians reach every
+            # feature direction, so that any residual round-off could hide (up to rtol * scale)
+            # is removed by a step within the criterion's length.
+            k = zero.nonzero().squeeze(1)
+            reach = smallest_reach(J[k], J_prime[k], u[pairs[k]], u_prime[pairs[k]], box)
+            good[k] &= rtol * scale[k] <= xtol * half_gap[pairs[k]] * reach
         ok[pairs[good]] = True
         finite = torch.isfinite(nxt).flatten(1).all(1) & torch.isfinite(nxt_prime).flatten(1).all(1)
         return good, finite, nxt, nxt_prime
@@ -230,14 +251,7 @@ def correction(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torch
     J D J^T + J' D' J'^T (D the free coordinates), or, for maps with more features than the two
     points have free coordinates, from a least-squares solve of [-J D, J' D'] s = -r.
     """
-    if box is None:
-        free = free_prime = None
-    else:
-        lo, hi = box
-        free = ((u > lo) & (u < hi)).flatten(1).to(u.dtype).unsqueeze(1)
-        free_prime = ((u_prime > lo) & (u_prime < hi)).flatten(1).to(u.dtype).unsqueeze(1)
-    JD = J if free is None else J * free
-    JD_prime = J_prime if free_prime is None else J_prime * free_prime
+    JD, JD_prime = _free_columns(J, J_prime, u, u_prime, box)
     m, n0 = J.shape[1], J.shape[2]
     if m <= 2 * n0:
         G = JD @ J.transpose(1, 2) + JD_prime @ J_prime.transpose(1, 2)
@@ -251,6 +265,30 @@ def correction(J: torch.Tensor, J_prime: torch.Tensor, r: torch.Tensor, u: torch
     unexplained = (r + (M @ s).squeeze(2)).norm(dim=1)
     s = s.squeeze(2)
     return s[:, :n0].reshape(u.shape), s[:, n0:].reshape(u.shape), unexplained
+
+
+def smallest_reach(J: torch.Tensor, J_prime: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor,
+                   box: tuple[float, float] | None) -> torch.Tensor:
+    """Per pair, the smallest singular value of [-J D, J' D'] (D: the coordinates strictly inside
+    the box): how far the two points must move, at least, per unit of residual in the direction the
+    Jacobians reach least. 0 where they do not reach every feature direction (a saturated or dead
+    unit's zero derivative, fewer free coordinates than features)."""
+    JD, JD_prime = _free_columns(J, J_prime, u, u_prime, box)
+    M = torch.cat([-JD, JD_prime], dim=2)
+    if M.shape[1] > M.shape[2]:
+        return torch.zeros(len(M), dtype=M.dtype, device=M.device)
+    return torch.linalg.svdvals(M)[:, -1]
+
+
+def _free_columns(J: torch.Tensor, J_prime: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor,
+                  box: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """J and J' with the columns of coordinates on the box's faces zeroed (those cannot move)."""
+    if box is None:
+        return J, J_prime
+    lo, hi = box
+    free = ((u > lo) & (u < hi)).flatten(1).to(u.dtype).unsqueeze(1)
+    free_prime = ((u_prime > lo) & (u_prime < hi)).flatten(1).to(u.dtype).unsqueeze(1)
+    return J * free, J_prime * free_prime
 
 
 def _jacobian(g: Features, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

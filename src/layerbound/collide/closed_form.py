@@ -18,8 +18,9 @@ from .base import Collisions, Features
 
 
 def input_distance(x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
-    """Input space: d = ||x - x'|| / 2 (float64, on the CPU)."""
-    return (x - x_prime).flatten(1).double().norm(dim=1).cpu() / 2
+    """Input space: d = ||x - x'|| / 2 (float64, on the CPU; the difference is taken in float64, so
+    float32 inputs give the exact distance, not that of their rounded difference)."""
+    return (x.double() - x_prime.double()).flatten(1).norm(dim=1).cpu() / 2
 
 
 def projected_input_distance(A: torch.Tensor | None, x: torch.Tensor, x_prime: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def affine_distance(L: torch.Tensor, x: torch.Tensor, x_prime: torch.Tensor, rco
     """Affine feature map u -> L u + k: d = ||V^T (x - x')|| / 2, V the right singular vectors of L
     with nonzero singular values (paper 002, Section 3.1). L is (A)H, of shape (m or n_j, n0)."""
     V_t = row_space(L, rcond)
-    delta = (x - x_prime).flatten(1).double().cpu()
+    delta = (x.double() - x_prime.double()).flatten(1).cpu()
     return (delta @ V_t.T).norm(dim=1) / 2
 
 
