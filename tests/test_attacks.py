@@ -2,6 +2,7 @@
 classifier, eps = 0, the "any attack" rows, the FAB comparison's curve, and how the attack stage is
 installed and configured."""
 
+import json
 import math
 import re
 import subprocess
@@ -216,6 +217,24 @@ def test_bad_attack_config_fails_in_one_line_naming_the_key(mutate, needle):
     with pytest.raises(config.ConfigError) as err:
         config.validate(raw)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_attack_stage_refuses_a_checkpoint_of_other_classes_in_one_line(tmp_path, capsys):
+    # The workflow's job JSON names no architecture; the job's dataset still fixes the input shape
+    # and the class count, so a 5-class network is not attacked on the 10 digits.
+    from layerbound import cli
+    from layerbound.models import checkpoint, registry as models
+
+    checkpoint.save(tmp_path / "five.pt", models.build("fcnn_small", (1, 28, 28), 5), {})
+    job = {"seed": 0, "dataset": "mnist5k", "model": "net", "examples": 20, "batch_size": 20,
+           "headline": {"attack": "pgd_l2", "norm": "l2", "eps": 2.0},
+           "attacks": [{"name": "pgd_l2", "norm": "l2", "eps": [2.0]}], "options": {"pgd": {"steps": 2, "step_factor": 2.5}}}
+    with pytest.raises(SystemExit):
+        cli.main(["attack", "--checkpoint", str(tmp_path / "five.pt"), "--job-json", json.dumps(job), "--device", "cpu",
+                  "--out", str(tmp_path / "a.csv"), "--summary", str(tmp_path / "a.json")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "num_classes: checkpoint has 5, config asks for 10" in errors[0]
+    assert not (tmp_path / "a.csv").exists()
 
 
 def test_missing_torchattacks_is_one_line_saying_how_to_install_it(tmp_path):

@@ -60,6 +60,64 @@ def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_non_finite_weights_are_neither_written_nor_loaded(tmp_path):
+    net = _model()
+    with torch.no_grad():
+        net.state_dict()[next(iter(net.state_dict()))].view(-1)[0] = float("nan")
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"not writing .*m\.pt: its weights are not finite \(nan or inf in "):
+        checkpoint.save(tmp_path / "m.pt", net, {})
+    assert list(tmp_path.iterdir()) == []
+    # A file written by other means: refused on loading, in one line naming it.
+    good = _model()
+    payload = {"format": checkpoint.FORMAT, "arch": "cnn4", "input_shape": [1, 28, 28], "num_classes": 10,
+               "padding": "same", "state_dict": {k: v.clone() for k, v in good.state_dict().items()}}
+    payload["state_dict"][next(iter(payload["state_dict"]))].view(-1)[0] = float("inf")
+    torch.save(payload, tmp_path / "inf.pt")
+    with pytest.raises(checkpoint.CheckpointMismatch) as err:
+        checkpoint.load(tmp_path / "inf.pt")
+    assert "holds weights that are not finite" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("header, needle", [
+    ({"input_shape": [1, 30000, 30000]}, "does not match the 'cnn4' network it records: shapes differ"),
+    ({"num_classes": 10 ** 9}, "does not match the 'cnn4' network it records: shapes differ"),
+    ({"input_shape": [1, -28, 28]}, "is malformed"),
+    ({"num_classes": "10"}, "is malformed"),
+    ({"arch": "no_such_net"}, "records a network layerbound cannot build"),
+])
+def test_a_crafted_header_is_refused_in_one_line_without_building_the_network_it_asks_for(tmp_path, header, needle):
+    # Built on the meta device first: a header asking for a 270 GB network allocates nothing (the
+    # child process may use 6 GB at most).
+    payload = {"format": checkpoint.FORMAT, "arch": "cnn4", "input_shape": [1, 28, 28], "num_classes": 10,
+               "padding": "same", "state_dict": dict(_model().state_dict()), **header}
+    torch.save(payload, tmp_path / "crafted.pt")
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+            "from layerbound.models import checkpoint\n"
+            f"try:\n    checkpoint.load({str(tmp_path / 'crafted.pt')!r})\n"
+            "except checkpoint.CheckpointMismatch as err:\n    print(err); sys.exit(3)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert needle in out.stdout and out.stdout.count("\n") == 1
+
+
+def test_a_checkpoint_whose_sidecar_cannot_be_written_is_removed(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    checkpoint.save(path, _model(), {"run": 1})
+    real = store.atomic_write
+
+    def full_disk_for_json(target, write):
+        if str(target).endswith(".json"):
+            raise store.WriteError(f"cannot write {target}: No space left on device; nothing was written")
+        return real(target, write)
+
+    monkeypatch.setattr(store, "atomic_write", full_disk_for_json)
+    with pytest.raises(store.WriteError) as err:
+        checkpoint.save(path, _model(), {"run": 2})
+    assert "m.pt was removed with it" in str(err.value)
+    # Never a new checkpoint beside the old sidecar: the checkpoint is gone (Snakemake retrains it).
+    assert not path.exists() and json.loads((tmp_path / "m.json").read_text()) == {"run": 1}
+
+
 # --- a checkpoint never chooses code -----------------------------------------------------------------
 
 def _crafted(path, spec, state_dict=None):

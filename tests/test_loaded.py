@@ -304,3 +304,17 @@ def test_wrapped_module_has_taps_by_name_and_its_normalization_inside():
         pre = model.features(x, "0")
         torch.testing.assert_close(pre, module[0]((x - mean) / std).flatten(1))
         assert (pre < 0).any() and torch.equal(model.features(x, "1"), pre.clamp_min(0))
+
+
+def test_a_weights_file_with_non_finite_values_is_refused_in_one_line(tmp_path):
+    from layerbound.core.errors import ModelLoadError
+    from layerbound.models.weights import read_weights
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["1.bias"][1] = float("nan")
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ModelLoadError, match=r"w\.pt holds weights that are not finite \(nan or inf in 1\.bias\)$"):
+        read_weights(tmp_path / "w.pt", net, "the test network")
+    torch.save(net.state_dict(), tmp_path / "ok.pt")
+    assert set(read_weights(tmp_path / "ok.pt", net, "the test network")) == {"1.weight", "1.bias"}

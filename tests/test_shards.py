@@ -118,6 +118,22 @@ def test_shard_recomputed_alone_by_the_cli_equals_the_full_run(full_run, setup, 
     assert_same(alone, target)
 
 
+def test_a_registry_checkpoint_of_the_other_padding_is_refused_in_one_line(setup, tmp_path, capsys):
+    # Its layers have other widths: the shard must not search the wrong network.
+    root, ps, pairs_file, _ = setup
+    valid = tmp_path / "valid.pt"
+    checkpoint.save(valid, models.build("small", (1, 12, 12), 10, "valid"), {})
+    args = ["collide-shard", "--pairs", str(pairs_file), "--checkpoint", str(valid), "--arch", "small",
+            "--model", "tiny", "--layer", "conv2", "--m", "5", "--projection", "0", "--chunk", "0", "--seed", "0",
+            "--options-json", OPTIONS.to_json(), "--device", "cpu", "--out", str(tmp_path / "s.h5")]
+    with pytest.raises(SystemExit):
+        cli.main(args)
+    err = capsys.readouterr().err.strip()
+    assert "padding: checkpoint has 'valid', config asks for 'same'" in err and "\n" not in err
+    cli.main(args + ["--padding", "valid"])   # named: searched
+    assert (tmp_path / "s.h5").is_file()
+
+
 def test_merge_assembles_projections_by_grid(full_run, setup, tmp_path):
     _, ps, _, _ = setup
     out = shards.merge(full_run, tmp_path / "m5.h5", projections=P)

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from layerbound.core.errors import TrainingDiverged
 from layerbound.models import checkpoint
 from layerbound.config import EvalConfig, ModelSpec, TrainConfig
 from layerbound.models.train import cosine_lr, model_seed, train_model
@@ -70,6 +71,14 @@ def test_benign_training_learns_and_writes_checkpoint_and_sidecar(benign_run):
     assert checkpoint.load_metrics(out) == metrics
     model = checkpoint.load(out, expect={"arch": "fcnn_small"})
     assert model.arch == "fcnn_small"
+
+
+def test_a_diverging_training_stops_in_one_line_and_writes_nothing(tmp_path):
+    spec = ModelSpec("fcnn_benign", "mnist5k", "fcnn_small", train=TrainConfig(epochs=2, batch_size=64, lr=1e4))
+    with pytest.raises(TrainingDiverged, match=r"^training fcnn_benign diverged: its loss is (nan|inf) in epoch 1 "
+                                               r"\(lr 10000.0\); lower the learning rate \(no checkpoint written\)$"):
+        train_model(spec, EVAL, seed=3, out=tmp_path / "m.pt", device="cpu", progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_recorded_compute_settings_are_the_ones_in_force():

@@ -92,6 +92,9 @@ def collide_model_args(wildcards, input):
     if unit.model == lb_names.INPUT_MODEL:
         return ""
     args = f"--checkpoint {shlex.quote(input.checkpoint)} --arch {shlex.quote(unit.arch)}"
+    # A registry network's padding (the shard checks the checkpoint's; "same" when not named).
+    if getattr(PLAN.specs[unit.model], "padding", "same") not in ("same", None):
+        args += f" --padding {PLAN.specs[unit.model].padding}"
     source = lb_plan.model_source(PLAN.specs, unit.model)   # the config's entry rebuilds the network
     return args + (f" --source-json {shlex.quote(json.dumps(source, sort_keys=True))}" if source else "")
 

@@ -34,8 +34,9 @@ def _job(args: argparse.Namespace, resolve) -> tuple[dict, dict | None]:
     return resolve(cfg, args.model), cfg
 
 
-def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
-    """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source."""
+def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str, dataset: str | None = None):
+    """The attacked model: its checkpoint, rebuilt from the job's model entry when it has a source,
+    checked against `dataset`'s input shape and classes (default: the job's dataset)."""
     from .. import plan
     from ..models import checkpoint
     from ..data import info as dataset_info
@@ -46,7 +47,10 @@ def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str):
     attacks.library()   # fails in one line, before anything is loaded, when torchattacks is missing
     device = select(args.device or (cfg["device"] if cfg else None))
     print(describe(device), file=sys.stderr, flush=True)
-    expect = None
+    # With --job-json: at least the dataset's input shape and classes (the job names no arch).
+    dataset = dataset or job.get("dataset")
+    meta = dataset_info.info(dataset) if dataset else None
+    expect = None if meta is None else {"input_shape": meta.input_shape, "num_classes": meta.num_classes}
     if cfg is not None:
         spec = model_specs(cfg)[name]
         meta = dataset_info.info(spec.dataset)
@@ -119,7 +123,7 @@ def _cmd_fab_pairs(args: argparse.Namespace) -> None:
     else:
         raise ConfigError("--pairs is required with --job-json")
     pair_set = pairs.load(pairs_file)   # before the model: a bad pair set fails at once
-    model, device = _model(args, cfg, job, args.results)
+    model, device = _model(args, cfg, job, args.results, dataset=pair_set.dataset)
     started = time.perf_counter()
     points = attacks.fab_pairs(model, pair_set, job["fab"], model.num_classes, int(job["seed"]), int(job["batch_size"]))
     out = Path(args.out or plan.path("fab_pairs", args.results, dataset=pair_set.dataset, pairset=pair_set.name,

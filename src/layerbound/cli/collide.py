@@ -74,6 +74,7 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
         options = plan.collision_options(cfg, method)
         seed, arch, device = cfg["seed"], unit.arch, args.device or cfg["device"]
         spec = plan.model_source(configuration.model_specs(cfg), args.model)
+        padding = getattr(configuration.model_specs(cfg).get(args.model), "padding", None)
         out = Path(args.out) if args.out else Path(shard.path(args.results))
     else:
         missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]
@@ -86,11 +87,11 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
         method = args.collision_method or options.method
         shard = plan.Shard(pair_set.dataset, pair_set.name, method, args.model, args.layer, args.m, args.projection,
                            args.chunk)
-        pairs_file, checkpoint_file, arch = args.pairs, args.checkpoint, args.arch
+        pairs_file, checkpoint_file, arch, padding = args.pairs, args.checkpoint, args.arch, args.padding
         seed, device, out = args.seed, args.device or "auto", Path(args.out)
         spec = json.loads(args.source_json) if args.source_json else None
     shards.run(shard, out, pairs_file=pairs_file, options=options, experiment_seed=seed,
-               checkpoint_file=checkpoint_file, arch=arch, spec=spec, device=device)
+               checkpoint_file=checkpoint_file, arch=arch, spec=spec, padding=padding, device=device)
     print(f"-> {out}")
 
 
@@ -143,6 +144,8 @@ def add_subcommands(sub: argparse._SubParsersAction, shared: dict[str, argparse.
     p.add_argument("--pairs", help="pair set .h5")
     p.add_argument("--checkpoint", help="model checkpoint .pt (not for model input)")
     p.add_argument("--arch", help="expected architecture of the checkpoint")
+    p.add_argument("--padding", choices=["same", "valid"],
+                   help="expected padding of a registry checkpoint given with --arch (default: same)")
     p.add_argument("--source-json", help="the model entry of a loaded or source-trained model as JSON (sources.spec), "
                                          "which rebuilds its network: a checkpoint never chooses code")
     p.add_argument("--seed", type=int, help="experiment seed (projection seeds derive from it)")

@@ -82,10 +82,11 @@ def chunk_pairs(chunk: int, chunk_size: int, num_pairs: int) -> np.ndarray:
 
 def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, experiment_seed: int,
             checkpoint_file: str | Path | None = None, arch: str | None = None, spec: dict[str, Any] | None = None,
-            device: str | torch.device = "auto", log: Callable[[str], None] = print,
+            padding: str | None = None, device: str | torch.device = "auto", log: Callable[[str], None] = print,
             timings: dict[str, float] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The columns and attributes of shard `s` (nothing written). `spec`: the model entry of a
-    loaded or source-trained model, which rebuilds its network (checkpoint.load). `timings`, when
+    loaded or source-trained model, which rebuilds its network (checkpoint.load). A registry
+    checkpoint (`arch` given, no `spec`) must have `padding` (default "same"). `timings`, when
     given, receives the wall seconds of the whole shard ("shard") and of the certification in it
     ("certify")."""
     if s.collision_method != options.method:
@@ -116,7 +117,11 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         # The network must take the pair set's images and have the dataset's classes, not only the
         # configured architecture: another class count would give a logits tap of another width.
         expect = {"input_shape": pairs.input_shape, "num_classes": dataset_info.info(pairs.dataset).num_classes}
-        net = checkpoint.load(checkpoint_file, expect={"arch": arch, **expect} if arch else expect, spec=spec)
+        if arch:
+            expect["arch"] = arch
+            if spec is None:   # a registry network: its padding decides its layers' widths
+                expect["padding"] = padding or "same"
+        net = checkpoint.load(checkpoint_file, expect=expect, spec=spec)
         if s.layer not in net.taps + net.pre_activation_taps:
             raise ValueError(f"model {s.model!r} ({net.arch}) has no tap {s.layer!r}; taps: {', '.join(net.taps)}")
         n_j = net.tap_widths()[s.layer]

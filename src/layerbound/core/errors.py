@@ -40,3 +40,7 @@ class WriteError(LayerboundError, OSError):
 
 class UnreadableFile(LayerboundError, ValueError):
     """An input file is truncated, corrupt, or not the kind of file expected; names the file."""
+
+
+class TrainingDiverged(LayerboundError, ValueError):
+    """Training reached a loss or weights that are not finite (a learning rate too large, say)."""

@@ -22,11 +22,12 @@ from typing import Any
 
 import torch
 
-from ..core.errors import CheckpointMismatch, ConfigError
+from ..core.errors import CheckpointMismatch, ConfigError, WriteError
 from ..core.schema import fill_loaded_defaults
 from ..core.store import atomic_write_buffered, write_text
 from . import registry as models
 from . import sources
+from .weights import non_finite, weights_mismatch
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
@@ -54,9 +55,18 @@ def save(path: str | Path, model: models.TappedNet, metrics: dict[str, Any]) -> 
 
 
 def _write(path: Path, payload: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """The checkpoint and its metrics sidecar, each written atomically."""
+    """The checkpoint and its metrics sidecar, each written atomically; a checkpoint whose sidecar
+    cannot be written is removed, so a new checkpoint never sits beside an old sidecar."""
+    bad = non_finite(payload["state_dict"])
+    if bad:
+        raise CheckpointMismatch(f"not writing {path}: its weights are not finite ({bad}; a diverged training)")
     atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
-    write_text(sidecar_path(path), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    try:
+        write_text(sidecar_path(path), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    except WriteError as err:
+        path.unlink(missing_ok=True)
+        raise WriteError(f"{err.args[0].removesuffix('; nothing was written')}; {path} was removed with it, so no "
+                         "checkpoint is left without its sidecar") from None
 
 
 def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: str | torch.device = "cpu",
@@ -78,8 +88,7 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
                                  "Snakemake retrains it") from None
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, LOADED_FORMAT):
         raise CheckpointMismatch(f"{path} is not a layerbound checkpoint (format {FORMAT!r})")
-    stored = {"arch": payload["arch"], "input_shape": tuple(payload["input_shape"]),
-              "num_classes": int(payload["num_classes"]), "padding": payload.get("padding")}
+    stored = _header(path, payload)
     if expect:
         wanted = {k: (tuple(v) if k == "input_shape" else v) for k, v in expect.items()}
         diffs = [f"{k}: checkpoint has {stored[k]!r}, config asks for {v!r}" for k, v in wanted.items() if stored[k] != v]
@@ -93,9 +102,43 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
 
         raise CheckpointMismatch(f"checkpoint {path} holds the registry architecture {stored['arch']!r}, but the model "
                                  f"entry is {loaded.describe(spec)}: delete it so Snakemake rebuilds it")
-    model = models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
+    def build():
+        return models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
+
+    try:
+        with torch.device("meta"):   # no memory: a crafted header cannot ask for more than the file holds
+            skeleton = build()
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise CheckpointMismatch(f"checkpoint {path} records a network layerbound cannot build: "
+                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    _check_weights(path, payload["state_dict"], skeleton.state_dict(), f"the {stored['arch']!r} network it records")
+    model = build()
     model.load_state_dict(payload["state_dict"])
     return model.eval()
+
+
+def _header(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """arch, input_shape, num_classes and padding as the checkpoint records them, checked as data."""
+    shape, classes, arch = payload.get("input_shape"), payload.get("num_classes"), payload.get("arch")
+    if (not isinstance(arch, str) or not isinstance(shape, (list, tuple)) or len(shape) != 3
+            or not all(type(n) is int and n > 0 for n in shape) or type(classes) is not int or classes < 2
+            or not isinstance(payload.get("state_dict"), dict)):
+        raise CheckpointMismatch(f"{path} is not a layerbound checkpoint: its arch, input_shape (C, H, W), "
+                                 "num_classes (>= 2) or state_dict is malformed")
+    return {"arch": arch, "input_shape": tuple(shape), "num_classes": classes, "padding": payload.get("padding")}
+
+
+def _check_weights(path: Path, state: dict[str, Any], expected: dict[str, torch.Tensor], what: str) -> None:
+    """The checkpoint's weights: tensors with exactly `expected`'s keys and shapes, all finite."""
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointMismatch(f"checkpoint {path}: its state_dict holds values that are not tensors")
+    mismatch = weights_mismatch(state, expected)
+    if mismatch:
+        raise CheckpointMismatch(f"checkpoint {path} does not match {what}: {mismatch}")
+    bad = non_finite(state)
+    if bad:
+        raise CheckpointMismatch(f"checkpoint {path} holds weights that are not finite ({bad}; a diverged training): "
+                                 "delete it so it is retrained")
 
 
 def _save_loaded(path: Path, model, metrics: dict[str, Any]) -> None:
@@ -118,7 +161,6 @@ _WEIGHT_LOCATION = ("weights", "model_dir")
 def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | None):
     from . import loaded
     from ..core.errors import ModelLoadError
-    from .weights import weights_mismatch
 
     recorded = _recorded_spec(path, payload)
     if spec is None:
@@ -135,13 +177,21 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
     if difference:
         raise CheckpointMismatch(f"checkpoint {path} was made from another model entry ({'; '.join(difference)}): "
                                  "delete it (or fix the entry) so Snakemake rebuilds it")
+    header = _header(path, payload)
+
+    def build():
+        return loaded.build(spec, header["input_shape"], header["num_classes"], weights=False)
+
     try:
-        model = loaded.build(spec, tuple(payload["input_shape"]), int(payload["num_classes"]), weights=False)
+        with torch.device("meta"):   # no memory: kwargs such as a huge width cannot allocate
+            skeleton = build()
     except ModelLoadError as err:
         raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
-    mismatch = weights_mismatch(payload["state_dict"], model.net.state_dict())
-    if mismatch:
-        raise CheckpointMismatch(f"checkpoint {path} does not match {loaded.describe(spec)}: {mismatch}")
+    except (ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise CheckpointMismatch(f"checkpoint {path} records a network that cannot be built: "
+                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    _check_weights(path, payload["state_dict"], skeleton.net.state_dict(), loaded.describe(spec))
+    model = build()
     model.net.load_state_dict(payload["state_dict"])
     return model.eval()
 

@@ -24,6 +24,7 @@ from . import adversary, checkpoint, registry as models
 from ..core.provenance import compute, versions
 from ..data import datasets as data
 from ..core import seeds
+from ..core.errors import TrainingDiverged
 from .specs import EvalConfig, ModelSpec, TrainConfig
 from ..core.device import describe as describe_device
 from ..core.device import select as select_device
@@ -123,6 +124,9 @@ def train_model(spec: ModelSpec, evaluation: EvalConfig, seed: int, out: str | P
             correct += (logits.argmax(1) == y).sum().item()
             bar.update(1)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(x_train), "train_accuracy": correct / len(x_train)})
+        if not math.isfinite(history[-1]["train_loss"]):
+            raise TrainingDiverged(f"training {spec.name} diverged: its loss is {history[-1]['train_loss']} in epoch "
+                                   f"{epoch + 1} (lr {cfg.lr}); lower the learning rate (no checkpoint written)")
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", acc=f"{history[-1]['train_accuracy']:.3f}")
     bar.close()
 

@@ -30,6 +30,9 @@ def read_weights(path: str | Path, net: nn.Module, what: str) -> dict[str, torch
     mismatch = weights_mismatch(state, net.state_dict())
     if mismatch:
         raise ModelLoadError(f"weights file {path} does not match {what}: {mismatch}")
+    bad = non_finite(state)
+    if bad:
+        raise ModelLoadError(f"weights file {path} holds weights that are not finite ({bad})")
     return dict(state)
 
 
@@ -51,3 +54,10 @@ def weights_mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, t
     if shapes:
         parts.append(f"shapes differ for {listed(shapes)}")
     return "; ".join(parts)
+
+
+def non_finite(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """'' when every floating tensor of `state_dict` is finite, else which is not (a few names)."""
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return "" if not bad else "nan or inf in " + ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
