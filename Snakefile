@@ -4,7 +4,7 @@ import sys
 from snakemake.utils import min_version
 
 from layerbound.core.errors import LayerboundError
-from layerbound.plan.startup import start
+from layerbound.plan.startup import check_job_python, start
 
 min_version("9.0")
 
@@ -25,6 +25,9 @@ report: "workflow/report/workflow.rst"
 # models included): a problem fails here, before any job, in one line.
 try:
     PLAN, CONFIG_FILES = start(config, workflow.config_settings.configfiles or workflow.configfiles)
+    # Outside conda every job runs the `python` on PATH: it must be able to import layerbound.
+    if "CONDA" not in {m.name for m in workflow.deployment_settings.deployment_method}:
+        check_job_python()
 except LayerboundError as err:
     sys.exit(f"layerbound: {err}")
 

@@ -46,6 +46,10 @@ def one_line_error(capsys, argv) -> str:
     (lambda c: c["losses"].update(eps=[0.5, float("nan")]), "losses.eps[1]: nan is not a finite number"),
     (lambda c: c["collision"]["search"].update(gamma=float("inf")), "collision.search.gamma: inf"),
     (lambda c: c["figures"].update(collision_projection=2), "figures.collision_projection = 2, but collision.projections = 2"),
+    # Numbers that would fail late (HDF5 stores seeds as int64) or build a job list without end.
+    (lambda c: c.update(seed=2 ** 63), "seed: 9223372036854775808 is greater than the maximum of 9223372036854775807"),
+    (lambda c: c["collision"].update(projections=10 ** 9), "collision.projections: 1000000000 is greater than the maximum"),
+    (lambda c: c["collision"].update(m=[10 ** 30]), "collision.m[0]: 1000000000000000000000000000000 is greater"),
 ])
 def test_config_problems_are_one_line_naming_the_key(mutate, needle):
     raw = default_config()
@@ -53,6 +57,16 @@ def test_config_problems_are_one_line_naming_the_key(mutate, needle):
     with pytest.raises(config.ConfigError) as err:
         config.validate(raw)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_config_file_with_yte_templates_stops_the_workflow_in_one_line(tmp_path):
+    # Snakemake evaluates YTE expressions while reading the file: the run stops at start-up.
+    raw = default_config()
+    path = write_config(tmp_path / "yte.yaml", {"__use_yte__": True, **raw})
+    out = run_snakemake(tmp_path, "-n", configfile=path)
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.startswith("layerbound:")]
+    assert len(lines) == 1 and "sets __use_yte__ (YTE templates" in lines[0], out.stderr[-2000:]
 
 
 def test_a_huge_pair_set_fails_in_seconds_before_the_job_list(tmp_path):

@@ -4,6 +4,7 @@ torch-free planning layer the workflow parses with."""
 import dataclasses
 import inspect
 import json
+import os
 import subprocess
 import sys
 
@@ -155,6 +156,32 @@ def test_workflow_dry_run_schedules_every_shard_and_merge(tmp_path):
     assert counts["pairs_sample"] == 1 and counts["train_model"] == 1
 
 
+
+def _fake_python(folder, flags=""):
+    """A `python` in `folder` that runs this interpreter (with `flags`)."""
+    folder.mkdir()
+    script = folder / "python"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" {flags} "$@"\n')
+    script.chmod(0o755)
+    return str(folder)
+
+
+def test_a_python_on_path_that_cannot_import_layerbound_stops_the_run_in_one_line(tmp_path):
+    from layerbound.plan.startup import check_job_python
+
+    check_job_python(_fake_python(tmp_path / "venv"))           # this environment's python: fine
+    # -S: the same interpreter without its site-packages, where layerbound is installed.
+    with pytest.raises(config.ConfigError, match=r"the `python` on PATH \(.*bare/python\) cannot import layerbound; "
+                                                 r"every job runs `python -m layerbound`: activate"):
+        check_job_python(_fake_python(tmp_path / "bare", "-S"))
+    with pytest.raises(config.ConfigError, match="no `python` on PATH"):
+        check_job_python(str(tmp_path / "empty"))
+    # Through Snakemake, before any job: one line on stderr.
+    bare = f"{tmp_path / 'bare'}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    out = run_snakemake(tmp_path, "-n", "--quiet", "rules", configfile=ROOT / "config.yaml", env={"PATH": bare})
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.startswith("layerbound:")]
+    assert len(lines) == 1 and "cannot import layerbound" in lines[0], out.stderr[-2000:]
 
 
 def test_m_sweep_of_a_later_layer_uses_a_layer_present_at_every_m():

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -61,12 +63,35 @@ def write_record(out: str | os.PathLike, files: list[str]) -> None:
     write_text(out, text + "\n")
 
 
+# Run by the `python` a job will run: whether it can import layerbound, without importing it.
+_FINDS_LAYERBOUND = "import importlib.util, sys; sys.exit(importlib.util.find_spec('layerbound') is None)"
+
+
+def check_job_python(search_path: str | None = None) -> None:
+    """Every rule runs `python -m layerbound` with the `python` on PATH (outside --use-conda): refuse
+    the run in one line, before any job, when that python is missing or cannot import layerbound
+    (e.g. `.venv/bin/snakemake` run without the environment active, whose jobs would each fail with
+    only "No module named layerbound" in their logs)."""
+    found = shutil.which("python", path=search_path)
+    hint = ("every job runs `python -m layerbound`: activate the environment layerbound is installed in "
+            "(`source .venv/bin/activate`), run through make (`make workflow`), or add --use-conda")
+    if found is None:
+        raise ConfigError(f"no `python` on PATH; {hint}")
+    if subprocess.run([found, "-c", _FINDS_LAYERBOUND], capture_output=True).returncode:
+        raise ConfigError(f"the `python` on PATH ({found}) cannot import layerbound; {hint}")
+
+
 def start(config: dict[str, Any], paths: Iterable[str | os.PathLike]) -> tuple[Plan, list[str]]:
     """Check the config files and the config Snakemake read from them, and the results folder; the
     plan and the config files as the run record names them. ConfigError in one line otherwise."""
     paths = list(paths)
     for p in paths:
-        configuration.read_yaml(p)
+        raw = configuration.read_yaml(p)
+        # Snakemake has already evaluated such a file's YTE expressions (Python) by now; refusing
+        # it still stops the run, and says that a config file is to be data.
+        if isinstance(raw, dict) and "__use_yte__" in raw:
+            raise ConfigError(f"config file {p} sets __use_yte__ (YTE templates, whose expressions are Python that "
+                              "Snakemake runs while reading the file): layerbound config files are plain YAML data")
     configuration.validate(config)
     files = config_files(paths)
     check_owner(os.path.normpath(config["results"]), files)
