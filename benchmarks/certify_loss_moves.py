@@ -10,8 +10,8 @@ loss over the config's eps grid between the two sets of distances (no bootstrap)
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,11 @@ from layerbound.collide.options import adversary_label
 
 
 def main() -> None:
-    root, cfg = Path(sys.argv[1]), config.load(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, help="a finished run's results folder")
+    parser.add_argument("config", help="the config file of that run")
+    args = parser.parse_args()
+    root, cfg = args.results, config.load(args.config)
     eps = plan.eps_grid(cfg["losses"]["eps"])
     pairs = fell = midpoint = 0
     worst_ce = worst_01 = 0.0
