@@ -205,6 +205,11 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path)
     store.write_h5(target, {"distance": np.zeros(3)}, {"format": "x"})
     assert target.exists() and not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c0.h5"]
+    # Only its own path's: a name with glob characters matches itself, not another file's temporary.
+    other = tmp_path / ".a1.h5.tmp7"             # another writer's, at a1.h5
+    other.write_bytes(b"in progress")
+    store.write_text(tmp_path / "a[1].h5", "x")
+    assert other.exists() and (tmp_path / "a[1].h5").read_text() == "x"
 
 
 @pytest.mark.parametrize("command", [["attack", "--checkpoint", "x.pt"], ["fab-pairs", "--checkpoint", "x.pt"]])

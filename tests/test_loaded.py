@@ -3,6 +3,7 @@ name, weights checked against the architecture, checkpoints that rebuild them, t
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -318,3 +319,25 @@ def test_a_weights_file_with_non_finite_values_is_refused_in_one_line(tmp_path):
         read_weights(tmp_path / "w.pt", net, "the test network")
     torch.save(net.state_dict(), tmp_path / "ok.pt")
     assert set(read_weights(tmp_path / "ok.pt", net, "the test network")) == {"1.weight", "1.bias"}
+
+
+def test_a_robustbench_package_that_cannot_be_imported_is_one_line(tmp_path):
+    # Installed but broken (the helper's venv: robustbench needs pkg_resources, which is gone): a
+    # fake package whose model zoo fails to import stands for it.
+    package = tmp_path / "site" / "robustbench"
+    (package / "model_zoo").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "model_zoo" / "__init__.py").write_text("import pkg_resources_that_is_gone\n")
+    weights = tmp_path / "zoo" / "cifar10" / "Linf" / "Standard.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    code = ("import sys; from layerbound.models import loaded; from layerbound.core.errors import ModelLoadError\n"
+            f"spec = {{'source': 'robustbench', 'dataset': 'cifar10', 'arch': 'Standard', 'threat_model': 'Linf', "
+            f"'model_dir': {str(tmp_path / 'zoo')!r}}}\n"
+            "try:\n    loaded.network(spec, (3, 32, 32), 10)\n"
+            "except ModelLoadError as err:\n    print(err); sys.exit(3)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert out.stdout.startswith("robustbench is installed but cannot be imported (ModuleNotFoundError: No module "
+                                 "named 'pkg_resources_that_is_gone')") and out.stdout.count("\n") == 1

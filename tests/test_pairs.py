@@ -54,6 +54,21 @@ def test_save_load_round_trip(tmp_path):
     assert not list(path.parent.glob(".*tmp*"))   # written atomically, no temporary left
 
 
+def test_a_pair_set_with_inconsistent_or_non_finite_arrays_is_refused_in_one_line(tmp_path):
+    from layerbound.core.errors import UnreadableFile
+
+    a = pairs.sample("mnist5k", (1, 0), 3, seed=2)
+    for name, edit, needle in (
+            ("fewer.h5", lambda h5: h5.attrs.__setitem__("per_class", 2), "not 2 examples of each class"),
+            ("nan.h5", lambda h5: h5["x_b"].__setitem__((1, 0, 5, 5), np.nan), "pixels that are not finite")):
+        path = tmp_path / name
+        pairs.save(path, a)
+        with h5py.File(path, "r+") as h5:
+            edit(h5)
+        with pytest.raises(UnreadableFile, match=rf"pair set .*{name} holds .*{needle}"):
+            pairs.load(path)
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="must differ"):
         pairs.sample("mnist5k", (3, 3), 4)

@@ -190,6 +190,42 @@ def test_merge_refuses_nan_naming_the_file(full_run, tmp_path):
         shards.merge(full_run[:3] + [bad] + full_run[4:], tmp_path / "out.h5")
 
 
+def _replace(name, value):
+    def edit(h5):
+        del h5[name]
+        h5[name] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda h5: h5.attrs.__setitem__("projection", 1.5), "attribute projection = 1.5, not an integer >= 0"),
+    (lambda h5: h5.attrs.__setitem__("projection", "1"), "attribute projection = '1'"),
+    (lambda h5: h5.attrs.__setitem__("num_pairs", 10 ** 12), "num_pairs 1000000000000 is not per_class^2"),
+    (lambda h5: h5.attrs.__setitem__("chunk_size", 0), "attribute chunk_size = 0, not an integer >= 1"),
+    (_replace("distance", np.float64(1.0)), "column distance has shape ()"),
+    (_replace("distance", np.array([b"x"] * 4)), "column distance has dtype"),
+    (_replace("pair", np.arange(4, dtype=np.float64)), "column pair has dtype float64"),
+    (_replace("iterations", np.full(4, -3, dtype=np.int64)), "column iterations holds -3, below 0"),
+    (_replace("candidate", np.full(4, -2, dtype=np.int64)), "column candidate holds -2, below -1"),
+])
+def test_a_malformed_shard_is_refused_in_one_line_naming_it(full_run, tmp_path, edit, needle):
+    bad = edited_copy(full_run[2], tmp_path / "crafted.h5", edit)
+    with pytest.raises(shards.ShardError) as err:
+        shards.merge(full_run[:2] + [bad] + full_run[3:], tmp_path / "out.h5")
+    assert "crafted.h5 is malformed (" in str(err.value) and needle in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_merged_file_missing_an_array_or_with_bad_options_is_refused_in_one_line(full_run, tmp_path):
+    merged = shards.merge(full_run, tmp_path / "m.h5")
+    no_candidates = edited_copy(merged, tmp_path / "a.h5", lambda h5: h5.__delitem__("candidates"))
+    with pytest.raises(shards.ShardError, match=r"a\.h5 is not a complete merged distance file \(no candidates\)"):
+        shards.read_merged(no_candidates)
+    listed = edited_copy(merged, tmp_path / "b.h5", lambda h5: h5.attrs.__setitem__("options_json", "[1, 2]"))
+    with pytest.raises(shards.ShardError, match=r"b\.h5: its options_json attribute is not a JSON object"):
+        shards.read_merged(listed)
+
+
 @pytest.mark.parametrize("key,value", [("revision", "0 (another search)"), ("config_digest", "0" * 64),
                                        ("checkpoint_sha256", "f" * 64),
                                        ("torch_version", "0.0"), ("experiment_seed", 1)])

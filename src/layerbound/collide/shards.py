@@ -51,14 +51,11 @@ from ..core.device import select as select_device
 from ..core.errors import ShardError
 from ..core.names import INPUT_LAYERS, INPUT_MODEL
 from .units import Shard, is_projected
+from .shard_checks import COLUMNS, FLOAT_COLUMNS, check_merged, check_structure
 from ..core.store import file_digest, plain, write_h5
 
 SHARD_FORMAT = "layerbound-shard-3"
 MERGED_FORMAT = "layerbound-distances-3"
-COLUMNS = ("pair", "i", "j", "distance", "midpoint_bound", "objective", "residual", "feature_gap", "iterations",
-           "converged", "search_distance", "search_residual", "polish_steps", "candidate")
-FLOAT_COLUMNS = ("distance", "midpoint_bound", "objective", "residual", "feature_gap", "search_distance",
-                 "search_residual")
 # A distance is a max of two norms of a collision no farther than the midpoint's, so it lies in
 # [0, ||x - x'|| / 2]; the search computes it in float32, so above the bound is allowed this
 # relative slack (float32 rounding), and nothing more.
@@ -240,9 +237,7 @@ def read(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except (OSError, KeyError) as err:
         raise ShardError(f"shard {path} cannot be read ({err}): it is corrupt or was cut short; delete it and run "
                          "the workflow again to recompute it") from None
-    lengths = {c: len(columns[c]) for c in COLUMNS}
-    if len(set(lengths.values())) != 1:
-        raise ShardError(f"shard {path} has columns of different lengths: {lengths}")
+    check_structure(path, columns, attrs)
     return columns, attrs
 
 
@@ -396,5 +391,7 @@ def read_merged(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
                 arrays.update({f"points/{name}": h5["points"][name][()] for name in h5["points"]})
     except (OSError, KeyError) as err:
         raise ShardError(f"{path} cannot be read as a merged distance file ({err})") from None
-    check_distances(arrays["distances"], arrays["midpoint_bounds"], str(path))
+    check_merged(path, arrays, attrs)
+    distances, bounds = arrays["distances"], arrays["midpoint_bounds"]
+    check_distances(distances, bounds, str(path))
     return arrays, attrs

@@ -9,6 +9,7 @@ torch.save and h5py report a full disk as RuntimeError, not OSError: they serial
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
@@ -29,7 +30,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A writer killed mid-write (SIGKILL, a node lost) leaves its temporary file behind: the next
         # writer of the same path removes it (one job writes a path at a time).
-        for stale in path.parent.glob(f".{path.name}.tmp*"):
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
             stale.unlink(missing_ok=True)
         write(tmp)
         os.replace(tmp, path)

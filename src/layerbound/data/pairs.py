@@ -123,11 +123,21 @@ def load(path: str | Path) -> PairSet:
                 raise UnreadableFile(f"{path} is not a layerbound pair set (format {FORMAT!r})")
             arrays = {key: torch.from_numpy(h5[key][()]) for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")}
             a = h5.attrs
-            return PairSet(str(a["name"]), str(a["dataset"]), str(a["split"]), tuple(int(c) for c in a["classes"]),
-                           int(a["per_class"]), int(a["seed"]), **arrays)
+            pair_set = PairSet(str(a["name"]), str(a["dataset"]), str(a["split"]), tuple(int(c) for c in a["classes"]),
+                               int(a["per_class"]), int(a["seed"]), **arrays)
     except (OSError, KeyError, ValueError, TypeError) as err:   # truncated, or another HDF5 file
         if isinstance(err, UnreadableFile):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnreadableFile(f"pair set {path} cannot be read ({first}): delete it so it is sampled again "
                              "(`layerbound sample-pairs`, the workflow's pairs_sample rule)") from None
+    # Every example of both classes, finite: a file whose arrays disagree with its per_class would
+    # silently drop pairs, and a NaN pixel would fill a shard with NaN.
+    S = pair_set.per_class
+    shapes = {key: tuple(getattr(pair_set, key).shape) for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")}
+    if any(shape[:1] != (S,) for shape in shapes.values()) or shapes["x_a"] != shapes["x_b"] or len(shapes["x_a"]) != 4:
+        raise UnreadableFile(f"pair set {path} holds arrays of shapes {shapes}, not {S} examples of each class "
+                             "(per_class): delete it so it is sampled again")
+    if not (bool(torch.isfinite(pair_set.x_a).all()) and bool(torch.isfinite(pair_set.x_b).all())):
+        raise UnreadableFile(f"pair set {path} holds pixels that are not finite: delete it so it is sampled again")
+    return pair_set

@@ -210,8 +210,13 @@ def _robustbench(spec: Mapping[str, Any], with_weights: bool) -> nn.Module:
     problem = zoo.robustbench_missing(spec, weights=with_weights)
     if problem:
         raise ModelLoadError(problem)
-    from robustbench.model_zoo import model_dicts
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    try:
+        from robustbench.model_zoo import model_dicts
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    except Exception as err:   # installed, but broken (e.g. a dependency it imports is missing)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelLoadError(f"robustbench is installed but cannot be imported ({type(err).__name__}: {reason}); "
+                             "reinstall it (pip install robustbench) or fix its dependencies") from None
 
     # Not `zoo`: a local of that name would shadow the module used above (UnboundLocalError).
     listed = model_dicts[BenchmarkDataset(dataset)][ThreatModel(spec["threat_model"])]
