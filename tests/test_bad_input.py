@@ -175,6 +175,8 @@ def test_a_projection_beyond_the_config_writes_nothing(tmp_path, capsys):
 def test_cli_failures_are_one_line(tiny, tmp_path, capsys):
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
     cases = [
         (["losses", "--distances", str(junk), "--eps-json", "[1]", "--out", "t.csv"], "cannot be read as a merged"),
         (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[1", "--out", "t.csv"], "Expecting"),
@@ -187,6 +189,8 @@ def test_cli_failures_are_one_line(tiny, tmp_path, capsys):
         (["collide-shard", "--pairs", str(tiny["pairs"]), "--checkpoint", str(tmp_path / "none.pt"), "--model", "net",
           "--layer", "fc2", "--m", "5", "--seed", "0", "--out", str(tmp_path / "s.h5")], "train model 'net' first"),
         (["merge", "--out", str(tmp_path / "o.h5"), str(junk)], "delete it and run the workflow again"),
+        (["figures", "layers", "--metrics", str(junk), "t.csv"], "junk.h5 cannot be read (JSONDecodeError)"),
+        (["figures", "layers", "--metrics", str(listed), "t.csv"], "list.json is not a layerbound sidecar"),
     ]
     for argv, needle in cases:
         assert needle in one_line_error(capsys, argv), argv

@@ -22,10 +22,24 @@ import json
 from pathlib import Path
 
 
+def _read_sidecar(path) -> dict:
+    """A metrics or attack sidecar: a JSON object naming its model; UnreadableFile naming the file."""
+    from ..core.errors import UnreadableFile
+
+    try:
+        sidecar = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UnreadableFile(f"sidecar {path} cannot be read ({type(err).__name__}): delete it and run again") from None
+    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("model"), str):
+        raise UnreadableFile(f"sidecar {path} is not a layerbound sidecar (a JSON object naming its model): delete it "
+                             "and run again")
+    return sidecar
+
+
 def _read_metrics(paths) -> dict[str, dict]:
     out = {}
     for path in paths:
-        metrics = json.loads(Path(path).read_text())
+        metrics = _read_sidecar(path)
         out[metrics["model"]] = metrics
     return out
 
@@ -215,7 +229,7 @@ def _cmd_summary(args: argparse.Namespace) -> None:
         taps[name], _ = taps_and_widths(m)
     headlines = {}
     for path in args.attacks:
-        sidecar = json.loads(Path(path).read_text())
+        sidecar = _read_sidecar(path)
         headlines[sidecar["model"]] = sidecar
     table = report.layer_summary(summary, metrics, taps, headlines)
     losses.write_table(table, args.csv)
