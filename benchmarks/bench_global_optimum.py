@@ -6,14 +6,14 @@ affine or has few ReLUs in a low-dimensional input:
 
 * a boxed affine map u -> L u (16 inputs in [0, 1], 6 features): one second-order cone program
   per pair, min t s.t. ||u - x|| <= t, ||u' - x'|| <= t, L (u - u') = 0, u, u' in the box;
-* one-hidden-layer ReLU maps f(u) = P relu(W u + b) on 2 or 3 inputs in [0, 1]: every pair of
+* one-hidden-layer ReLU maps f(u) = P relu(W u + b) on 3 inputs in [0, 1]: every pair of
   activation patterns the box admits gives one cone program (the map is affine on each pattern's
   polyhedron), and the global minimum is the smallest of them and the midpoint's ||x - x'|| / 2.
 
 Each row: reported (certified) distance over the true minimum, min / median / max over the
 pairs, and the share within 1%. A minimum below 1 (beyond 1e-9) would be an invalid bound. The
 search runs through `api.collisions` as a user's would (float32, certified in float64, the box
-[0, 1]); `--smooth K` adds the smoothing candidate of issue 28 (`smooth_iters`).
+[0, 1]); `--smooth K` adds the smoothing option (`collision.search.smooth_iters`, docs/search.md).
 
     python benchmarks/bench_global_optimum.py [--seeds 0,1,2,3] [--pairs 4] [--smooth 5]
 

@@ -222,6 +222,30 @@ def test_a_zero_residual_where_float64_saturates_is_no_collision():
     assert (result.distance >= truth.abs() * (1 - BELOW_TRUTH)).all()
 
 
+def test_a_partly_saturated_residual_is_no_collision():
+    # g(u) = (tanh(2 w.u), v.u), v orthogonal to w: collisions need w.u = w.u' and v.u = v.u', so
+    # the distance is ||D (x - x')|| / 2, D the orthonormal rows w/|w|, v/|v|. Both points are past
+    # tanh's float64 saturation and the candidate matches v.u to 1e-13: a small residual, all of it
+    # in the feature the Jacobians reach, while the saturated one reads 0.
+    rng = torch.Generator().manual_seed(3)
+    w, v = torch.randn(8, generator=rng, dtype=torch.float64), torch.randn(8, generator=rng, dtype=torch.float64)
+    v -= (v @ w) / (w @ w) * w
+    g = lambda u: torch.stack([torch.tanh(2 * (u.flatten(1) @ w)), u.flatten(1) @ v], 1)  # noqa: E731
+    x = torch.randn(4, 8, generator=rng, dtype=torch.float64)
+    x_prime = torch.randn(4, 8, generator=rng, dtype=torch.float64)
+    for points, z in ((x, 20.0), (x_prime, 40.0)):
+        points += ((z + torch.arange(4, dtype=torch.float64)) / 2 - points @ w).unsqueeze(1) * w / w.norm() ** 2
+    step = ((x_prime @ v - x @ v + 1e-13) / (2 * v.norm())).unsqueeze(1) * v / v.norm()
+    u, u_prime = x + step, x_prime - step
+    residual = (g(u_prime) - g(u)).norm(dim=1)
+    assert ((residual > 0) & (residual < 1e-12)).all()
+    D = torch.stack([w / w.norm(), v / v.norm()])
+    truth = ((x - x_prime) @ D.T).norm(dim=1) / 2
+    result = certify.certify(g, x, x_prime, _candidate(x, x_prime, u, u_prime), None)
+    assert (result.candidate == -1).all()
+    assert (result.distance >= truth * (1 - BELOW_TRUTH)).all()
+
+
 def test_an_exact_zero_residual_where_the_jacobians_reach_is_certified():
     # g(u) = u_0 + u_1 (affine): moving x = (0.5, 0) and x' = (0, 1) by (1/8, 1/8) towards each
     # other gives points with g = 0.75 at both, exactly (dyadic numbers, no rounding): the optimum

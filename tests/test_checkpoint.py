@@ -200,3 +200,21 @@ def test_a_python_checkpoint_loads_with_the_entry_that_names_its_factory(tmp_pat
     assert torch.equal(again(x), model(x))
     with pytest.raises(checkpoint.CheckpointMismatch, match="kwargs: the checkpoint has {'width': 7}, the model entry {'width': 8}"):
         api.load_model(tmp_path / "m.pt", dataset="mnist5k", entry={**entry, "kwargs": {"width": 8}})
+
+
+def test_a_network_that_needs_real_tensors_to_build_still_loads(tmp_path, monkeypatch):
+    # A factory that reads a tensor's value while building (as torchvision's RegNets and timm-style
+    # drop-path schedules do) cannot run on the meta device; the entry's own code builds it for real.
+    (tmp_path / "real_nets.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    width = int(torch.linspace(4, 8, 2)[1].item())\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width), torch.nn.ReLU(),\n"
+        "                               torch.nn.Linear(width, 10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = {"source": "python", "factory": "real_nets:make"}
+    model = api.load_model(entry, dataset="mnist5k")
+    checkpoint.save(tmp_path / "m.pt", model, {})
+    again = api.load_model(tmp_path / "m.pt", dataset="mnist5k", entry=entry)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(again(x), model(x))

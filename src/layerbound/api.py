@@ -166,7 +166,7 @@ def _collisions(model, layer, pairs, m, projections, seed, box, search, batch_si
         g = f if A is None else (lambda u, A=A: f(u) @ A.T)
         exact_map, exact_dtype, certified_in = certify.certification_map(make_float64, A, g, dtype, x)
         result = certify.certify(exact_map, x, x_prime, options.run(f, A, x, x_prime, return_points=True),
-                                 box, exact_dtype)
+                                 box, exact_dtype, features.piecewise_linear(spare))
         distances.append(result.distance.numpy())
         converged.append(result.converged.numpy())
         candidates.append(result.candidate.numpy())

@@ -22,13 +22,17 @@ not reach, as at a saturated unit, is one no nearby collision accounts for); and
 of the linearized map lies within 1e-10 ||x - x'|| / 2 of the point, so the reported distance is
 that of a true collision to that relative accuracy, to first order. A candidate with x~ = x~' bit
 for bit collides exactly and is certified as the exact midpoint (x + x') / 2, the closest collision
-of that kind. A residual of exactly 0 at two different points is not enough: float64 rounds a
-saturated unit to a constant (tanh beyond about 19), where no two points collide in exact
-arithmetic. Such a point is certified only where the smallest singular value sigma of [-J, J'] (its
-free coordinates) has RTOL * F / sigma <= XTOL * ||x - x'|| / 2: the Jacobians reach every feature
-direction, so whatever residual round-off hides is removed within the criterion's step length. A
-zero derivative (a saturated unit, or a dead ReLU region whose features are truly constant) fails
-it, and the pair falls back; that only loosens the bound. The reported distance is the polished one.
+of that kind. The reported distance is the polished one.
+
+Off a piecewise-linear map that is not enough: float64 rounds a saturated unit to a constant (tanh
+beyond about 19), so a residual can read 0, in some features or all, at points that collide in no
+exact arithmetic. There a point is certified only where, in addition, the smallest singular value
+sigma of [-J, J'] (its free coordinates) has RTOL * F / sigma <= XTOL * ||x - x'|| / 2: the
+Jacobians reach every feature direction, so whatever residual round-off hides is removed within
+the criterion's step length. A zero derivative, or more features than the two points have free
+coordinates, fails it and the pair falls back (that only loosens the bound). On a registry
+network (conv, linear, ReLU, max-pooling: features.piecewise_linear) a zero derivative is a dead
+unit whose feature is constant exactly, and the test is not needed.
 
 A pair whose best candidate is not certified within POLISH_JACOBIANS Jacobian evaluations falls
 back to the method's earlier candidates, best first, and finally to the midpoint (x + x') / 2,
@@ -79,11 +83,14 @@ class Polished:
 
 
 def certify(g: Features, x: torch.Tensor, x_prime: torch.Tensor, found: Collisions,
-            box: tuple[float, float] | None, dtype: torch.dtype = torch.float64) -> Collisions:
+            box: tuple[float, float] | None, dtype: torch.dtype = torch.float64,
+            piecewise_linear: bool = False) -> Collisions:
     """The certified collisions of `found` (a method's result with its points) under g.
 
     g must accept `dtype` (float64 unless the map cannot run in it) on x's device; x, x_prime are
-    the pairs. Returns a Collisions whose distance, objective, residual and feature_gap are those
+    the pairs. `piecewise_linear`: g is a registry network's piecewise-linear map (features.
+    piecewise_linear), on which a zero derivative is exact; otherwise every certified point must
+    also pass the reach test of the module docstring. Returns a Collisions whose distance, objective, residual and feature_gap are those
     of the certified points (computed in `dtype`), keeps the method's iterations and converged,
     and records search_distance (the method's own distance), search_residual, polish_steps and
     candidate.
@@ -100,7 +107,8 @@ def certify(g: Features, x: torch.Tensor, x_prime: torch.Tensor, found: Collisio
     norms = lambda t: t.flatten(1).norm(dim=1)  # noqa: E731 - row norms of a batch
     with torch.no_grad():
         g_x, g_x_prime = _features(g, torch.cat([x, x_prime])).chunk(2)
-    polished = polish_candidates(g, x, x_prime, candidates, box, dtype, torch.maximum(norms(g_x), norms(g_x_prime)))
+    polished = polish_candidates(g, x, x_prime, candidates, box, dtype, torch.maximum(norms(g_x), norms(g_x_prime)),
+                                 piecewise_linear)
     delta, delta_prime = norms(polished.x_tilde - x), norms(polished.x_tilde_prime - x_prime)
     cpu = lambda t: t.detach().to("cpu", torch.float64)  # noqa: E731
     return Collisions(
@@ -115,7 +123,7 @@ def certify(g: Features, x: torch.Tensor, x_prime: torch.Tensor, found: Collisio
 
 def polish_candidates(g: Features, x: torch.Tensor, x_prime: torch.Tensor,
                       candidates: list[tuple[torch.Tensor, torch.Tensor]], box: tuple[float, float] | None,
-                      dtype: torch.dtype, magnitude: torch.Tensor) -> Polished:
+                      dtype: torch.dtype, magnitude: torch.Tensor, piecewise_linear: bool = False) -> Polished:
     """Certify each pair's candidates in order (best first) and keep the first that certifies;
     the midpoint where none does. `magnitude`: max(||g(x)||, ||g(x')||) per pair."""
     B = len(x)
@@ -132,7 +140,8 @@ def polish_candidates(g: Features, x: torch.Tensor, x_prime: torch.Tensor,
         if not len(has):
             continue
         v, v_prime, residual, first, steps, ok = polish(g, x[has], x_prime[has], u[has].clone(),
-                                                        u_prime[has].clone(), box, dtype, magnitude[has])
+                                                        u_prime[has].clone(), box, dtype, magnitude[has],
+                                                        piecewise_linear)
         if k == 0:
             out.residual_before[has] = first
         out.steps[has] += steps
@@ -154,7 +163,7 @@ def polish_candidates(g: Features, x: torch.Tensor, x_prime: torch.Tensor,
 
 
 def polish(g: Features, x: torch.Tensor, x_prime: torch.Tensor, u: torch.Tensor, u_prime: torch.Tensor,
-           box: tuple[float, float] | None, dtype: torch.dtype, magnitude: torch.Tensor
+           box: tuple[float, float] | None, dtype: torch.dtype, magnitude: torch.Tensor, piecewise_linear: bool = False
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss-Newton least-norm steps from (u, u') until the criterion of the module docstring
     holds, with at most POLISH_JACOBIANS Jacobian evaluations. `magnitude` is
@@ -194,15 +203,14 @@ def polish(g: Features, x: torch.Tensor, x_prime: torch.Tensor, u: torch.Tensor,
         # The correction must explain the residual, or its length says nothing: a residual in a
         # direction the Jacobians do not reach (a saturated unit, coordinates pinned by the box)
         # is one no nearby collision accounts for.
-        zero = size == 0
-        good = (torch.isfinite(r).all(1) & (size <= rtol * scale) & ((unexplained <= size / 2) | zero)
+        good = (torch.isfinite(r).all(1) & (size <= rtol * scale) & ((unexplained <= size / 2) | (size == 0))
                 & inside & (length <= xtol * half_gap[pairs]))
-        if zero.any():
-            # A float64 residual of exactly 0 at two different points proves nothing by itself: a
-            # saturated tanh rounds to 1.0 at both. Certified only where the Jacobians reach every
-            # feature direction, so that any residual round-off could hide (up to rtol * scale)
-            # is removed by a step within the criterion's length.
-            k = zero.nonzero().squeeze(1)
+        if not piecewise_linear and good.any():
+            # Off a piecewise-linear map, float64 can round a feature to a constant (a saturated
+            # tanh is exactly 1.0): its residual reads 0, or only the other features' shows. So the
+            # Jacobians must reach every feature direction, far enough that any residual round-off
+            # could hide (up to rtol * scale) is removed by a step within the criterion's length.
+            k = good.nonzero().squeeze(1)
             reach = smallest_reach(J[k], J_prime[k], u[pairs[k]], u_prime[pairs[k]], box)
             good[k] &= rtol * scale[k] <= xtol * half_gap[pairs[k]] * reach
         ok[pairs[good]] = True

@@ -15,6 +15,24 @@ import torch
 from .base import Features
 
 
+# Modules on which a registry network is affine or piecewise linear (ReLU, max-pooling). A registry
+# network's forward composes only its modules (models/registry.py).
+_PIECEWISE_LINEAR = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.AvgPool2d,
+                     torch.nn.Flatten, torch.nn.ZeroPad2d, torch.nn.Identity, torch.nn.Dropout, torch.nn.Sequential,
+                     torch.nn.ModuleList)
+
+
+def piecewise_linear(model: torch.nn.Module) -> bool:
+    """Whether `model` is a registry network built only of piecewise-linear modules. On such a map
+    a feature that float64 finds constant near a point is constant there exactly (a dead ReLU); on
+    any other map (a loaded model, whose forward may call anything; tanh, sigmoid, GELU) it may only
+    be rounded to a constant, which the certificate must not take for a collision."""
+    from ..models.registry import TappedNet
+
+    return isinstance(model, TappedNet) and all(
+        isinstance(module, _PIECEWISE_LINEAR) for name, module in model.named_modules() if name)
+
+
 def prepare_model(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
     """Eval mode (BatchNorm running statistics), no parameter gradients, dtype and device set."""
     model = model.eval().to(device=device, dtype=dtype)

@@ -104,6 +104,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         if s.layer not in INPUT_LAYERS:
             raise ValueError(f"model {INPUT_MODEL!r} has layers {INPUT_LAYERS}, not {s.layer!r}")
         net, spare, n_j, checkpoint_sha = None, None, n0, ""
+        linear_pieces = True   # the identity: a zero derivative is exact
         f: Features = lambda u: u.flatten(1)  # noqa: E731
     else:
         if checkpoint_file is None:
@@ -122,6 +123,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         if s.layer not in net.taps + net.pre_activation_taps:
             raise ValueError(f"model {s.model!r} ({net.arch}) has no tap {s.layer!r}; taps: {', '.join(net.taps)}")
         n_j = net.tap_widths()[s.layer]
+        linear_pieces = features.piecewise_linear(net)   # a registry network: its zero derivatives are exact
         spare = copy.deepcopy(net) if dtype != torch.float64 else None   # for the float64 certificates
         net = features.prepare_model(net, dtype, dev)
         checkpoint_sha = file_digest(checkpoint_file)
@@ -157,7 +159,7 @@ def compute(s: Shard, *, pairs_file: str | Path, options: CollisionOptions, expe
         solver = s.collision_method
         result = options.run(f, A, x_d, x_prime_d, return_points=True)
     searched = time.perf_counter()
-    result = certify.certify(exact_map, x_d, x_prime_d, result, options.box, exact_dtype)
+    result = certify.certify(exact_map, x_d, x_prime_d, result, options.box, exact_dtype, linear_pieces)
     certified = time.perf_counter()
 
     i, j = pairs.grid(k)

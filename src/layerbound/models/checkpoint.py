@@ -60,9 +60,10 @@ def _write(path: Path, payload: dict[str, Any], metrics: dict[str, Any]) -> None
     bad = non_finite(payload["state_dict"])
     if bad:
         raise CheckpointMismatch(f"not writing {path}: its weights are not finite ({bad}; a diverged training)")
+    sidecar = json.dumps(metrics, indent=2, sort_keys=True) + "\n"   # before the checkpoint: it can fail too
     atomic_write_buffered(path, lambda buffer: torch.save(payload, buffer))
     try:
-        write_text(sidecar_path(path), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_text(sidecar_path(path), sidecar)
     except WriteError as err:
         path.unlink(missing_ok=True)
         raise WriteError(f"{err.args[0].removesuffix('; nothing was written')}; {path} was removed with it, so no "
@@ -182,16 +183,29 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
     def build():
         return loaded.build(spec, header["input_shape"], header["num_classes"], weights=False)
 
+    def failed(err: Exception) -> CheckpointMismatch:
+        if isinstance(err, ModelLoadError):
+            return CheckpointMismatch(f"checkpoint {path}: {err}")
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return CheckpointMismatch(f"checkpoint {path}: {loaded.describe(spec)} cannot be built ({type(err).__name__}: "
+                                  f"{reason})")
+
+    # On the meta device first (no memory: kwargs such as a huge width cannot allocate). The code is
+    # the validated entry's own, so a network that needs real tensors to build (torchvision's
+    # RegNets, a factory that calls .item()) is built for real instead, as planning does.
     try:
-        with torch.device("meta"):   # no memory: kwargs such as a huge width cannot allocate
+        with torch.device("meta"):
             skeleton = build()
-    except ModelLoadError as err:
-        raise CheckpointMismatch(f"checkpoint {path}: {err}") from None
-    except (ValueError, TypeError, KeyError, RuntimeError) as err:
-        raise CheckpointMismatch(f"checkpoint {path} records a network that cannot be built: "
-                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    except Exception:   # noqa: BLE001 - any failure of the entry's code on meta: try it for real
+        skeleton = None
+    model = None
+    if skeleton is None:
+        try:
+            model = skeleton = build()
+        except Exception as err:   # noqa: BLE001 - the entry's own code: one line naming the file
+            raise failed(err) from None
     _check_weights(path, payload["state_dict"], skeleton.net.state_dict(), loaded.describe(spec))
-    model = build()
+    model = model or build()
     model.net.load_state_dict(payload["state_dict"])
     return model.eval()
 
