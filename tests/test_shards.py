@@ -216,11 +216,17 @@ def test_a_malformed_shard_is_refused_in_one_line_naming_it(full_run, tmp_path, 
     assert not (tmp_path / "out.h5").exists()
 
 
-def test_a_merged_file_missing_an_array_or_with_bad_options_is_refused_in_one_line(full_run, tmp_path):
+def test_a_merged_file_missing_an_array_or_with_bad_options_is_refused_in_one_line(full_run, tmp_path, capsys):
     merged = shards.merge(full_run, tmp_path / "m.h5")
-    no_candidates = edited_copy(merged, tmp_path / "a.h5", lambda h5: h5.__delitem__("candidates"))
-    with pytest.raises(shards.ShardError, match=r"a\.h5 is not a complete merged distance file \(no candidates\)"):
-        shards.read_merged(no_candidates)
+    no_bounds = edited_copy(merged, tmp_path / "a.h5", lambda h5: h5.__delitem__("midpoint_bounds"))
+    with pytest.raises(shards.ShardError, match=r"a\.h5 is not a complete merged distance file \(no midpoint_bounds\)"):
+        shards.read_merged(no_bounds)
+    # The loss stage also needs each pair's candidate (whether it fell back).
+    no_candidates = edited_copy(merged, tmp_path / "c.h5", lambda h5: h5.__delitem__("candidates"))
+    with pytest.raises(SystemExit):
+        cli.main(["losses", "--distances", str(no_candidates), "--eps-json", "[1]", "--out", str(tmp_path / "t.csv")])
+    err = capsys.readouterr().err.strip()
+    assert "c.h5 has no candidates" in err and "\n" not in err
     listed = edited_copy(merged, tmp_path / "b.h5", lambda h5: h5.attrs.__setitem__("options_json", "[1, 2]"))
     with pytest.raises(shards.ShardError, match=r"b\.h5: its options_json attribute is not a JSON object"):
         shards.read_merged(listed)

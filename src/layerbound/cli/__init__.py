@@ -64,6 +64,9 @@ def _cmd_losses(args: argparse.Namespace) -> None:
     configuration.check_options("losses", "layerbound losses", eps=eps_spec,
                                 **({} if args.bootstrap is None else {"bootstrap": args.bootstrap}))
     arrays, attrs = shards.read_merged(args.distances)
+    if "candidates" not in arrays:
+        raise shards.ShardError(f"{args.distances} has no candidates (which collision each pair reports): it is not a "
+                                "complete merged distance file; delete it and run the workflow again")
     eps = plan.eps_grid(eps_spec)
     from ..collide.options import adversary_label
 

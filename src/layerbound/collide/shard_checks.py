@@ -56,9 +56,8 @@ def check_structure(path: Path, columns: dict[str, np.ndarray], attrs: dict[str,
             raise bad("its colliding points do not match their pair indices")
 
 
-# What the loss stage and the report read of a merged file.
-MERGED_ARRAYS = ("distances", "midpoint_bounds", "residuals", "iterations", "converged", "candidates",
-                 "search_distances", "polish_steps")
+# What every reader of a merged file needs (the loss stage also its candidates, which it checks).
+MERGED_ARRAYS = ("distances", "midpoint_bounds")
 MERGED_ATTRS = ("dataset", "pairset", "method", "model", "layer", "m", "options_json", "projections")
 
 
@@ -72,8 +71,8 @@ def check_merged(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any
     if distances.ndim != 3 or bounds.shape != distances.shape[1:] or distances.dtype.kind != "f":
         raise ShardError(f"{path}: distances of shape {distances.shape} and midpoint bounds of shape {bounds.shape} are "
                          "not (projections, S, S) and (S, S)")
-    for name in ("candidates", "residuals", "iterations", "converged"):
-        if arrays[name].shape != distances.shape:
+    for name in ("candidates", "residuals", "iterations", "converged", "search_distances", "polish_steps"):
+        if name in arrays and arrays[name].shape != distances.shape:
             raise ShardError(f"{path}: {name} has shape {arrays[name].shape}, not the distances' {distances.shape}")
     try:
         options = json.loads(attrs["options_json"])
