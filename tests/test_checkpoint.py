@@ -218,3 +218,23 @@ def test_a_network_that_needs_real_tensors_to_build_still_loads(tmp_path, monkey
     again = api.load_model(tmp_path / "m.pt", dataset="mnist5k", entry=entry)
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(again(x), model(x))
+
+
+def test_a_loaded_checkpoint_whose_header_is_not_its_datasets_is_refused_before_building(tmp_path):
+    # The header's class count would size the network: it must be the recorded dataset's.
+    spec = {"source": "torchvision", "arch": "resnet18", "small_inputs": True, "dataset": "mnist5k"}
+    torch.save({"format": checkpoint.LOADED_FORMAT, "arch": "resnet18", "input_shape": [1, 28, 28],
+                "num_classes": 10 ** 6, "source": json.dumps(spec), "state_dict": {}}, tmp_path / "big.pt")
+    with pytest.raises(checkpoint.CheckpointMismatch, match=r"big\.pt records input shape \(1, 28, 28\) and 1000000 "
+                                                            r"classes, not mnist5k's \(1, 28, 28\) and 10$"):
+        checkpoint.load(tmp_path / "big.pt")
+
+
+def test_only_registry_networks_of_piecewise_linear_modules_skip_the_certificates_reach_test():
+    from layerbound.collide import features
+    from layerbound.models import architectures
+
+    for arch in architectures.ARCHITECTURES:
+        assert features.piecewise_linear(models.build(arch, (1, 28, 28), 10)), arch
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Tanh())
+    assert not features.piecewise_linear(api.wrap(net, (1, 28, 28), 10))

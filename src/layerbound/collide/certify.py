@@ -31,8 +31,8 @@ sigma of [-J, J'] (its free coordinates) has RTOL * F / sigma <= XTOL * ||x - x'
 Jacobians reach every feature direction, so whatever residual round-off hides is removed within
 the criterion's step length. A zero derivative, or more features than the two points have free
 coordinates, fails it and the pair falls back (that only loosens the bound). On a registry
-network (conv, linear, ReLU, max-pooling: features.piecewise_linear) a zero derivative is a dead
-unit whose feature is constant exactly, and the test is not needed.
+network (conv, linear, batch norm in eval mode, ReLU, max-pooling: features.piecewise_linear) a
+zero derivative is a dead unit whose feature is constant exactly, and the test is not needed.
 
 A pair whose best candidate is not certified within POLISH_JACOBIANS Jacobian evaluations falls
 back to the method's earlier candidates, best first, and finally to the midpoint (x + x') / 2,

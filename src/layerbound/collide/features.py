@@ -17,9 +17,10 @@ from .base import Features
 
 # Modules on which a registry network is affine or piecewise linear (ReLU, max-pooling). A registry
 # network's forward composes only its modules (models/registry.py).
+# (BatchNorm is affine in eval mode, which the search and the certificate always use.)
 _PIECEWISE_LINEAR = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ReLU, torch.nn.MaxPool2d, torch.nn.AvgPool2d,
-                     torch.nn.Flatten, torch.nn.ZeroPad2d, torch.nn.Identity, torch.nn.Dropout, torch.nn.Sequential,
-                     torch.nn.ModuleList)
+                     torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.Flatten, torch.nn.ZeroPad2d,
+                     torch.nn.Identity, torch.nn.Dropout, torch.nn.Sequential, torch.nn.ModuleList)
 
 
 def piecewise_linear(model: torch.nn.Module) -> bool:

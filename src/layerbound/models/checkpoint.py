@@ -27,6 +27,7 @@ from ..core.schema import fill_loaded_defaults
 from ..core.store import atomic_write_buffered, write_text
 from . import registry as models
 from . import sources
+from ..data import info as dataset_info
 from .weights import non_finite, weights_mismatch
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
@@ -164,6 +165,7 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
     from ..core.errors import ModelLoadError
 
     recorded = _recorded_spec(path, payload)
+    from_file = spec is None   # the file's own record: its network and header are not the caller's choice
     if spec is None:
         if recorded["source"] == "python":
             raise CheckpointMismatch(
@@ -179,6 +181,11 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
         raise CheckpointMismatch(f"checkpoint {path} was made from another model entry ({'; '.join(difference)}): "
                                  "delete it (or fix the entry) so Snakemake rebuilds it")
     header = _header(path, payload)
+    meta = dataset_info.info(spec["dataset"]) if spec.get("dataset") in dataset_info.DATASETS else None
+    if meta is not None and (header["input_shape"], header["num_classes"]) != (tuple(meta.input_shape), meta.num_classes):
+        raise CheckpointMismatch(f"checkpoint {path} records input shape {header['input_shape']} and "
+                                 f"{header['num_classes']} classes, not {spec['dataset']}'s {tuple(meta.input_shape)} "
+                                 f"and {meta.num_classes}")
 
     def build():
         return loaded.build(spec, header["input_shape"], header["num_classes"], weights=False)
@@ -190,13 +197,18 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
         return CheckpointMismatch(f"checkpoint {path}: {loaded.describe(spec)} cannot be built ({type(err).__name__}: "
                                   f"{reason})")
 
-    # On the meta device first (no memory: kwargs such as a huge width cannot allocate). The code is
-    # the validated entry's own, so a network that needs real tensors to build (torchvision's
-    # RegNets, a factory that calls .item()) is built for real instead, as planning does.
+    # On the meta device first (no memory: kwargs such as a huge width cannot allocate). A network
+    # that needs real tensors to build (torchvision's RegNets, a factory that calls .item()) is
+    # built for real instead, as planning does, but only from the caller's own entry: a spec the
+    # file chose could otherwise make that build as large as it likes.
     try:
         with torch.device("meta"):
             skeleton = build()
-    except Exception:   # noqa: BLE001 - any failure of the entry's code on meta: try it for real
+    except Exception as err:   # noqa: BLE001 - any failure of the entry's code on meta
+        if from_file:
+            raise CheckpointMismatch(f"{failed(err)}; without the model entry only networks that build on the meta "
+                                     "device load: give the entry (the config's, or api.load_model(path, dataset, "
+                                     "entry={...}))") from None
         skeleton = None
     model = None
     if skeleton is None:
@@ -205,7 +217,10 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
         except Exception as err:   # noqa: BLE001 - the entry's own code: one line naming the file
             raise failed(err) from None
     _check_weights(path, payload["state_dict"], skeleton.net.state_dict(), loaded.describe(spec))
-    model = model or build()
+    try:
+        model = model or build()
+    except Exception as err:   # noqa: BLE001 - the entry's own code: one line naming the file
+        raise failed(err) from None
     model.net.load_state_dict(payload["state_dict"])
     return model.eval()
 
