@@ -47,14 +47,13 @@ def _model(args: argparse.Namespace, cfg: dict | None, job: dict, results: str, 
     attacks.library()   # fails in one line, before anything is loaded, when torchattacks is missing
     device = select(args.device or (cfg["device"] if cfg else None))
     print(describe(device), file=sys.stderr, flush=True)
-    # With --job-json: at least the dataset's input shape and classes (the job names no arch).
-    dataset = dataset or job.get("dataset")
+    # The dataset fixes the input shape and classes; with --job-json the job names no architecture.
+    spec = model_specs(cfg)[name] if cfg is not None else None
+    dataset = spec.dataset if spec is not None else dataset or job.get("dataset")
     meta = dataset_info.info(dataset) if dataset else None
     expect = None if meta is None else {"input_shape": meta.input_shape, "num_classes": meta.num_classes}
-    if cfg is not None:
-        spec = model_specs(cfg)[name]
-        meta = dataset_info.info(spec.dataset)
-        expect = {"arch": spec.arch, "input_shape": meta.input_shape, "num_classes": meta.num_classes}
+    if spec is not None:
+        expect = {"arch": spec.arch, **expect}
         if isinstance(spec, ModelSpec):   # a loaded model's checkpoint records no padding
             expect["padding"] = spec.padding
     if not args.checkpoint and cfg is None:

@@ -73,8 +73,9 @@ def _cmd_collide_shard(args: argparse.Namespace) -> None:
                                               plan.path("checkpoint", args.results, dataset=unit.dataset, model=args.model))
         options = plan.collision_options(cfg, method)
         seed, arch, device = cfg["seed"], unit.arch, args.device or cfg["device"]
-        spec = plan.model_source(configuration.model_specs(cfg), args.model)
-        padding = getattr(configuration.model_specs(cfg).get(args.model), "padding", None)
+        specs = configuration.model_specs(cfg)
+        spec = plan.model_source(specs, args.model)
+        padding = getattr(specs.get(args.model), "padding", None)
         out = Path(args.out) if args.out else Path(shard.path(args.results))
     else:
         missing = [o for o in ("pairs", "seed", "out") if getattr(args, o) is None]

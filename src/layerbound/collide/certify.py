@@ -90,10 +90,10 @@ def certify(g: Features, x: torch.Tensor, x_prime: torch.Tensor, found: Collisio
     g must accept `dtype` (float64 unless the map cannot run in it) on x's device; x, x_prime are
     the pairs. `piecewise_linear`: g is a registry network's piecewise-linear map (features.
     piecewise_linear), on which a zero derivative is exact; otherwise every certified point must
-    also pass the reach test of the module docstring. Returns a Collisions whose distance, objective, residual and feature_gap are those
-    of the certified points (computed in `dtype`), keeps the method's iterations and converged,
-    and records search_distance (the method's own distance), search_residual, polish_steps and
-    candidate.
+    also pass the reach test of the module docstring. Returns a Collisions whose distance,
+    objective, residual and feature_gap are those of the certified points (computed in `dtype`),
+    keeps the method's iterations and converged, and records search_distance (the method's own
+    distance), search_residual, polish_steps and candidate.
     """
     if found.x_tilde is None:
         raise ValueError("certify needs the method's colliding points (x_tilde, x_tilde_prime)")

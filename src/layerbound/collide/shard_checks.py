@@ -21,7 +21,6 @@ FLOAT_COLUMNS = ("distance", "midpoint_bound", "objective", "residual", "feature
 # A shard's integer attributes and what they must be (a crafted or foreign file fails in one line).
 _INT_ATTRS = {"projection": 0, "chunk": 0, "chunk_size": 1, "num_pairs": 1, "per_class": 1, "m": 1, "n_j": 1,
               "experiment_seed": 0, "projection_seed": 0}
-_INT_COLUMNS = ("pair", "i", "j", "iterations", "polish_steps", "candidate")
 
 
 def check_structure(path: Path, columns: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:

@@ -394,6 +394,5 @@ def read_merged(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     except (OSError, KeyError) as err:
         raise ShardError(f"{path} cannot be read as a merged distance file ({err})") from None
     check_merged(path, arrays, attrs)
-    distances, bounds = arrays["distances"], arrays["midpoint_bounds"]
-    check_distances(distances, bounds, str(path))
+    check_distances(arrays["distances"], arrays["midpoint_bounds"], str(path))
     return arrays, attrs

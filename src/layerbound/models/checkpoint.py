@@ -181,8 +181,8 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
         raise CheckpointMismatch(f"checkpoint {path} was made from another model entry ({'; '.join(difference)}): "
                                  "delete it (or fix the entry) so Snakemake rebuilds it")
     header = _header(path, payload)
-    meta = dataset_info.info(spec["dataset"]) if spec.get("dataset") in dataset_info.DATASETS else None
-    if meta is not None and (header["input_shape"], header["num_classes"]) != (tuple(meta.input_shape), meta.num_classes):
+    meta = dataset_info.info(spec["dataset"])   # a validated entry names a known dataset
+    if (header["input_shape"], header["num_classes"]) != (tuple(meta.input_shape), meta.num_classes):
         raise CheckpointMismatch(f"checkpoint {path} records input shape {header['input_shape']} and "
                                  f"{header['num_classes']} classes, not {spec['dataset']}'s {tuple(meta.input_shape)} "
                                  f"and {meta.num_classes}")
@@ -197,30 +197,27 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
         return CheckpointMismatch(f"checkpoint {path}: {loaded.describe(spec)} cannot be built ({type(err).__name__}: "
                                   f"{reason})")
 
+    def real_build():
+        try:
+            return build()
+        except Exception as err:   # noqa: BLE001 - the entry's own code: one line naming the file
+            raise failed(err) from None
+
     # On the meta device first (no memory: kwargs such as a huge width cannot allocate). A network
     # that needs real tensors to build (torchvision's RegNets, a factory that calls .item()) is
     # built for real instead, as planning does, but only from the caller's own entry: a spec the
     # file chose could otherwise make that build as large as it likes.
     try:
         with torch.device("meta"):
-            skeleton = build()
+            skeleton, model = build(), None
     except Exception as err:   # noqa: BLE001 - any failure of the entry's code on meta
         if from_file:
             raise CheckpointMismatch(f"{failed(err)}; without the model entry only networks that build on the meta "
                                      "device load: give the entry (the config's, or api.load_model(path, dataset, "
                                      "entry={...}))") from None
-        skeleton = None
-    model = None
-    if skeleton is None:
-        try:
-            model = skeleton = build()
-        except Exception as err:   # noqa: BLE001 - the entry's own code: one line naming the file
-            raise failed(err) from None
+        skeleton = model = real_build()
     _check_weights(path, payload["state_dict"], skeleton.net.state_dict(), loaded.describe(spec))
-    try:
-        model = model or build()
-    except Exception as err:   # noqa: BLE001 - the entry's own code: one line naming the file
-        raise failed(err) from None
+    model = model or real_build()
     model.net.load_state_dict(payload["state_dict"])
     return model.eval()
 
