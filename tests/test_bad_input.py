@@ -177,6 +177,10 @@ def test_cli_failures_are_one_line(tiny, tmp_path, capsys):
     junk.write_text("not hdf5")
     listed = tmp_path / "list.json"
     listed.write_text("[1, 2]")
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
     cases = [
         (["losses", "--distances", str(junk), "--eps-json", "[1]", "--out", "t.csv"], "cannot be read as a merged"),
         (["losses", "--distances", str(tiny["merged"]), "--eps-json", "[1", "--out", "t.csv"], "Expecting"),
@@ -191,6 +195,9 @@ def test_cli_failures_are_one_line(tiny, tmp_path, capsys):
         (["merge", "--out", str(tmp_path / "o.h5"), str(junk)], "delete it and run the workflow again"),
         (["figures", "layers", "--metrics", str(junk), "t.csv"], "junk.h5 cannot be read (JSONDecodeError)"),
         (["figures", "layers", "--metrics", str(listed), "t.csv"], "list.json is not a layerbound sidecar"),
+        (["summarize", "--out", str(tmp_path / "s.csv"), str(foreign)],
+         "foreign.csv is not a loss table of `layerbound losses`: 24 of its 24 columns missing"),
+        (["summarize", "--out", str(tmp_path / "s.csv"), str(empty)], "empty.csv is not a loss table"),
     ]
     for argv, needle in cases:
         assert needle in one_line_error(capsys, argv), argv

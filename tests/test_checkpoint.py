@@ -48,6 +48,30 @@ def test_a_foreign_file_is_refused(tmp_path):
         checkpoint.load(path)
 
 
+class _Shell:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_plain_pickle_that_would_run_a_command_is_refused_in_one_line_without_a_warning(tmp_path, monkeypatch):
+    import pickle
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"state_dict": _Shell()}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")   # torch warns about protocol 4 unless the loader silences it
+        with pytest.raises(checkpoint.CheckpointMismatch, match=r"plain.pt is not a loadable checkpoint"):
+            checkpoint.load(path)
+        from layerbound.core.errors import ModelLoadError
+        from layerbound.models.weights import read_weights
+        with pytest.raises(ModelLoadError, match="cannot be read with torch.load"):
+            read_weights(path, torch.nn.Linear(2, 2), "a linear layer")
+    assert [str(w.message) for w in caught] == []
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path):
     target = tmp_path / "out.bin"
 

@@ -178,6 +178,28 @@ def write_table(table: pd.DataFrame, path) -> None:
     write_csv(path, table, "%.17g")
 
 
+def _some(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 def read_table(path) -> pd.DataFrame:
-    """Read a table written by :func:`write_table`."""
-    return pd.read_csv(path)
+    """Read a keyed loss or summary table written by :func:`write_table`; anything else fails in one
+    line naming the file."""
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: {reason}") from None
+    expected = KEY_COLUMNS + TABLE_COLUMNS
+    if list(table.columns) != expected:
+        missing = [c for c in expected if c not in table.columns]
+        unknown = [repr(c) for c in table.columns if c not in expected]
+        parts = [f"{len(missing)} of its {len(expected)} columns missing ({_some(missing)})" if missing else "",
+                 f"unknown columns {_some(unknown)}" if unknown else ""]
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: "
+                         f"{'; '.join(p for p in parts if p) or 'its columns are in another order'}")
+    numeric = ["m"] + [c for c in TABLE_COLUMNS if c != "adversary"]
+    text = [c for c in numeric if not pd.api.types.is_numeric_dtype(table[c])]
+    if text:
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: column(s) {text} are not numbers")
+    return table

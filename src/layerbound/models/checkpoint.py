@@ -28,7 +28,7 @@ from ..core.store import atomic_write_buffered, write_text
 from . import registry as models
 from . import sources
 from ..data import info as dataset_info
-from .weights import non_finite, weights_mismatch
+from .weights import load_tensors, non_finite, weights_mismatch
 
 __all__ = ["FORMAT", "CheckpointMismatch", "sidecar_path", "save", "load", "load_metrics"]
 
@@ -82,12 +82,12 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
     """
     path = Path(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = load_tensors(path, map_location)
     except FileNotFoundError:
         raise
     except Exception as err:   # a foreign pickle, a truncated file: refused without running any code
-        raise CheckpointMismatch(f"{path} is not a loadable checkpoint ({type(err).__name__}): delete it so "
-                                 "Snakemake retrains it") from None
+        raise CheckpointMismatch(f"{path} is not a loadable checkpoint ({type(err).__name__}): delete it (a workflow "
+                                 "run then retrains it)") from None
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, LOADED_FORMAT):
         raise CheckpointMismatch(f"{path} is not a layerbound checkpoint (format {FORMAT!r})")
     stored = _header(path, payload)
@@ -96,14 +96,14 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
         diffs = [f"{k}: checkpoint has {stored[k]!r}, config asks for {v!r}" for k, v in wanted.items() if stored[k] != v]
         if diffs:
             raise CheckpointMismatch(f"checkpoint {path} does not match the configuration ({'; '.join(diffs)}): "
-                                     "delete it (or fix the config) so Snakemake retrains it")
+                                     "delete it (a workflow run then retrains it) or fix the config")
     if payload["format"] == LOADED_FORMAT:
         return _load_loaded(path, payload, spec)
     if spec is not None:
         from . import loaded
 
         raise CheckpointMismatch(f"checkpoint {path} holds the registry architecture {stored['arch']!r}, but the model "
-                                 f"entry is {loaded.describe(spec)}: delete it so Snakemake rebuilds it")
+                                 f"entry is {loaded.describe(spec)}: delete it (a workflow run then rebuilds it)")
     def build():
         return models.build(stored["arch"], stored["input_shape"], stored["num_classes"], stored["padding"])
 
@@ -179,7 +179,7 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
                   if key not in _WEIGHT_LOCATION and recorded.get(key) != spec.get(key)]
     if difference:
         raise CheckpointMismatch(f"checkpoint {path} was made from another model entry ({'; '.join(difference)}): "
-                                 "delete it (or fix the entry) so Snakemake rebuilds it")
+                                 "delete it (a workflow run then rebuilds it) or fix the entry")
     header = _header(path, payload)
     meta = dataset_info.info(spec["dataset"])   # a validated entry names a known dataset
     if (header["input_shape"], header["num_classes"]) != (tuple(meta.input_shape), meta.num_classes):

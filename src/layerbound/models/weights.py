@@ -3,6 +3,7 @@ executed, and checked against the network, naming the keys and shapes that diffe
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -12,6 +13,15 @@ from torch import nn
 from ..core.errors import ModelLoadError
 
 
+def load_tensors(path: str | Path, map_location: str | torch.device = "cpu"):
+    """torch.load(weights_only=True): a crafted pickle is refused, never executed. Torch's warning
+    about a pickle protocol it was not written with is silenced: such a file is refused (or read) in
+    the caller's own one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def read_weights(path: str | Path, net: nn.Module, what: str) -> dict[str, torch.Tensor]:
     """The state_dict in `path` (a state_dict, or a dict holding one under "state_dict"), checked
     against `net`: a mismatch fails in one line naming the file and the differing keys and shapes."""
@@ -19,7 +29,7 @@ def read_weights(path: str | Path, net: nn.Module, what: str) -> dict[str, torch
     if not path.is_file():
         raise ModelLoadError(f"weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
     except Exception as err:   # a pickle of arbitrary objects, a truncated file: never executed
         raise ModelLoadError(f"weights file {path} cannot be read with torch.load(weights_only=True) "
                              f"({type(err).__name__}); save model.state_dict() with torch.save") from None
