@@ -30,12 +30,16 @@ distance over the config's own search's median distance ("median"), and the larg
 of the two ("max"), so a new pair set checks a candidate against the default in minutes.
 --schedule B,G runs the smoothing candidate's columns with sharpness B, B G, B G^2, ... instead of
 the package's (collide/options.py); the smoothed reference keeps the package's.
+--either adds the per-pair smaller distance of the config's search and the smoothing candidate:
+the most any rule choosing one of the two per pair could give (at the cost of both). --checkpoints
+runs other checkpoints (with --relative) on the config's pair set.
 
     python benchmarks/bench_tightness.py [--models medium_pgd2] [--pairs 16] [--layers conv1,fc6] [--threads 1]
-                                         [--budgets 11] [--default-budgets 20,25] [--no-candidate]
+                                         [--budgets 11] [--default-budgets 20,25] [--no-candidate] [--either]
                                          [--curvature] [--curvature-budgets 11]
                                          [--cache results/bench/tightness_best.pt]
     python benchmarks/bench_tightness.py --relative --skip 16 --pairs 48 [--schedule 2.5,2]
+    python benchmarks/bench_tightness.py --relative --checkpoints results/paper002_fcnn/models/mnist5k/fcnn_benign.pt
 
 Needs the trained checkpoints (`snakemake --cores 2 results/models/mnist5k/{medium_benign,medium_pgd2,medium_trades2}.pt`);
 the held-out one is trained here when missing (about a minute; --no-heldout skips it).
@@ -125,6 +129,12 @@ def main() -> None:
     parser.add_argument("--budgets", default="", help="comma-separated max_iter: also run the candidate at these")
     parser.add_argument("--default-budgets", default="", help="comma-separated max_iter: also run the config's own "
                                                               "search at these (what a larger budget buys)")
+    parser.add_argument("--either", action="store_true", help="also the per-pair smaller of the config's search and "
+                        "the smoothing candidate: what a perfect per-pair choice between the two would give (it "
+                        "costs both searches; its jac/pair column is the sum)")
+    parser.add_argument("--checkpoints", default="", help="comma-separated checkpoint files (.pt) to run instead "
+                        "of the config's models, with --relative; each is named by its file's stem (the name "
+                        "its projections are drawn for)")
     parser.add_argument("--no-candidate", action="store_true", help="leave out the candidate at the config's budget")
     parser.add_argument("--curvature", action="store_true", help="also run the curvature fraction (issue 28's "
                                                                  "first candidate, off) at the config's budget")
@@ -135,6 +145,10 @@ def main() -> None:
         parser.error("--skip needs --relative (the best known distances are cached for the first pairs)")
     if args.skip < 0 or args.pairs < 1:
         parser.error("--skip must be at least 0 and --pairs at least 1")
+    if args.either and args.no_candidate:
+        parser.error("--either compares the config's search with the smoothing candidate: leave out --no-candidate")
+    if args.checkpoints and not args.relative:
+        parser.error("--checkpoints runs models with no cached best known distances: add --relative")
     smoothed_columns = not args.no_candidate or bool(args.budgets)
     if args.relative and not (smoothed_columns or args.default_budgets or args.curvature or args.curvature_budgets):
         parser.error("--relative compares with the config's own search: ask for another column too")
@@ -159,8 +173,10 @@ def main() -> None:
     step_controls = {f"config: {configured['step']}, {budget} it.": configured}
     if not args.relative:   # with --relative the config's own search comes first: the others' reference
         step_controls = {"decay 0.7, 40 it.": DECAY, **step_controls}
+    config_column = f"config: {configured['step']}, {budget} it."
+    candidate_column = f"{label}, {budget} it."
     if not args.no_candidate:
-        step_controls[f"{label}, {budget} it."] = dict(configured, **smoothing)
+        step_controls[candidate_column] = dict(configured, **smoothing)
     for extra in filter(None, args.default_budgets.split(",")):
         step_controls[f"config: {configured['step']}, {int(extra)} it."] = dict(configured, max_iter=int(extra))
     for extra in filter(None, args.budgets.split(",")):
@@ -175,6 +191,9 @@ def main() -> None:
              for name, spec in cfg["models"].items()}
     if not args.no_heldout:
         specs[heldout_model.NAME] = (heldout_model.DATASET, heldout_model.PATH)
+    if args.checkpoints:   # on the pair set of the config's first model's dataset
+        dataset = next(iter(specs.values()))[0]
+        specs = {Path(p).stem: (dataset, Path(p)) for p in args.checkpoints.split(",")}
     models = args.models.split(",") if args.models else list(specs)
     cache = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
     schedule = smoothing.get("schedule", (SMOOTH_BETA, SMOOTH_GROWTH))
@@ -192,10 +211,12 @@ def main() -> None:
     print(f"adversary {adversary_label(box)}, m = {m}, pairs {args.skip}-{last} of classes "
           f"{classes} (S = {per_class}), projection 0, {args.threads} thread(s); smoothing sharpness "
           f"{schedule[0]:g} x {schedule[1]:g} per evaluation; {against}")
-    print(f"{'model':<16}{'layer':<8}" + "".join(f"{name:>34}" for name in step_controls))
-    print(" " * 24 + "".join(f"{'median    max  jac/pair  cpu s':>34}" for _ in step_controls))
-    totals = {name: [] for name in step_controls}
-    costs = {name: [] for name in step_controls}
+    either_column = "per pair: config or candidate"
+    columns = list(step_controls) + ([either_column] if args.either else [])
+    print(f"{'model':<16}{'layer':<8}" + "".join(f"{name:>34}" for name in columns))
+    print(" " * 24 + "".join(f"{'median    max  jac/pair  cpu s':>34}" for _ in columns))
+    totals = {name: [] for name in columns}
+    costs = {name: [] for name in columns}
     for model in models:
         dataset, path = specs[model]
         if model == heldout_model.NAME:
@@ -234,14 +255,19 @@ def main() -> None:
                                      tap, torch.device("cpu"))
             A = None if A64 is None else A64.float()
             row = f"{model:<16}{tap:<8}"
+            measured = {}   # column -> (distances, evaluations, cpu s)
             for name, step in step_controls.items():
                 started = time.process_time()
                 found = certified(f, A, torch.float32, step)
-                elapsed = time.process_time() - started
+                measured[name] = found.distance, jacobian_evaluations(found, step), time.process_time() - started
+            if args.either:
+                (d, e, t), (d_, e_, t_) = measured[config_column], measured[candidate_column]
+                measured[either_column] = torch.minimum(d, d_), e + e_, t + t_
+            for name, (distance, evaluations, elapsed) in measured.items():
                 if best is None:   # --relative: against the config's own search, the first column
-                    best = found.distance
-                ratio, evaluations = found.distance / best, jacobian_evaluations(found, step)
-                median = found.distance.median() / best.median() if args.relative else ratio.median()
+                    best = distance
+                ratio = distance / best
+                median = distance.median() / best.median() if args.relative else ratio.median()
                 totals[name].append(ratio)
                 costs[name].append(evaluations)
                 row += f"{median:>12.4f}{ratio.max():>7.3f}{evaluations.mean():>8.1f}{elapsed:>7.1f}"

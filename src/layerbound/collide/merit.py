@@ -115,8 +115,8 @@ def merit(g: Features, x: torch.Tensor, x_prime: torch.Tensor, *, alpha: float, 
     pinned by the box or by dead ReLUs), the step stays the 20:1-weighted least-squares one and the
     pair never counts as converged: it runs its whole budget. Measured
     (benchmarks/bench_tightness.py, 15 Jacobian evaluations, certified, the 28 taps of the default
-    models and a held-out one): medians up to 6.8% above the best known, within 1% on 8 taps;
-    with smooth_iters 5, up to 2.3%, within 1% on 23 (docs/search.md).
+    models and a held-out one): medians up to 5.4% above the best known, within 1% on 8 taps;
+    with smooth_iters 5, up to 2.3%, within 1% on 22 (docs/search.md).
     """
     if smoothed is None:
         smooth_iters = 0
