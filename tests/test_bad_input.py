@@ -2,7 +2,9 @@
 impossible distances never reach a bound."""
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -431,6 +433,26 @@ def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path)
      "collisions: smooth_iters (5) must be below max_iter (5)"),
     (lambda found, net, ps: api.collisions(net, "2", ps, smooth_iters=-1),
      "collisions: smooth_iters = -1: need a whole number >= 0"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, max_iter=0), "collisions: max_iter must be None or an integer"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, seed=1.5), "collisions: seed must be an integer"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, box=(-math.inf, math.inf)), "need finite bounds"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, box=(0, 1, 2)), "collision box (0, 1, 2): need [lo, hi]"),
+    (lambda found, net, ps: api.collisions(net, "2", api.make_pairs(ps.x_a[:, :, :27], ps.x_b[:, :, :27])),
+     "collisions: the pairs' images have shape (1, 27, 28), the model takes (1, 28, 28)"),
+    # What the API builds itself is checked too: a NaN, a negative distance or a missing pair moves the bound.
+    (lambda found, net, ps: api.loss_curve(dataclasses.replace(found, distances=found.distances * np.nan), [1.0]),
+     "distances must be finite and non-negative: 9 of 9 are not"),
+    (lambda found, net, ps: api.loss_curve(dataclasses.replace(found, distances=-found.distances), [1.0]),
+     "distances must be finite and non-negative"),
+    (lambda found, net, ps: api.loss_curve(dataclasses.replace(found, distances=found.distances[:, :0]), [1.0]),
+     "with none of them 0"),
+    (lambda found, net, ps: api.loss_curve(dataclasses.replace(found, candidates=np.zeros((1, 2, 2))), [1.0]),
+     "candidates must have the distances' shape (1, 3, 3)"),
+    (lambda found, net, ps: api.make_pairs(ps.x_a, ps.x_b[:2]), "make_pairs: x_a and x_b must both be (S, *input_shape)"),
+    (lambda found, net, ps: api.make_pairs(ps.x_a, ps.x_b.clone().index_fill_(0, torch.tensor([1]), math.nan)),
+     "make_pairs: x_b has 784 pixels that are not finite"),
+    (lambda found, net, ps: api.make_pairs((255 * ps.x_a).to(torch.uint8), ps.x_b), "make_pairs: the images must be floating point"),
+    (lambda found, net, ps: api.make_pairs(ps.x_a, ps.x_b, classes=(3, 3)), "make_pairs: the two classes must differ"),
 ])
 def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
     torch.manual_seed(0)
@@ -440,6 +462,31 @@ def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
     with pytest.raises(ValueError) as err:
         call(api.input_distances(ps), net, ps)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_api_leaves_the_callers_model_as_it_was_and_refuses_non_finite_features(tiny):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(2 * 28 * 28, 10)).double()
+    net = api.wrap(module, (1, 28, 28), 10)
+    ps = pairs.load(tiny["pairs"])
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    found = api.collisions(net, "1", api.make_pairs(ps.x_a[:2], ps.x_b[:2]), m=3, max_iter=2)
+    assert found.distances.shape == (1, 2, 2)
+    # Weights, their dtype and requires_grad, and the convolution's own forward are the caller's again.
+    after = module.state_dict()
+    assert all(after[k].dtype == torch.float64 and torch.equal(after[k], v) for k, v in before.items())
+    assert all(p.requires_grad for p in module.parameters())
+    assert "forward" not in vars(module[0])
+    x = torch.rand(1, 1, 28, 28, dtype=torch.float64, requires_grad=True)
+    module(x).sum().backward()
+    assert x.grad is not None
+    with torch.no_grad():
+        module[3].weight[0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"collisions: the features at '3' are not finite at 4 of the pairs' 4 images"):
+        api.collisions(net, "3", api.make_pairs(ps.x_a[:2], ps.x_b[:2]), m=3, max_iter=2)
+    with pytest.raises(TypeError, match="collisions: the model has no taps; pass api.load_model"):
+        api.collisions(module, "1", ps)
 
 
 def test_the_api_searches_on_the_workflow_s_threads_unless_told(tiny, monkeypatch):

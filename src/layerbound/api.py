@@ -42,8 +42,8 @@ from .collide import CollisionOptions, certify, closed_form
 from .collide.options import SearchOptions, adversary_label, check_smooth_iters
 from .core.errors import ConfigError
 
-__all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "collisions", "input_distances",
-           "loss_curve", "plot_loss_curves"]
+__all__ = ["LayerDistances", "load_model", "wrap", "taps", "sample_pairs", "make_pairs", "collisions",
+           "input_distances", "loss_curve", "plot_loss_curves"]
 
 
 def load_model(source: Mapping[str, Any] | str | Path, dataset: str | None = None,
@@ -82,7 +82,9 @@ def _entry_spec(source: Mapping[str, Any], dataset: str | None, files: bool = Tr
 
 def wrap(module: torch.nn.Module, input_shape: Sequence[int], num_classes: int,
          normalization: Mapping[str, Sequence[float]] | None = None) -> torch.nn.Module:
-    """A module you already have, with taps by name (and an optional normalization inside it)."""
+    """A module you already have, with taps by name (and an optional normalization inside it).
+    The module is put in eval mode and its in-place activations (ReLU(inplace=True)) turned off,
+    in place: taps read intermediate outputs, which in-place operations would overwrite."""
     spec = {"source": "module", "arch": type(module).__name__, "normalization": normalization}
     loaded.disable_inplace(module)
     return loaded.LoadedNet(module, spec, tuple(input_shape), num_classes).eval()
@@ -97,6 +99,44 @@ def sample_pairs(dataset: str, classes: tuple[int, int] = (3, 7), per_class: int
                  data_dir: str | Path = "data") -> pairsets.PairSet:
     """S = per_class training examples of each of two classes (all S x S pairs), seeded as the workflow does."""
     return pairsets.sample(dataset, classes, per_class, seed, data_dir=data_dir)
+
+
+def make_pairs(x_a, x_b, classes: tuple[int, int] = (0, 1)) -> pairsets.PairSet:
+    """A pair set of your own inputs: x_a, S examples of class classes[0], and x_b, S of
+    classes[1], each a tensor or array (S, *input_shape) of finite floats (images (S, C, H, W) in
+    the model's input range, before the normalization a loaded model holds); all S x S pairs are
+    analyzed."""
+    return pairsets.from_tensors(x_a, x_b, classes)
+
+
+def _check_pairs(pairs, where: str) -> None:
+    """A pair set (api.sample_pairs, api.make_pairs, or any object with its fields): S = per_class
+    finite floating-point images in each of x_a and x_b, all of one shape."""
+    missing = [name for name in ("x_a", "x_b", "per_class", "num_pairs", "input_shape", "gather")
+               if not hasattr(pairs, name)]
+    if missing:
+        raise TypeError(f"{where}: pairs must be a pair set (api.sample_pairs or api.make_pairs); "
+                        f"{type(pairs).__name__} has no {', '.join(missing)}")
+    x_a, x_b, S = pairs.x_a, pairs.x_b, pairs.per_class
+    if not (isinstance(x_a, torch.Tensor) and isinstance(x_b, torch.Tensor)):
+        raise TypeError(f"{where}: the pair set's x_a and x_b must be torch tensors (api.make_pairs converts arrays)")
+    if x_a.dim() < 2 or x_a.shape != x_b.shape or isinstance(S, bool) or not isinstance(S, (int, np.integer)) \
+            or S < 1 or len(x_a) != S:
+        raise ValueError(f"{where}: the pair set must hold per_class = {S!r} >= 1 images of one shape in each of x_a "
+                         f"and x_b, not {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    if not (x_a.is_floating_point() and x_b.is_floating_point()):
+        raise ValueError(f"{where}: the pair set's images must be floating point, not {x_a.dtype}")
+    if not (bool(torch.isfinite(x_a).all()) and bool(torch.isfinite(x_b).all())):
+        raise ValueError(f"{where}: the pair set holds pixels that are not finite")
+
+
+def _check_model(model, pairs: pairsets.PairSet, where: str) -> None:
+    if not (hasattr(model, "tap_widths") and hasattr(model, "input_shape")):
+        raise TypeError(f"{where}: the model has no taps; pass api.load_model(...) or api.wrap(module, input_shape, "
+                        "num_classes)")
+    if tuple(model.input_shape) != tuple(pairs.input_shape):
+        raise ValueError(f"{where}: the pairs' images have shape {tuple(pairs.input_shape)}, the model takes "
+                         f"{tuple(model.input_shape)}")
 
 
 @dataclass
@@ -128,14 +168,22 @@ def collisions(model: torch.nn.Module, layer: str, pairs: pairsets.PairSet, m: i
     pair (None: 15 with merit, 40 with decay); with `smooth_iters` > 0 merit's first evaluations
     search the map with softplus for its ReLU modules (collision.search.smooth_iters, docs/search.md;
     below max_iter). `box` keeps the colliding
-    images in [lo, hi]^n (None: unboxed). The model is put in eval mode on `device`, in place; a
-    float64 copy of it certifies every collision (collide/certify.py), and `candidates` says per
+    images in [lo, hi]^n (None: unboxed). The model is not changed: a copy in eval mode on
+    `device` is searched, and a float64 copy certifies every collision (collide/certify.py); the
+    features must be finite at every image of the pairs. `candidates` says per
     collision whether the search's best was certified (0), an earlier candidate (k > 0) or the
     midpoint (-1) was used instead. m, projections and batch_size must be what a config may hold
     (collision.m, .projections, .batch_size). The search runs on `threads` CPU threads (None: a
     collision shard's, layerbound.core.threads: 1), torch's setting restored after.
     """
     configuration.check_options("collision", "collisions", m=m, projections=projections, batch_size=batch_size)
+    _check_pairs(pairs, "collisions")
+    _check_model(model, pairs, "collisions")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise ValueError(f"collisions: seed must be an integer in [0, 2^63), not {seed!r}")
+    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer))
+                                 or max_iter < 1):
+        raise ValueError(f"collisions: max_iter must be None or an integer of at least 1, not {max_iter!r}")
     try:
         check_smooth_iters(smooth_iters, step, max_iter)
     except ValueError as err:
@@ -152,12 +200,18 @@ def _collisions(model, layer, pairs, m, projections, seed, box, search, batch_si
     options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size, method_options=search)
     dtype = getattr(torch, options.dtype)
     spare = copy.deepcopy(model)   # its float64 copy certifies the collisions (collide/certify.py)
-    net = features.prepare_model(model, dtype, dev)
+    net = features.prepare_model(copy.deepcopy(model), dtype, dev)   # the caller's model stays as it was
     f = features.feature_map(net, layer, dev)
     k = np.arange(pairs.num_pairs)
     x, x_prime = (t.to(device=dev, dtype=dtype) for t in pairs.gather(k))
     with torch.no_grad():
-        n_j = int(f(x[:1]).shape[1])
+        images = torch.cat([pairs.x_a, pairs.x_b]).to(device=dev, dtype=dtype)
+        at_images = torch.cat([f(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    if not bool(torch.isfinite(at_images).all()):
+        bad = int((~torch.isfinite(at_images.flatten(1))).any(1).sum())
+        raise ValueError(f"collisions: the features at {layer!r} are not finite at {bad} of the pairs' "
+                         f"{len(images)} images (non-finite weights, or a division by zero in the model?)")
+    n_j = int(at_images.shape[1])
     projected = not projection.is_identity(m, n_j)
     make_float64 = functools.cache(lambda: features.float64_map(spare, layer, dev))
     distances, converged, candidates = [], [], []
@@ -179,6 +233,7 @@ def _collisions(model, layer, pairs, m, projections, seed, box, search, batch_si
 
 def input_distances(pairs: pairsets.PairSet, box: tuple[float, float] | None = (0.0, 1.0)) -> LayerDistances:
     """The input-space baseline: d = ||x - x'|| / 2 for every pair (the midpoint collides; in the box too)."""
+    _check_pairs(pairs, "input_distances")
     k = np.arange(pairs.num_pairs)
     d = closed_form.input_distance(*pairs.gather(k)).numpy().reshape(1, pairs.per_class, pairs.per_class)
     n0 = int(np.prod(pairs.input_shape))

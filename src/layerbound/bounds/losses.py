@@ -127,8 +127,14 @@ def loss_table(distances, eps_grid, replicates: int = BOOTSTRAP_REPLICATES,
     certificates' candidate index, -1 the midpoint; None counts none).
     """
     d = np.asarray(distances, dtype=np.float64)
-    if d.ndim != 3:
-        raise ValueError(f"distances must have shape (P, S_A, S_B), got {d.shape}")
+    if d.ndim != 3 or 0 in d.shape:
+        raise ValueError(f"distances must have shape (P, S_A, S_B) with none of them 0, got {d.shape}")
+    # A NaN would count as no edge and a negative distance as an edge at eps = 0: both move the bound.
+    if not np.isfinite(d).all() or (d < 0).any():
+        bad = int((~np.isfinite(d) | (d < 0)).sum())
+        raise ValueError(f"distances must be finite and non-negative: {bad} of {d.size} are not")
+    if candidates is not None and np.shape(candidates) != d.shape:
+        raise ValueError(f"candidates must have the distances' shape {d.shape}, got {np.shape(candidates)}")
     grid = np.unique(np.asarray(eps_grid, dtype=np.float64))
     res = loss_sweep(d, grid)
     table = {"eps": grid, **_spread(res["ce"], "ce"), **_spread(res["zero_one"], "zero_one")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,7 +134,12 @@ class CollisionOptions:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"collision dtype must be float32 or float64, not {self.dtype!r}")
         if self.box is not None:
-            lo, hi = (float(b) for b in self.box)
+            try:
+                lo, hi = (float(b) for b in self.box)
+            except (TypeError, ValueError):
+                raise ValueError(f"collision box {self.box!r}: need [lo, hi] (null, None in Python, for unboxed)") from None
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError(f"collision box {list(self.box)}: need finite bounds (null, None in Python, for unboxed)")
             if not lo < hi:
                 raise ValueError(f"collision box {list(self.box)}: need lo < hi")
             object.__setattr__(self, "box", (lo, hi))   # a tuple of floats: one JSON form, one digest

@@ -64,7 +64,7 @@ class PairSet:
     def gather(self, k: np.ndarray | torch.Tensor | range) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs (x, x') for flat pair indices k."""
         i, j = self.grid(k)
-        return self.x_a[torch.from_numpy(i)], self.x_b[torch.from_numpy(j)]
+        return self.x_a[torch.from_numpy(i)].detach(), self.x_b[torch.from_numpy(j)].detach()
 
 
 def class_seed(experiment_seed: int, dataset: str, label: int) -> int:
@@ -112,6 +112,57 @@ def save(path: str | Path, pairs: PairSet) -> None:
     atomic_write_buffered(path, write)
 
 
+def structure_problem(pair_set: PairSet) -> str | None:
+    """What is wrong with a pair set's arrays, or None: every example of both classes (per_class,
+    at least one), images of one shape (C, H, W), finite pixels. Arrays that disagree with
+    per_class would silently drop pairs, and a NaN pixel would fill a shard with NaN."""
+    S = pair_set.per_class
+    keys = ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")
+    if not all(isinstance(getattr(pair_set, key), torch.Tensor) for key in keys):
+        return "holds arrays that are not torch tensors"
+    shapes = {key: tuple(getattr(pair_set, key).shape) for key in keys}
+    if (type(S) is not int or S < 1 or any(shape[:1] != (S,) for shape in shapes.values())
+            or shapes["x_a"] != shapes["x_b"] or len(shapes["x_a"]) != 4):
+        return f"holds arrays of shapes {shapes}, not {S} examples of each class (per_class), each an image (C, H, W)"
+    if not (pair_set.x_a.is_floating_point() and pair_set.x_b.is_floating_point()):
+        return f"holds images of dtype {pair_set.x_a.dtype}, not floating point"
+    if not (bool(torch.isfinite(pair_set.x_a).all()) and bool(torch.isfinite(pair_set.x_b).all())):
+        return "holds pixels that are not finite"
+    return None
+
+
+def from_tensors(x_a, x_b, classes: tuple[int, int] = (0, 1), name: str = "own") -> PairSet:
+    """A pair set of your own inputs: S examples x_a of class classes[0] and S examples x_b of
+    classes[1], each (S, *input_shape) floating point, e.g. images (S, C, H, W) (all S x S pairs).
+    In memory only: `save` writes image pair sets of the workflow's datasets."""
+    tensors = []
+    for label, x in (("x_a", x_a), ("x_b", x_b)):
+        if not isinstance(x, torch.Tensor):
+            try:
+                x = torch.as_tensor(np.asarray(x))
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"make_pairs: {label} is not an array of images ({err})") from None
+        tensors.append(x.detach().cpu().contiguous())
+    x_a, x_b = tensors
+    if x_a.dim() < 2 or x_b.shape != x_a.shape or len(x_a) == 0:
+        raise ValueError(f"make_pairs: x_a and x_b must both be (S, *input_shape), the same S >= 1 inputs of one "
+                         f"shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    if not (x_a.is_floating_point() and x_b.is_floating_point()):
+        raise ValueError(f"make_pairs: the images must be floating point, not {x_a.dtype} / {x_b.dtype} (scale "
+                         "8-bit images to the model's input range first)")
+    for label, x in (("x_a", x_a), ("x_b", x_b)):
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"make_pairs: {label} has {bad} pixels that are not finite")
+    a, b = (int(c) for c in classes)
+    if a == b:
+        raise ValueError(f"make_pairs: the two classes must differ, not {a} and {b}")
+    S = len(x_a)
+    index = torch.arange(S, dtype=torch.int64)
+    return PairSet(name, "own", "own", (a, b), S, 0, x_a, x_b, torch.full((S,), a, dtype=torch.int64),
+                   torch.full((S,), b, dtype=torch.int64), index, index.clone())
+
+
 def load(path: str | Path) -> PairSet:
     path = Path(path)
     if not path.is_file():
@@ -131,13 +182,7 @@ def load(path: str | Path) -> PairSet:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnreadableFile(f"pair set {path} cannot be read ({first}): delete it so it is sampled again "
                              "(`layerbound sample-pairs`, the workflow's pairs_sample rule)") from None
-    # Every example of both classes, finite: a file whose arrays disagree with its per_class would
-    # silently drop pairs, and a NaN pixel would fill a shard with NaN.
-    S = pair_set.per_class
-    shapes = {key: tuple(getattr(pair_set, key).shape) for key in ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")}
-    if any(shape[:1] != (S,) for shape in shapes.values()) or shapes["x_a"] != shapes["x_b"] or len(shapes["x_a"]) != 4:
-        raise UnreadableFile(f"pair set {path} holds arrays of shapes {shapes}, not {S} examples of each class "
-                             "(per_class): delete it so it is sampled again")
-    if not (bool(torch.isfinite(pair_set.x_a).all()) and bool(torch.isfinite(pair_set.x_b).all())):
-        raise UnreadableFile(f"pair set {path} holds pixels that are not finite: delete it so it is sampled again")
+    problem = structure_problem(pair_set)
+    if problem:
+        raise UnreadableFile(f"pair set {path} {problem}: delete it so it is sampled again")
     return pair_set
