@@ -193,8 +193,18 @@ def main() -> None:
         specs[heldout_model.NAME] = (heldout_model.DATASET, heldout_model.PATH)
     if args.checkpoints:   # on the pair set of the config's first model's dataset
         dataset = next(iter(specs.values()))[0]
-        specs = {Path(p).stem: (dataset, Path(p)) for p in args.checkpoints.split(",")}
+        files = [Path(p) for p in args.checkpoints.split(",")]
+        stems = [f.stem for f in files]
+        if len(set(stems)) < len(stems):
+            parser.error(f"--checkpoints: two files share a name ({', '.join(stems)}); each is named by its stem")
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            parser.error(f"--checkpoints: no such file: {', '.join(missing)}")
+        specs = {f.stem: (dataset, f) for f in files}
     models = args.models.split(",") if args.models else list(specs)
+    unknown = [m for m in models if m not in specs]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; known: {', '.join(specs)}")
     cache = torch.load(args.cache) if args.cache and args.cache.is_file() else {}
     schedule = smoothing.get("schedule", (SMOOTH_BETA, SMOOTH_GROWTH))
     # One pair set per dataset (every model of the default config shares one), sampled once.
@@ -224,6 +234,9 @@ def main() -> None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         x, x_prime = pair_sets[dataset].gather(range(args.skip, last + 1))
         net = checkpoint.load(path)
+        if tuple(net.input_shape) != tuple(x.shape[1:]):
+            sys.exit(f"{path}: the network takes inputs {tuple(net.input_shape)}, the {dataset} pair set's are "
+                     f"{tuple(x.shape[1:])}")
         taps = args.layers.split(",") if args.layers else net.taps
         for tap in taps:
             width = net.tap_widths()[tap]

@@ -52,6 +52,8 @@ def one_line_error(capsys, argv) -> str:
     (lambda c: c.update(seed=2 ** 63), "seed: 9223372036854775808 is greater than the maximum of 9223372036854775807"),
     (lambda c: c["collision"].update(projections=10 ** 9), "collision.projections: 1000000000 is greater than the maximum"),
     (lambda c: c["collision"].update(m=[10 ** 30]), "collision.m[0]: 1000000000000000000000000000000 is greater"),
+    (lambda c: c["collision"]["search"].update(max_iter=0), "collision.search.max_iter: 0 is less than the minimum of 1"),
+    (lambda c: c["collision"].update(box=[0.0, float("inf")]), "collision.box[1]: inf is not a finite number"),
 ])
 def test_config_problems_are_one_line_naming_the_key(mutate, needle):
     raw = default_config()
@@ -453,6 +455,9 @@ def test_another_config_cannot_overwrite_a_run_and_gets_its_own_folder(tmp_path)
      "make_pairs: x_b has 784 pixels that are not finite"),
     (lambda found, net, ps: api.make_pairs((255 * ps.x_a).to(torch.uint8), ps.x_b), "make_pairs: the images must be floating point"),
     (lambda found, net, ps: api.make_pairs(ps.x_a, ps.x_b, classes=(3, 3)), "make_pairs: the two classes must differ"),
+    (lambda found, net, ps: api.make_pairs(ps.x_a, ps.x_b, classes=(3,)), "make_pairs: classes must be two labels"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, box="01"), "collision box '01': need [lo, hi]"),
+    (lambda found, net, ps: api.collisions(net, "2", ps, box=(True, 2)), "collision box (True, 2): need [lo, hi]"),
 ])
 def test_the_api_refuses_what_a_config_refuses(tiny, call, needle):
     torch.manual_seed(0)
@@ -487,6 +492,8 @@ def test_the_api_leaves_the_callers_model_as_it_was_and_refuses_non_finite_featu
         api.collisions(net, "3", api.make_pairs(ps.x_a[:2], ps.x_b[:2]), m=3, max_iter=2)
     with pytest.raises(TypeError, match="collisions: the model has no taps; pass api.load_model"):
         api.collisions(module, "1", ps)
+    with pytest.raises(TypeError, match="input_distances: pairs must be a pair set .* has no x_a"):
+        api.input_distances(ps.x_a)
 
 
 def test_the_api_searches_on_the_workflow_s_threads_unless_told(tiny, monkeypatch):

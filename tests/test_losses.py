@@ -106,6 +106,16 @@ def test_summarize_stacks_tables_with_keys_in_order(tmp_path):
     back = read_table(path)
     pd.testing.assert_frame_equal(back, summary, check_dtype=False)
     assert summarize({}).columns.tolist() == KEY_COLUMNS + TABLE_COLUMNS
+    # Without bootstrap intervals (blank cells) and with no rows at all, a table still reads back.
+    keyed = summarize({("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv1", 10): loss_table(_distances(4), grid, 0)})
+    write_table(keyed, path)
+    assert read_table(path)["ce_lo"].isna().all() and len(read_table(path)) == 3
+    write_table(summarize({}), path)
+    assert read_table(path).empty
+    # A row cut short (an edited or truncated file) is refused, naming the file.
+    path.write_text(path.read_text() + "mnist5k,c3v7-S4-seed0\n")
+    with pytest.raises(ValueError, match=r"summary.csv is not a loss table .* have empty cells"):
+        read_table(path)
     with pytest.raises(ValueError):
         summarize({("mnist5k", "small"): tables[("mnist5k", "c3v7-S4-seed0", "jacobian", "small", "conv1", 10)]})
 

@@ -60,7 +60,10 @@ def test_a_pair_set_with_inconsistent_or_non_finite_arrays_is_refused_in_one_lin
     a = pairs.sample("mnist5k", (1, 0), 3, seed=2)
     for name, edit, needle in (
             ("fewer.h5", lambda h5: h5.attrs.__setitem__("per_class", 2), "not 2 examples of each class"),
-            ("nan.h5", lambda h5: h5["x_b"].__setitem__((1, 0, 5, 5), np.nan), "pixels that are not finite")):
+            ("nan.h5", lambda h5: h5["x_b"].__setitem__((1, 0, 5, 5), np.nan), "pixels that are not finite"),
+            ("none.h5", lambda h5: h5.attrs.__setitem__("per_class", 0), "not 0 examples of each class"),
+            ("bytes.h5", lambda h5: [h5.__delitem__("x_a"), h5.create_dataset("x_a", data=np.zeros((3, 1, 28, 28), np.uint8))],
+             "images of dtype torch.uint8, not floating point")):
         path = tmp_path / name
         pairs.save(path, a)
         with h5py.File(path, "r+") as h5:

@@ -199,28 +199,31 @@ def _collisions(model, layer, pairs, m, projections, seed, box, search, batch_si
     dev = torch.device(device)
     options = CollisionOptions(method="jacobian", box=box, batch_size=batch_size, method_options=search)
     dtype = getattr(torch, options.dtype)
-    spare = copy.deepcopy(model)   # its float64 copy certifies the collisions (collide/certify.py)
     net = features.prepare_model(copy.deepcopy(model), dtype, dev)   # the caller's model stays as it was
     f = features.feature_map(net, layer, dev)
     k = np.arange(pairs.num_pairs)
     x, x_prime = (t.to(device=dev, dtype=dtype) for t in pairs.gather(k))
     with torch.no_grad():
-        images = torch.cat([pairs.x_a, pairs.x_b]).to(device=dev, dtype=dtype)
-        at_images = torch.cat([f(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-    if not bool(torch.isfinite(at_images).all()):
-        bad = int((~torch.isfinite(at_images.flatten(1))).any(1).sum())
+        images = torch.cat([pairs.x_a, pairs.x_b])
+        finite, n_j = [], 0
+        for i in range(0, len(images), batch_size):
+            at = f(images[i:i + batch_size].to(device=dev, dtype=dtype))
+            finite.append(torch.isfinite(at.flatten(1)).all(1).cpu())
+            n_j = int(at.shape[1])
+        bad = int((~torch.cat(finite)).sum())
+    if bad:
         raise ValueError(f"collisions: the features at {layer!r} are not finite at {bad} of the pairs' "
                          f"{len(images)} images (non-finite weights, or a division by zero in the model?)")
-    n_j = int(at_images.shape[1])
     projected = not projection.is_identity(m, n_j)
-    make_float64 = functools.cache(lambda: features.float64_map(spare, layer, dev))
+    # The float64 copy that certifies the collisions (collide/certify.py), made only when needed.
+    make_float64 = functools.cache(lambda: features.float64_map(copy.deepcopy(model), layer, dev))
     distances, converged, candidates = [], [], []
     for p in range(projections if projected else 1):
         A = projection.draw(seed, name, layer, m, p, n_j, dtype=dtype, device=dev) if projected else None
         g = f if A is None else (lambda u, A=A: f(u) @ A.T)
         exact_map, exact_dtype, certified_in = certify.certification_map(make_float64, A, g, dtype, x)
         result = certify.certify(exact_map, x, x_prime, options.run(f, A, x, x_prime, return_points=True),
-                                 box, exact_dtype, features.piecewise_linear(spare))
+                                 box, exact_dtype, features.piecewise_linear(model))
         distances.append(result.distance.numpy())
         converged.append(result.converged.numpy())
         candidates.append(result.candidate.numpy())

@@ -184,6 +184,9 @@ def write_table(table: pd.DataFrame, path) -> None:
     write_csv(path, table, "%.17g")
 
 
+_RERUN = " (delete it and run the workflow again, or `layerbound losses` / `layerbound summarize`)"
+
+
 def _some(names: list[str], shown: int = 4) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
@@ -195,7 +198,7 @@ def read_table(path) -> pd.DataFrame:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a loss table of `layerbound losses`: {reason}") from None
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: {reason}{_RERUN}") from None
     expected = KEY_COLUMNS + TABLE_COLUMNS
     if list(table.columns) != expected:
         missing = [c for c in expected if c not in table.columns]
@@ -203,9 +206,15 @@ def read_table(path) -> pd.DataFrame:
         parts = [f"{len(missing)} of its {len(expected)} columns missing ({_some(missing)})" if missing else "",
                  f"unknown columns {_some(unknown)}" if unknown else ""]
         raise ValueError(f"{path} is not a loss table of `layerbound losses`: "
-                         f"{'; '.join(p for p in parts if p) or 'its columns are in another order'}")
+                         f"{'; '.join(p for p in parts if p) or 'its columns are in another order'}{_RERUN}")
+    if table.empty:   # a header only: an empty summary
+        return table
     numeric = ["m"] + [c for c in TABLE_COLUMNS if c != "adversary"]
     text = [c for c in numeric if not pd.api.types.is_numeric_dtype(table[c])]
     if text:
-        raise ValueError(f"{path} is not a loss table of `layerbound losses`: column(s) {text} are not numbers")
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: column(s) {text} are not numbers{_RERUN}")
+    blank = [c for c in KEY_COLUMNS + ["eps", "ce_mean", "zero_one_mean"] if table[c].isna().any()]
+    if blank:
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: column(s) {blank} have empty cells"
+                         f"{_RERUN}")
     return table

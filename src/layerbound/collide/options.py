@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,6 +136,9 @@ class CollisionOptions:
             raise ValueError(f"collision dtype must be float32 or float64, not {self.dtype!r}")
         if self.box is not None:
             try:
+                if isinstance(self.box, (str, bytes)) or len(self.box) != 2 or any(
+                        isinstance(b, bool) or not isinstance(b, numbers.Real) for b in self.box):
+                    raise TypeError
                 lo, hi = (float(b) for b in self.box)
             except (TypeError, ValueError):
                 raise ValueError(f"collision box {self.box!r}: need [lo, hi] (null, None in Python, for unboxed)") from None

@@ -150,10 +150,14 @@ def from_tensors(x_a, x_b, classes: tuple[int, int] = (0, 1), name: str = "own")
     if not (x_a.is_floating_point() and x_b.is_floating_point()):
         raise ValueError(f"make_pairs: the images must be floating point, not {x_a.dtype} / {x_b.dtype} (scale "
                          "8-bit images to the model's input range first)")
+    if x_a.dtype in (torch.float16, torch.bfloat16):   # searched in float32 or float64 anyway
+        x_a, x_b = x_a.float(), x_b.float()
     for label, x in (("x_a", x_a), ("x_b", x_b)):
         bad = int((~torch.isfinite(x)).sum())
         if bad:
             raise ValueError(f"make_pairs: {label} has {bad} pixels that are not finite")
+    if isinstance(classes, (str, bytes)) or len(classes) != 2:
+        raise ValueError(f"make_pairs: classes must be two labels (a, b), not {classes!r}")
     a, b = (int(c) for c in classes)
     if a == b:
         raise ValueError(f"make_pairs: the two classes must differ, not {a} and {b}")
