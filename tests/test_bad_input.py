@@ -506,3 +506,18 @@ def test_the_api_searches_on_the_workflow_s_threads_unless_told(tiny, monkeypatc
     api.collisions(net, "1", ps, m=5, max_iter=1)
     api.collisions(net, "1", ps, m=5, max_iter=1, threads=2)
     assert seen == [threads.JOB_THREADS["collide_shard"], 2] == [1, 2]
+
+
+def test_wrapping_a_forward_that_branches_on_its_inputs_fails_in_one_line():
+    from layerbound.core.errors import ModelLoadError
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.linear(x) if x.sum() > 0 else -self.linear(x)
+
+    with pytest.raises(ModelLoadError, match=r"^wrap: Branchy cannot be traced by torch.fx, .*control flow$"):
+        api.wrap(Branchy(), (4,), 3)

@@ -86,6 +86,7 @@ def wrap(module: torch.nn.Module, input_shape: Sequence[int], num_classes: int,
     The module is put in eval mode and its in-place activations (ReLU(inplace=True)) turned off,
     in place: taps read intermediate outputs, which in-place operations would overwrite."""
     spec = {"source": "module", "arch": type(module).__name__, "normalization": normalization}
+    loaded.check_traceable(module, f"wrap: {type(module).__name__}")
     loaded.disable_inplace(module)
     return loaded.LoadedNet(module, spec, tuple(input_shape), num_classes).eval()
 

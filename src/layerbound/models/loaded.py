@@ -247,6 +247,18 @@ def _feature_extractor(net: nn.Module, names: list[str]) -> nn.Module:
     return extractor.train(net.training)
 
 
+def check_traceable(net: nn.Module, what: str) -> None:
+    """Taps are named by tracing the forward pass (torch.fx): one that branches on its inputs' values
+    cannot be traced, which fails here in one line rather than at the first tap."""
+    try:
+        _usable_names(net)
+    except torch.fx.proxy.TraceError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"{what} cannot be traced by torch.fx, which naming its layers needs (torchvision's "
+                             f"feature extraction; a forward that branches on its inputs' values cannot be): "
+                             f"{first}") from None
+
+
 def _usable_names(net: nn.Module) -> list[tuple[str, str]]:
     """(name, node) in network order: every operation of the traced eval-mode forward pass (not
     the input), and every submodule that runs, named by its own name and standing for its last node."""
