@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.errors import first_line
 from ..core.schema import defaults
 from ..collide.options import adversary_label
 from .graph import loss_sweep
@@ -197,8 +198,7 @@ def read_table(path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a loss table of `layerbound losses`: {reason}{_RERUN}") from None
+        raise ValueError(f"{path} is not a loss table of `layerbound losses`: {first_line(err)}{_RERUN}") from None
     expected = KEY_COLUMNS + TABLE_COLUMNS
     if list(table.columns) != expected:
         missing = [c for c in expected if c not in table.columns]

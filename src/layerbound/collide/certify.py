@@ -50,6 +50,7 @@ from typing import Callable
 
 import torch
 
+from ..core.errors import first_line
 from .base import Collisions, Features
 from .linear_step import _solve_psd, jacobian_rows
 
@@ -329,9 +330,8 @@ def certification_map(make_float64: Callable[[], Features] | None, A: torch.Tens
         if value.dtype != torch.float64:
             raise TypeError(f"it returns {value.dtype} features for float64 inputs")
     except Exception as err:   # a model with float32-only code: certify in the search's dtype
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         rtol, xtol = CERTIFY_TOL[dtype]
-        return g, dtype, (f"{str(dtype).removeprefix('torch.')} (the model cannot run in float64: {reason}; "
+        return g, dtype, (f"{str(dtype).removeprefix('torch.')} (the model cannot run in float64: {first_line(err)}; "
                           f"certified to residual <= {rtol:g} of the feature magnitude and correction <= "
                           f"{xtol:g} of ||x - x'||/2 in that dtype)")
     return g64, torch.float64, "float64"

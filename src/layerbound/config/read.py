@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, first_line
 from ..core.schema import key_path
 
 # At most this many values in a config, counting every value an alias repeats: the configs in this
@@ -65,4 +65,4 @@ def read_yaml(path: str | Path) -> Any:
             finally:
                 loader.dispose()
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {first_line(err)}") from None

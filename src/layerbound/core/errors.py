@@ -8,6 +8,13 @@ catch those keep working.
 from __future__ import annotations
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first non-blank line (its class name when it has none), for
+    a one-line error that quotes what went wrong underneath."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class LayerboundError(Exception):
     """A failure the user can fix: a bad config key, a missing or foreign file, a mismatch."""
 

@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..core import seeds
 from .info import pairset_id
-from ..core.errors import UnreadableFile
+from ..core.errors import UnreadableFile, first_line
 from ..core.store import atomic_write_buffered
 
 FORMAT = "layerbound-pairs-1"
@@ -183,8 +183,7 @@ def load(path: str | Path) -> PairSet:
     except (OSError, KeyError, ValueError, TypeError) as err:   # truncated, or another HDF5 file
         if isinstance(err, UnreadableFile):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnreadableFile(f"pair set {path} cannot be read ({first}): delete it so it is sampled again "
+        raise UnreadableFile(f"pair set {path} cannot be read ({first_line(err)}): delete it so it is sampled again "
                              "(`layerbound sample-pairs`, the workflow's pairs_sample rule)") from None
     problem = structure_problem(pair_set)
     if problem:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import CheckpointMismatch, ConfigError, WriteError
+from ..core.errors import CheckpointMismatch, ConfigError, WriteError, first_line
 from ..core.schema import fill_loaded_defaults
 from ..core.store import atomic_write_buffered, write_text
 from . import registry as models
@@ -112,7 +112,7 @@ def load(path: str | Path, expect: dict[str, Any] | None = None, map_location: s
             skeleton = build()
     except (ValueError, TypeError, KeyError, RuntimeError) as err:
         raise CheckpointMismatch(f"checkpoint {path} records a network layerbound cannot build: "
-                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                                 f"{first_line(err)}") from None
     _check_weights(path, payload["state_dict"], skeleton.state_dict(), f"the {stored['arch']!r} network it records")
     model = build()
     model.load_state_dict(payload["state_dict"])
@@ -193,9 +193,8 @@ def _load_loaded(path: Path, payload: dict[str, Any], spec: dict[str, Any] | Non
     def failed(err: Exception) -> CheckpointMismatch:
         if isinstance(err, ModelLoadError):
             return CheckpointMismatch(f"checkpoint {path}: {err}")
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return CheckpointMismatch(f"checkpoint {path}: {loaded.describe(spec)} cannot be built ({type(err).__name__}: "
-                                  f"{reason})")
+                                  f"{first_line(err)})")
 
     def real_build():
         try:

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import zoo
 from .weights import read_weights
-from ..core.errors import ModelLoadError
+from ..core.errors import ModelLoadError, first_line
 
 Shape = tuple[int, int, int]
 
@@ -214,8 +214,7 @@ def _robustbench(spec: Mapping[str, Any], with_weights: bool) -> nn.Module:
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     except Exception as err:   # installed, but broken (e.g. a dependency it imports is missing)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelLoadError(f"robustbench is installed but cannot be imported ({type(err).__name__}: {reason}); "
+        raise ModelLoadError(f"robustbench is installed but cannot be imported ({type(err).__name__}: {first_line(err)}); "
                              "reinstall it (pip install robustbench) or fix its dependencies") from None
 
     # Not `zoo`: a local of that name would shadow the module used above (UnboundLocalError).
@@ -253,10 +252,13 @@ def check_traceable(net: nn.Module, what: str) -> None:
     try:
         _usable_names(net)
     except torch.fx.proxy.TraceError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"{what} cannot be traced by torch.fx, which naming its layers needs (torchvision's "
-                             f"feature extraction; a forward that branches on its inputs' values cannot be): "
-                             f"{first}") from None
+        raise _untraceable(what, err) from None
+
+
+def _untraceable(what: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(f"{what} cannot be traced by torch.fx, which naming its layers needs (torchvision's "
+                          f"feature extraction; a forward that branches on its inputs' values cannot be): "
+                          f"{first_line(err)}")
 
 
 def _usable_names(net: nn.Module) -> list[tuple[str, str]]:
@@ -317,13 +319,11 @@ def tap_table(spec: Mapping[str, Any], input_shape: Shape, num_classes: int) -> 
     except ModelLoadError:
         raise
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, torch.fx.proxy.TraceError):
-            raise ModelLoadError(f"{describe(spec)} cannot be traced by torch.fx, which naming its layers needs "
-                                 f"(torchvision's feature extraction): {first}") from None
+            raise _untraceable(describe(spec), err) from None
         hint = ("; small_inputs: true adapts an ImageNet architecture's stem to the dataset's channels and size"
                 if spec["source"] == "torchvision" and not spec.get("small_inputs") else "")
-        raise ModelLoadError(f"{describe(spec)} cannot take inputs of shape {tuple(input_shape)}: {first}{hint}") from None
+        raise ModelLoadError(f"{describe(spec)} cannot take inputs of shape {tuple(input_shape)}: {first_line(err)}{hint}") from None
     if not table:
         raise ModelLoadError(f"{describe(spec)} has no layer whose output is a tensor")
     if outputs != num_classes:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from ..core.errors import LayerboundError
+from ..core.errors import LayerboundError, first_line
 
 # The environment variable naming a cluster's resource file.
 RESOURCES_VARIABLE = "LAYERBOUND_SLURM_RESOURCES"
@@ -211,7 +211,7 @@ def load_resources(path: str | Path) -> dict[str, dict[str, int | str]]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ClusterMisfit(f"{path}: not YAML ({str(err).splitlines()[0]})") from None
+        raise ClusterMisfit(f"{path}: not YAML ({first_line(err)})") from None
     if not isinstance(data, dict):
         raise ClusterMisfit(f"{path}: expected rule names as keys, each with its resources")
     for rule, entry in data.items():
