@@ -118,17 +118,11 @@ def _check_pairs(pairs, where: str) -> None:
     if missing:
         raise TypeError(f"{where}: pairs must be a pair set (api.sample_pairs or api.make_pairs); "
                         f"{type(pairs).__name__} has no {', '.join(missing)}")
-    x_a, x_b, S = pairs.x_a, pairs.x_b, pairs.per_class
-    if not (isinstance(x_a, torch.Tensor) and isinstance(x_b, torch.Tensor)):
+    if not (isinstance(pairs.x_a, torch.Tensor) and isinstance(pairs.x_b, torch.Tensor)):
         raise TypeError(f"{where}: the pair set's x_a and x_b must be torch tensors (api.make_pairs converts arrays)")
-    if x_a.dim() < 2 or x_a.shape != x_b.shape or isinstance(S, bool) or not isinstance(S, (int, np.integer)) \
-            or S < 1 or len(x_a) != S:
-        raise ValueError(f"{where}: the pair set must hold per_class = {S!r} >= 1 images of one shape in each of x_a "
-                         f"and x_b, not {tuple(x_a.shape)} and {tuple(x_b.shape)}")
-    if not (x_a.is_floating_point() and x_b.is_floating_point()):
-        raise ValueError(f"{where}: the pair set's images must be floating point, not {x_a.dtype}")
-    if not (bool(torch.isfinite(x_a).all()) and bool(torch.isfinite(x_b).all())):
-        raise ValueError(f"{where}: the pair set holds pixels that are not finite")
+    problem = pairsets.inputs_problem(pairs.x_a, pairs.x_b, pairs.per_class)
+    if problem:
+        raise ValueError(f"{where}: the pair set {problem}")
 
 
 def _check_model(model, pairs: pairsets.PairSet, where: str) -> None:

@@ -135,13 +135,11 @@ class CollisionOptions:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"collision dtype must be float32 or float64, not {self.dtype!r}")
         if self.box is not None:
-            try:
-                if isinstance(self.box, (str, bytes)) or len(self.box) != 2 or any(
-                        isinstance(b, bool) or not isinstance(b, numbers.Real) for b in self.box):
-                    raise TypeError
-                lo, hi = (float(b) for b in self.box)
-            except (TypeError, ValueError):
-                raise ValueError(f"collision box {self.box!r}: need [lo, hi] (null, None in Python, for unboxed)") from None
+            box = self.box
+            if (isinstance(box, (str, bytes)) or not hasattr(box, "__len__") or len(box) != 2
+                    or any(isinstance(b, bool) or not isinstance(b, numbers.Real) for b in box)):
+                raise ValueError(f"collision box {box!r}: need [lo, hi] (null, None in Python, for unboxed)")
+            lo, hi = (float(b) for b in box)
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ValueError(f"collision box {list(self.box)}: need finite bounds (null, None in Python, for unboxed)")
             if not lo < hi:

@@ -112,10 +112,24 @@ def save(path: str | Path, pairs: PairSet) -> None:
     atomic_write_buffered(path, write)
 
 
+def inputs_problem(x_a: torch.Tensor, x_b: torch.Tensor, per_class) -> str | None:
+    """What is wrong with a pair set's inputs, or None: S = per_class (at least one) inputs of one
+    shape in each of x_a and x_b, floating point, finite. Inputs that disagree with per_class would
+    silently drop pairs, and a NaN pixel would fill a shard with NaN."""
+    S = per_class
+    if (isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S < 1 or x_a.dim() < 2
+            or x_a.shape != x_b.shape or len(x_a) != S):
+        return f"holds inputs of shapes {tuple(x_a.shape)} and {tuple(x_b.shape)}, not {S!r} examples of each class (per_class)"
+    if not (x_a.is_floating_point() and x_b.is_floating_point()):
+        return f"holds images of dtype {x_a.dtype}, not floating point"
+    if not (bool(torch.isfinite(x_a).all()) and bool(torch.isfinite(x_b).all())):
+        return "holds pixels that are not finite"
+    return None
+
+
 def structure_problem(pair_set: PairSet) -> str | None:
-    """What is wrong with a pair set's arrays, or None: every example of both classes (per_class,
-    at least one), images of one shape (C, H, W), finite pixels. Arrays that disagree with
-    per_class would silently drop pairs, and a NaN pixel would fill a shard with NaN."""
+    """What is wrong with a pair set file's arrays, or None: its inputs (inputs_problem), images
+    (C, H, W), and a label and an index per example."""
     S = pair_set.per_class
     keys = ("x_a", "x_b", "y_a", "y_b", "index_a", "index_b")
     if not all(isinstance(getattr(pair_set, key), torch.Tensor) for key in keys):
@@ -124,11 +138,7 @@ def structure_problem(pair_set: PairSet) -> str | None:
     if (type(S) is not int or S < 1 or any(shape[:1] != (S,) for shape in shapes.values())
             or shapes["x_a"] != shapes["x_b"] or len(shapes["x_a"]) != 4):
         return f"holds arrays of shapes {shapes}, not {S} examples of each class (per_class), each an image (C, H, W)"
-    if not (pair_set.x_a.is_floating_point() and pair_set.x_b.is_floating_point()):
-        return f"holds images of dtype {pair_set.x_a.dtype}, not floating point"
-    if not (bool(torch.isfinite(pair_set.x_a).all()) and bool(torch.isfinite(pair_set.x_b).all())):
-        return "holds pixels that are not finite"
-    return None
+    return inputs_problem(pair_set.x_a, pair_set.x_b, S)
 
 
 def from_tensors(x_a, x_b, classes: tuple[int, int] = (0, 1), name: str = "own") -> PairSet:
