@@ -170,10 +170,10 @@ def main() -> None:
     box = options.box
     configured = asdict(options.method_options)
     budget = configured["max_iter"] or "default"
-    step_controls = {f"config: {configured['step']}, {budget} it.": configured}
+    config_column = f"config: {configured['step']}, {budget} it."
+    step_controls = {config_column: configured}
     if not args.relative:   # with --relative the config's own search comes first: the others' reference
         step_controls = {"decay 0.7, 40 it.": DECAY, **step_controls}
-    config_column = f"config: {configured['step']}, {budget} it."
     candidate_column = f"{label}, {budget} it."
     if not args.no_candidate:
         step_controls[candidate_column] = dict(configured, **smoothing)
